@@ -1,0 +1,5 @@
+"""``python -m modelward`` is the ``modelward`` console script."""
+
+from modelward.cli import main
+
+raise SystemExit(main())

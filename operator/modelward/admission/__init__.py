@@ -1,0 +1,1 @@
+"""The admission path: AdmissionReview in, decision out, over a lean aiohttp HTTPS app."""

@@ -1,0 +1,165 @@
+"""Admission decisions: which objects are judged, how, and what the answer says.
+
+- DELETE and CONNECT are never judged; neither is an UPDATE that leaves the pod template alone
+  (scaling, to zero included; status, labels on the workload itself).
+- Workloads are judged on the whole new template, so ``kubectl apply`` of a bad Deployment is
+  refused at once. A Pod UPDATE (a new image, an ephemeral container) is judged on what it adds:
+  violations the running pod already had cannot be fixed by an update and do not block it.
+- Validation denies Enforce findings and Patch findings that have no safe fix; mutation applies
+  the safe fixes of Patch findings on CREATE and on workload UPDATEs; Audit findings become
+  admission warnings. Both webhooks answer the same engine, so a fix that another mutating
+  webhook undoes is still caught by validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modelward.admission.review import AdmissionReviewWire, ReviewRequest, review_response
+from modelward.engine import (
+    Decision,
+    Finding,
+    Subject,
+    UnsupportedKind,
+    evaluate_ingress,
+    evaluate_workload,
+    workload_from_object,
+)
+from modelward.engine.patches import remedies_to_json_patch
+from modelward.state import ClusterState
+
+PROBE_LABEL = "modelward.io/probe"
+MAX_LISTED = 10
+
+
+class DecisionRecorder(Protocol):
+    """Where decisions go after the answer: Events, policy status counters."""
+
+    def record(self, subject: Subject, decision: Decision, *, outcome: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An answer and the label it is counted under (allowed, denied, patched, warned)."""
+
+    review: AdmissionReviewWire
+    label: str
+    decision: Decision | None = None
+
+
+def _template(obj: Mapping[str, Any] | None, request: ReviewRequest) -> Any:
+    if obj is None:
+        return None
+    try:
+        w = workload_from_object(obj, namespace=request.namespace)
+    except UnsupportedKind:
+        return None
+    return (w.pod_spec, w.labels, w.annotations)
+
+
+def subject_of(request: ReviewRequest) -> Subject:
+    meta = (request.obj or {}).get("metadata") or {}
+    name = request.name or meta.get("name") or meta.get("generateName") or "unnamed"
+    return Subject(request.kind, request.namespace, str(name), meta.get("uid"))
+
+
+def _denial_message(request: ReviewRequest, denials: tuple[Finding, ...]) -> str:
+    name = request.name or ((request.obj or {}).get("metadata") or {}).get("generateName", "")
+    head = (
+        f"modelward denied {request.kind} {request.namespace}/{name}: "
+        f"{len(denials)} violation{'s' if len(denials) != 1 else ''}"
+    )
+    lines = [f"- {f.describe()}" for f in denials[:MAX_LISTED]]
+    if len(denials) > MAX_LISTED:
+        lines.append(f"- ... and {len(denials) - MAX_LISTED} more")
+    return "\n".join([head, *lines])
+
+
+class AdmissionService:
+    def __init__(self, *, state: ClusterState, recorder: DecisionRecorder | None = None) -> None:
+        self.state = state
+        self.recorder = recorder
+
+    def _probe(self, request: ReviewRequest) -> AdmissionReviewWire | None:
+        labels = ((request.obj or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(PROBE_LABEL) == "deny":
+            return review_response(
+                request.uid, allowed=False, code=403,
+                message="modelward probe: the webhook is serving (objects labelled "
+                f"{PROBE_LABEL}=deny are always denied)",
+            )
+        return None
+
+    def _decide(self, request: ReviewRequest) -> Decision | None:
+        """The decision for a request, or None when there is nothing to judge."""
+        if request.operation not in ("CREATE", "UPDATE") or request.obj is None:
+            return None
+        policies = self.state.active_policies
+        if not policies:
+            return None
+        if request.kind == "Ingress":
+            return evaluate_ingress(request.obj, self.state, policies)
+        try:
+            workload = workload_from_object(request.obj, namespace=request.namespace)
+        except UnsupportedKind:
+            return None
+        if request.operation == "UPDATE":
+            if _template(request.old_obj, request) == (
+                workload.pod_spec, workload.labels, workload.annotations
+            ):
+                return None
+            if workload.kind == "Pod" and request.old_obj is not None:
+                old = workload_from_object(request.old_obj, namespace=request.namespace)
+                return evaluate_workload(workload, self.state, policies).only_new(
+                    evaluate_workload(old, self.state, policies)
+                )
+        return evaluate_workload(workload, self.state, policies)
+
+    def _record(self, request: ReviewRequest, decision: Decision, outcome: str) -> None:
+        if self.recorder is not None and not request.dry_run and decision.findings:
+            self.recorder.record(subject_of(request), decision, outcome=outcome)
+
+    def validate(self, request: ReviewRequest) -> Outcome:
+        probe = self._probe(request)
+        if probe is not None:
+            return Outcome(probe, "denied")
+        decision = self._decide(request)
+        if decision is None:
+            return Outcome(review_response(request.uid, allowed=True), "allowed")
+        warnings = [f"modelward: {f.short()}" for f in decision.warnings]
+        if decision.denials:
+            self._record(request, decision, "denied")
+            review = review_response(
+                request.uid, allowed=False, code=403,
+                message=_denial_message(request, decision.denials), warnings=warnings,
+            )
+            return Outcome(review, "denied", decision)
+        self._record(request, decision, "warned" if warnings else "allowed")
+        return Outcome(
+            review_response(request.uid, allowed=True, warnings=warnings),
+            "warned" if warnings else "allowed",
+            decision,
+        )
+
+    def mutate(self, request: ReviewRequest) -> Outcome:
+        decision = self._decide(request)
+        if decision is None or not decision.fixes or request.obj is None:
+            return Outcome(review_response(request.uid, allowed=True), "allowed")
+        if request.kind == "Pod" and request.operation == "UPDATE":
+            return Outcome(review_response(request.uid, allowed=True), "allowed")
+        workload = workload_from_object(request.obj, namespace=request.namespace)
+        patch = remedies_to_json_patch(
+            workload, (r for f in decision.fixes for r in f.violation.remedies)
+        )
+        if not patch:
+            return Outcome(review_response(request.uid, allowed=True), "allowed")
+        fixed = Decision(decision.fixes)
+        self._record(request, fixed, "patched")
+        warnings = [f"modelward patched: {f.short()}" for f in decision.fixes]
+        return Outcome(
+            review_response(request.uid, allowed=True, patch=patch, warnings=warnings),
+            "patched",
+            fixed,
+        )

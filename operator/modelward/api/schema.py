@@ -1,0 +1,435 @@
+"""The one source of truth for modelward's CRDs.
+
+``manifests/crds/`` and ``charts/modelward/crds/`` are generated from this module
+(``modelward crds --write``), a test keeps them in sync, and ``modelward check`` validates
+offline policy files against the same OpenAPI schema the API server enforces.
+
+Design notes for the API (see docs/policies.md for the user's view):
+
+- ``match`` must select by namespace (``namespaces`` or ``namespaceSelector``); ``podSelector``
+  can only narrow that selection, never stand alone, because a pod's labels are written by
+  whoever writes the pod (a CEL rule enforces it for ClusterModelPolicy).
+- Every section is optional; a section that is present is enabled with safe defaults, and may
+  override the policy's ``mode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GROUP = "modelward.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+MODES = ("Enforce", "Patch", "Audit")
+POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
+
+Schema = dict[str, Any]
+
+
+def _string(description: str, **extra: Any) -> Schema:
+    return {"type": "string", "description": description, **extra}
+
+
+def _boolean(description: str, default: bool) -> Schema:
+    return {"type": "boolean", "description": description, "default": default}
+
+
+def _strings(description: str, *, default: list[str] | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "array", "description": description, "items": {"type": "string"}}
+    if default is not None:
+        schema["default"] = default
+    schema.update(extra)
+    return schema
+
+
+def _object(description: str, properties: dict[str, Schema], **extra: Any) -> Schema:
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+def _mode_override(section: str) -> Schema:
+    return _string(
+        f"Overrides spec.mode for the {section} rules.",
+        enum=list(MODES),
+    )
+
+
+def label_selector(description: str) -> Schema:
+    """The schema of a metav1.LabelSelector."""
+    requirement = _object(
+        "A label selector requirement.",
+        {
+            "key": _string("The label key."),
+            "operator": _string(
+                "How the key relates to the values.",
+                enum=["In", "NotIn", "Exists", "DoesNotExist"],
+            ),
+            "values": _strings("Values for In and NotIn; empty for Exists and DoesNotExist."),
+        },
+        required=["key", "operator"],
+    )
+    return _object(
+        description,
+        {
+            "matchLabels": {
+                "type": "object",
+                "description": "Labels that must all be present with these values.",
+                "additionalProperties": {"type": "string"},
+            },
+            "matchExpressions": {
+                "type": "array",
+                "description": "Requirements that must all hold.",
+                "items": requirement,
+            },
+        },
+        **{"x-kubernetes-map-type": "atomic"},
+    )
+
+
+def _selection(description: str) -> Schema:
+    return _object(
+        description,
+        {
+            "namespaces": _strings(
+                "Namespace names; shell-style globs such as 'serving-*' are allowed.",
+                maxItems=256,
+            ),
+            "namespaceSelector": label_selector("Selects namespaces by their labels."),
+            "podSelector": label_selector(
+                "Narrows the selection to pods (or pod templates) with these labels. A pod's "
+                "labels are written by whoever writes the pod, so this can only narrow a "
+                "namespace-based selection."
+            ),
+        },
+    )
+
+
+def _toleration() -> Schema:
+    return _object(
+        "A toleration, as in a pod spec.",
+        {
+            "key": _string("Taint key."),
+            "operator": _string("Exists or Equal.", enum=["Exists", "Equal"], default="Exists"),
+            "value": _string("Taint value, for Equal."),
+            "effect": _string(
+                "Taint effect.", enum=["NoSchedule", "PreferNoSchedule", "NoExecute"]
+            ),
+        },
+        required=["key"],
+    )
+
+
+def _isolation() -> Schema:
+    return _object(
+        "Hosting environment: namespaces, Pod Security, sandboxed runtimes, dedicated GPU "
+        "nodes, service account tokens and network policy (rules MW-ISO-*).",
+        {
+            "mode": _mode_override("isolation"),
+            "forbiddenNamespaces": _strings(
+                "Namespaces in which model-serving pods may not run (MW-ISO-001).",
+                default=["default"],
+            ),
+            "podSecurity": _string(
+                "Pod Security Standard level the pods must meet: 'restricted' checks "
+                "runAsNonRoot, allowPrivilegeEscalation, capabilities and seccomp "
+                "(MW-ISO-002..005) on top of 'baseline' (privileged, host namespaces, "
+                "hostPath, hostPort: MW-ISO-006..009); 'privileged' checks nothing.",
+                enum=list(POD_SECURITY_LEVELS),
+                default="restricted",
+            ),
+            "runtimeClassNames": _strings(
+                "If set, pods must use one of these runtimeClassNames, e.g. gvisor or kata "
+                "(MW-ISO-010)."
+            ),
+            "defaultRuntimeClassName": _string(
+                "In Patch mode, the runtimeClassName set on pods that have none."
+            ),
+            "gpu": _object(
+                "Dedicated GPU nodes (MW-ISO-011, MW-ISO-012). A pod requesting a GPU "
+                "resource must carry the pool's node selector and toleration; a pod "
+                "requesting none may not tolerate the GPU taint.",
+                {
+                    "resources": _strings(
+                        "Extended resources that count as GPUs.", default=["nvidia.com/gpu"]
+                    ),
+                    "nodeSelector": {
+                        "type": "object",
+                        "description": "Node labels of the GPU pool, required on GPU pods "
+                        "(as nodeSelector or a required node affinity).",
+                        "additionalProperties": {"type": "string"},
+                        "default": {"nvidia.com/gpu.present": "true"},
+                    },
+                    "toleration": _toleration(),
+                },
+            ),
+            "forbidServiceAccountTokenAutomount": _boolean(
+                "Pods must set automountServiceAccountToken: false (MW-ISO-013).", True
+            ),
+            "requireDefaultDenyNetworkPolicy": _boolean(
+                "The namespace must hold a NetworkPolicy that selects every pod and allows "
+                "no ingress by default (MW-ISO-014).",
+                True,
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.defaultRuntimeClassName) || "
+                    "(has(self.runtimeClassNames) && "
+                    "self.defaultRuntimeClassName in self.runtimeClassNames)",
+                    "message": "defaultRuntimeClassName must be one of runtimeClassNames",
+                }
+            ]
+        },
+    )
+
+
+def _images() -> Schema:
+    return _object(
+        "Container images (rules MW-IMG-*).",
+        {
+            "mode": _mode_override("images"),
+            "requireDigest": _boolean(
+                "Every image must be pinned by digest, e.g. repo@sha256:... (MW-IMG-001).",
+                True,
+            ),
+            "allowedRegistries": _strings(
+                "If set, images must come from these registries or repositories; globs such "
+                "as 'registry.example.com/models/*' (MW-IMG-002)."
+            ),
+            "forbiddenTags": _strings(
+                "Tags that may not be used; an image with neither tag nor digest counts as "
+                "'latest' (MW-IMG-003).",
+                default=["latest"],
+            ),
+        },
+    )
+
+
+def _transport() -> Schema:
+    return _object(
+        "TLS on every endpoint (rules MW-TLS-*).",
+        {
+            "mode": _mode_override("transport"),
+            "requireTLS": _boolean(
+                "Pods must show TLS evidence: mesh injection or a mounted TLS secret "
+                "(MW-TLS-001).",
+                True,
+            ),
+            "meshes": _strings(
+                "Service meshes whose sidecar injection counts as mTLS.",
+                default=["istio", "linkerd"],
+                items={"type": "string", "enum": ["istio", "linkerd"]},
+            ),
+            "tlsSecretNames": _strings(
+                "Names (globs) of Secrets that hold TLS certificates; a container mounting one "
+                "counts as serving TLS. modelward never reads Secrets, so it recognises them by "
+                "name.",
+                default=["*-tls", "*-tls-*", "tls-*"],
+            ),
+            "ingress": _object(
+                "Ingresses whose backends route to selected pods (MW-TLS-002, MW-TLS-003).",
+                {
+                    "requireTLS": _boolean("The Ingress must have spec.tls.", True),
+                    "rateLimitAnnotations": _strings(
+                        "The Ingress must carry one of these annotations.",
+                        default=[
+                            "nginx.ingress.kubernetes.io/limit-rps",
+                            "nginx.ingress.kubernetes.io/limit-rpm",
+                            "nginx.ingress.kubernetes.io/limit-connections",
+                            "traefik.ingress.kubernetes.io/router.middlewares",
+                            "haproxy.org/rate-limit-requests",
+                        ],
+                    ),
+                },
+            ),
+        },
+    )
+
+
+def _secrets() -> Schema:
+    return _object(
+        "Secrets and system prompts (rules MW-SEC-*).",
+        {
+            "mode": _mode_override("secrets"),
+            "forbidLiteralCredentials": _boolean(
+                "Env values may not hold credentials: known token formats, private keys, "
+                "high-entropy strings (MW-SEC-001).",
+                True,
+            ),
+            "forbidLiteralSystemPrompts": _boolean(
+                "Env values may not hold system prompts: variables named *SYSTEM_PROMPT* "
+                "or long prompt-like text (MW-SEC-002).",
+                True,
+            ),
+            "allowedEnvNames": _strings(
+                "Env variable names (globs) exempt from these rules, for values you have "
+                "reviewed."
+            ),
+        },
+    )
+
+
+def policy_spec(*, namespaced: bool) -> Schema:
+    """The ``spec`` schema shared by ClusterModelPolicy and ModelPolicy."""
+    match = _selection(
+        "What the policy applies to."
+        + (
+            " Defaults to every pod of the policy's own namespace."
+            if namespaced
+            else " Must select by namespace (namespaces or namespaceSelector)."
+        )
+    )
+    if not namespaced:
+        match["x-kubernetes-validations"] = [
+            {
+                "rule": "has(self.namespaces) || has(self.namespaceSelector)",
+                "message": "match must select namespaces (namespaces or namespaceSelector); "
+                "podSelector can only narrow that selection",
+            }
+        ]
+    spec = _object(
+        "The policy: what it selects, how it acts, and its rule sections.",
+        {
+            "description": _string("What the policy is for, shown in reports and evidence."),
+            "mode": _string(
+                "Enforce denies; Patch fixes what can be fixed safely and denies the rest; "
+                "Audit admits with warnings, Events, metrics and reports.",
+                enum=list(MODES),
+                default="Enforce",
+            ),
+            "match": match,
+            "exclude": _selection("Exceptions to match."),
+            "isolation": _isolation(),
+            "images": _images(),
+            "transport": _transport(),
+            "secrets": _secrets(),
+        },
+    )
+    if not namespaced:
+        spec["required"] = ["match"]
+    return spec
+
+
+def policy_status() -> Schema:
+    condition = _object(
+        "A standard condition.",
+        {
+            "type": _string("Condition type, e.g. Ready."),
+            "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": _string("A CamelCase reason."),
+            "message": _string("A human-readable message."),
+            "lastTransitionTime": _string("When the status last changed.", format="date-time"),
+            "observedGeneration": {"type": "integer", "format": "int64"},
+        },
+        required=["type", "status"],
+    )
+    return _object(
+        "What modelward made of the policy.",
+        {
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "conditions": {
+                "type": "array",
+                "items": condition,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "rules": _strings("IDs of the rules this policy enables."),
+            "violations": _object(
+                "Admission decisions that found violations of this policy since the "
+                "operator started.",
+                {
+                    "denied": {"type": "integer", "format": "int64"},
+                    "patched": {"type": "integer", "format": "int64"},
+                    "warned": {"type": "integer", "format": "int64"},
+                },
+            ),
+        },
+    )
+
+
+def _crd(*, kind: str, plural: str, short_names: list[str], namespaced: bool) -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "modelward"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["modelward"],
+            },
+            "scope": "Namespaced" if namespaced else "Cluster",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {
+                            "name": "Denied",
+                            "type": "integer",
+                            "jsonPath": ".status.violations.denied",
+                        },
+                        {
+                            "name": "Age",
+                            "type": "date",
+                            "jsonPath": ".metadata.creationTimestamp",
+                        },
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": f"{kind}: a modelward policy for model-serving "
+                            "workloads"
+                            + (" in its own namespace." if namespaced else ", cluster-wide."),
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": policy_spec(namespaced=namespaced),
+                                "status": policy_status(),
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def custom_resource_definitions() -> list[Schema]:
+    """Every CRD modelward installs, in install order."""
+    return [
+        _crd(
+            kind="ClusterModelPolicy",
+            plural="clustermodelpolicies",
+            short_names=["cmp", "cmpol"],
+            namespaced=False,
+        ),
+        _crd(kind="ModelPolicy", plural="modelpolicies", short_names=["mp", "mpol"], namespaced=True),
+    ]
+
+
+def openapi_schema(kind: str) -> Schema:
+    """The openAPIV3Schema of ``kind``, for offline validation of policy files."""
+    for crd in custom_resource_definitions():
+        if crd["spec"]["names"]["kind"] == kind:
+            schema: Schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+            return schema
+    raise KeyError(kind)

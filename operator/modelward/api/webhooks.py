@@ -1,0 +1,95 @@
+"""What modelward's webhooks intercept: the single source for every webhook configuration.
+
+The Helm chart's webhook templates and the test harness's locally registered configurations
+are both checked against these rules, so that a kind added here is intercepted everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VALIDATE_PATH = "/validate"
+MUTATE_PATH = "/mutate"
+
+# (apiGroup, version, resources): pods and every built-in controller that stamps out pods.
+POD_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "v1", ("pods", "pods/ephemeralcontainers")),
+    ("apps", "v1", ("deployments", "statefulsets", "daemonsets", "replicasets")),
+    ("batch", "v1", ("jobs", "cronjobs")),
+)
+INGRESS_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("networking.k8s.io", "v1", ("ingresses",)),
+)
+
+#: Namespaces never intercepted, whatever the values say: a cluster must be able to restart.
+ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
+
+
+def webhook_rules(*, include_ingresses: bool) -> list[dict[str, Any]]:
+    """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked)."""
+    groups = POD_RULES + (INGRESS_RULES if include_ingresses else ())
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": [version],
+            "resources": list(resources),
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+        for group, version, resources in groups
+    ]
+
+
+def namespace_selector(excluded: tuple[str, ...]) -> dict[str, Any]:
+    """A selector that leaves the system namespaces and ``excluded`` alone."""
+    names = sorted(set(ALWAYS_EXCLUDED_NAMESPACES) | set(excluded))
+    return {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": names}
+        ]
+    }
+
+
+def webhook_configurations(
+    *,
+    name: str,
+    client_config_for: dict[str, dict[str, Any]],
+    excluded_namespaces: tuple[str, ...],
+    failure_policy: str = "Fail",
+    timeout_seconds: int = 5,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ValidatingWebhookConfiguration and a MutatingWebhookConfiguration.
+
+    ``client_config_for`` maps ``"validate"`` and ``"mutate"`` to a ``clientConfig`` (a
+    ``service`` reference in a cluster, a ``url`` for a local process), each with its caBundle.
+    ``sideEffects: NoneOnDryRun``: the webhook records Events, except for dry-run requests.
+    """
+
+    def webhook(kind: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "name": f"{kind}.modelward.io",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "NoneOnDryRun",
+            "failurePolicy": failure_policy,
+            "timeoutSeconds": timeout_seconds,
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": namespace_selector(excluded_namespaces),
+            "clientConfig": client_config_for[kind],
+            "rules": rules,
+        }
+
+    validating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [webhook("validate", webhook_rules(include_ingresses=True))],
+    }
+    mutating_hook = webhook("mutate", webhook_rules(include_ingresses=False))
+    mutating_hook["reinvocationPolicy"] = "IfNeeded"
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [mutating_hook],
+    }
+    return validating, mutating

@@ -1,0 +1,137 @@
+"""The ``modelward`` command: run the operator, check manifests, verify and scan models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelward import __version__
+from modelward.errors import ModelwardError
+
+EPILOG = """\
+examples:
+  modelward run --tls-cert-file tls.crt --tls-key-file tls.key
+  modelward check -f deploy/ --policy policies/ --output json
+  modelward crds --write
+
+exit codes: 0 success / nothing denied, 1 something denied or rejected, 2 unusable input.
+docs: README.md, docs/policies.md, docs/rules.md
+"""
+
+
+def _run(args: argparse.Namespace) -> int:
+    from modelward.observability.logging import configure_logging
+    from modelward.run import serve
+    from modelward.settings import Settings
+
+    settings = Settings(
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
+        tls_cert_file=Path(args.tls_cert_file),
+        tls_key_file=Path(args.tls_key_file),
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        namespace=args.namespace,
+        deadline_seconds=args.deadline,
+        events=not args.no_events,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    ).validate()
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from modelward.check import check, load_policies, render_json, render_text
+
+    policies = load_policies(args.policy)
+    results, judged = check(args.filename, policies)
+    print(render_json(results, judged) if args.output == "json" else render_text(results, judged))
+    return 1 if any(r.action == "deny" for r in results) else 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from modelward.api.manifests import render_crd_files, write_crds
+
+    if args.write:
+        for path in write_crds(Path(args.repo_root)):
+            print(f"wrote {path}")
+    else:
+        print("---\n".join(render_crd_files().values()), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelward",
+        description="Admission controller and operator protecting AI model-serving workloads "
+        "(AIUC-1 B008).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"modelward {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="run the operator and the admission webhooks",
+        description="Watch policies, namespaces, NetworkPolicies and Services (kopf), serve "
+        "/validate and /mutate over HTTPS and /healthz, /readyz, /metrics over HTTP. Uses the "
+        "in-cluster service account, or KUBECONFIG outside a cluster.",
+    )
+    run.add_argument("--webhook-host", default="0.0.0.0", help="address of the HTTPS webhook server")
+    run.add_argument("--webhook-port", type=int, default=8443, help="port of the HTTPS webhook server")
+    run.add_argument("--tls-cert-file", default="/etc/modelward/tls/tls.crt",
+                     help="serving certificate (PEM); reloaded when the file changes")
+    run.add_argument("--tls-key-file", default="/etc/modelward/tls/tls.key",
+                     help="serving certificate's private key (PEM)")
+    run.add_argument("--metrics-host", default="0.0.0.0", help="address of the health/metrics server")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of the health/metrics server")
+    run.add_argument("--namespace", default="modelward-system", help="modelward's own namespace")
+    run.add_argument("--deadline", type=float, default=2.5,
+                     help="internal deadline per review in seconds (below the webhook timeout)")
+    run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.set_defaults(handler=_run)
+
+    chk = sub.add_parser(
+        "check", help="evaluate manifests offline against policies (for CI)",
+        description="Evaluate Kubernetes manifests with exactly the admission engine. Namespaces, "
+        "NetworkPolicies and Services found in the manifests stand in for the cluster. Exit 0 "
+        "when nothing is denied, 1 when something is, 2 for unusable input.",
+        epilog="example: modelward check -f k8s/ --policy manifests/examples/policies/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chk.add_argument("-f", "--filename", action="append", required=True,
+                     help="manifest file or folder (repeatable)")
+    chk.add_argument("--policy", action="append", required=True,
+                     help="policy file or folder (repeatable)")
+    chk.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    chk.set_defaults(handler=_check)
+
+    crds = sub.add_parser("crds", help="print the CRDs, or write manifests/crds and the chart's")
+    crds.add_argument("--write", action="store_true", help="write the generated files")
+    crds.add_argument("--repo-root", default=".", help="repository root for --write")
+    crds.set_defaults(handler=_crds)
+
+    from modelward.integrity.commands import register_commands
+
+    register_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except ModelwardError as exc:
+        print(f"modelward {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""The controller side: kopf watches feeding the cluster state, policy status, Events."""

@@ -1,0 +1,159 @@
+"""Kubernetes Events for admission decisions, posted off the hot path.
+
+``record`` is called synchronously by the admission service and only enqueues; a worker task
+posts. Identical events within ``DEDUPE_SECONDS`` are posted once, a token bucket bounds the
+rate, and a full queue drops (counted in ``modelward_events_dropped_total``) rather than
+slowing admission down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from modelward.controller.kube import KubeApi
+from modelward.engine import Decision, PolicyRef, Subject
+from modelward.observability.metrics import Metrics
+
+log = logging.getLogger("modelward.events")
+
+DEDUPE_SECONDS = 300.0
+QUEUE_SIZE = 1000
+MAX_RULES_IN_MESSAGE = 8
+
+REASONS = {"denied": "PolicyViolation", "warned": "PolicyViolation", "patched": "PolicyPatched"}
+API_VERSIONS = {
+    "Pod": "v1", "Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1",
+    "Ingress": "networking.k8s.io/v1", "ReplicationController": "v1",
+}
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Implements the admission service's ``DecisionRecorder``."""
+
+    def __init__(self, *, kube: KubeApi | None, metrics: Metrics, component: str,
+                 instance: str, rate: float, burst: int) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self.component = component
+        self.instance = instance
+        self.bucket = TokenBucket(rate, burst)
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
+        self.recent: dict[tuple[str, ...], float] = {}
+        self.counts: dict[PolicyRef, Counter[str]] = {}
+        self.dirty: set[PolicyRef] = set()
+
+    # -- called on the admission path ------------------------------------------------------------
+
+    def record(self, subject: Subject, decision: Decision, *, outcome: str) -> None:
+        by_policy: dict[PolicyRef, list[str]] = {}
+        for finding in decision.findings:
+            by_policy.setdefault(finding.policy, []).append(finding.violation.rule_id)
+        for policy in by_policy:
+            self.counts.setdefault(policy, Counter())[outcome] += 1
+            self.dirty.add(policy)
+        involved = {
+            "apiVersion": API_VERSIONS.get(subject.kind, "v1"),
+            "kind": subject.kind,
+            "namespace": subject.namespace,
+            "name": subject.name,
+            **({"uid": subject.uid} if subject.uid else {}),
+        }
+        reason = REASONS.get(outcome, "PolicyViolation")
+        kind = "Normal" if outcome == "patched" else "Warning"
+        summary = "; ".join(f.short() for f in decision.findings[:MAX_RULES_IN_MESSAGE])
+        if len(decision.findings) > MAX_RULES_IN_MESSAGE:
+            summary += f"; and {len(decision.findings) - MAX_RULES_IN_MESSAGE} more"
+        self._enqueue(subject.namespace, involved, reason, kind, f"{outcome}: {summary}")
+        for policy, rules in by_policy.items():
+            unique = sorted(set(rules))
+            policy_obj = {
+                "apiVersion": "modelward.io/v1alpha1",
+                "kind": policy.kind,
+                "name": policy.name,
+                **({"namespace": policy.namespace} if policy.namespace else {}),
+            }
+            message = f"{subject} {outcome}: {', '.join(unique)}"
+            self._enqueue(policy.namespace or "default", policy_obj, reason, kind, message)
+
+    def _enqueue(self, namespace: str, involved: Mapping[str, Any], reason: str, kind: str,
+                 message: str) -> None:
+        key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason, message)
+        now = time.monotonic()
+        if now - self.recent.get(key, -DEDUPE_SECONDS) < DEDUPE_SECONDS:
+            return
+        if not self.bucket.take() or self.queue.full():
+            self.metrics.events_dropped.inc()
+            return
+        self.recent[key] = now
+        if len(self.recent) > 10_000:
+            cutoff = now - DEDUPE_SECONDS
+            self.recent = {k: t for k, t in self.recent.items() if t > cutoff}
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{involved.get('name')}.{secrets.token_hex(8)}"[-253:].lstrip(".-"),
+                "namespace": namespace,
+            },
+            "involvedObject": dict(involved),
+            "reason": reason,
+            "message": message[:1024],
+            "type": kind,
+            "firstTimestamp": _now(),
+            "lastTimestamp": _now(),
+            "count": 1,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance,
+            "action": "Admission",
+        }
+        self.queue.put_nowait((namespace, event))
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            namespace, event = await self.queue.get()
+            if self.kube is None:
+                continue
+            try:
+                await asyncio.to_thread(self.kube.create_event, namespace, event)
+                self.metrics.events_posted.labels(event["reason"]).inc()
+            except Exception as exc:
+                self.metrics.event_errors.inc()
+                log.warning("could not post event %s in %s: %s", event["reason"], namespace, exc)
+
+    def take_counts(self) -> dict[PolicyRef, dict[str, int]]:
+        """Counts of the policies that changed since the last call."""
+        changed = {p: dict(self.counts[p]) for p in self.dirty}
+        self.dirty.clear()
+        return changed

@@ -1,0 +1,58 @@
+"""kopf handlers: thin translations of watch events into ``observe_object`` calls.
+
+Handlers are registered on a registry built here (no import-time registration), and business
+logic never sees kopf's keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from modelward.api.schema import GROUP, VERSION
+from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.status import PolicyStatusWriter
+from modelward.state import ClusterState
+
+WATCHED: tuple[tuple[str, str, str, str], ...] = (
+    # (kind, group, version, plural)
+    ("ClusterModelPolicy", GROUP, VERSION, "clustermodelpolicies"),
+    ("ModelPolicy", GROUP, VERSION, "modelpolicies"),
+    ("Namespace", "", "v1", "namespaces"),
+    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
+    ("Service", "", "v1", "services"),
+)
+
+
+def build_registry(*, state: ClusterState, status: PolicyStatusWriter) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    def watch(kind: str, group: str, version: str, plural: str) -> None:
+        async def on_event(event: dict[str, Any], **_: Any) -> None:
+            obj = event.get("object") or {}
+            deleted = event.get("type") == "DELETED"
+            entry = observe_object(state, kind, obj, deleted=deleted)
+            if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
+                await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))
+
+        kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(on_event)
+
+    for kind, group, version, plural in WATCHED:
+        watch(kind, group, version, plural)
+    return registry
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # our Events are our own; kopf's log events are noise
+    settings.scanning.disabled = True  # no CRD/namespace scanning: fewer RBAC verbs
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    return settings

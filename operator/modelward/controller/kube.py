@@ -1,0 +1,87 @@
+"""The few Kubernetes API calls modelward makes itself (kopf does the watching).
+
+Synchronous ``kubernetes`` client calls, run in threads by the async callers; every call has a
+timeout so that nothing on the operator's loop can hang on the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kubernetes import client, config
+
+from modelward.api.schema import GROUP, VERSION
+
+TIMEOUT = 10.0
+
+POLICY_PLURALS = {"ClusterModelPolicy": "clustermodelpolicies", "ModelPolicy": "modelpolicies"}
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        if api_client is None:
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config()
+            else:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self.api = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
+
+    def _json(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call a list/get method and return the raw JSON (no model objects)."""
+        response = method(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+        data: dict[str, Any] = json.loads(response.data)
+        return data
+
+    def list_policies(self, kind: str) -> list[dict[str, Any]]:
+        items = self._json(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                           POLICY_PLURALS[kind])["items"]
+        for item in items:
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        return list(items)
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        return list(self._json(self.core.list_namespace)["items"])
+
+    def list_network_policies(self) -> list[dict[str, Any]]:
+        return list(self._json(self.networking.list_network_policy_for_all_namespaces)["items"])
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return list(self._json(self.core.list_service_for_all_namespaces)["items"])
+
+    def patch_policy_status(
+        self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None:
+        body = {"status": dict(status)}
+        plural = POLICY_PLURALS[kind]
+        if namespace:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body, _request_timeout=TIMEOUT
+            )
+        else:
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, plural, name, body, _request_timeout=TIMEOUT
+            )
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        self.core.create_namespaced_event(namespace, dict(event), _request_timeout=TIMEOUT)
+
+
+def iter_all(kube: KubeApi) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Everything the state needs at start-up, as (kind, object)."""
+    for kind in POLICY_PLURALS:
+        for item in kube.list_policies(kind):
+            yield kind, item
+    for item in kube.list_namespaces():
+        yield "Namespace", item
+    for item in kube.list_network_policies():
+        yield "NetworkPolicy", item
+    for item in kube.list_services():
+        yield "Service", item

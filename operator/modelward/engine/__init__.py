@@ -1,0 +1,30 @@
+"""The pure policy engine: workloads, policies, rules and decisions.
+
+No kopf, aiohttp or kubernetes imports here (import-linter guards it): the admission server,
+the controller and the offline ``modelward check`` CLI all call the same functions.
+"""
+
+from modelward.engine.decision import Decision, Finding, Mode, Subject, Violation
+from modelward.engine.evaluate import evaluate_ingress, evaluate_workload
+from modelward.engine.facts import ClusterFacts, NamespaceFacts, StaticFacts
+from modelward.engine.policy import Policy, PolicyRef, parse_policy
+from modelward.engine.workloads import UnsupportedKind, Workload, workload_from_object
+
+__all__ = [
+    "ClusterFacts",
+    "Decision",
+    "Finding",
+    "Mode",
+    "NamespaceFacts",
+    "Policy",
+    "PolicyRef",
+    "StaticFacts",
+    "Subject",
+    "UnsupportedKind",
+    "Violation",
+    "Workload",
+    "evaluate_ingress",
+    "evaluate_workload",
+    "parse_policy",
+    "workload_from_object",
+]

@@ -1,0 +1,138 @@
+"""What the engine finds and decides: violations, findings in the context of a policy, and
+the decision for one object."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Mode(enum.Enum):
+    """How a policy (or one of its sections) acts on a violation."""
+
+    ENFORCE = "Enforce"
+    PATCH = "Patch"
+    AUDIT = "Audit"
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """A safe fix: set ``value`` at ``path`` (pointer tokens relative to the pod spec), or
+    append it to the list at ``path``. ``patches.remedies_to_json_patch`` turns remedies into
+    targeted JSONPatch operations."""
+
+    path: tuple[str | int, ...]
+    value: Any
+    append: bool = False
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule in one place, as a rule reports it."""
+
+    rule_id: str
+    message: str
+    fix: str
+    container: str | None = None
+    remedies: tuple[Remedy, ...] = ()
+
+    @property
+    def patchable(self) -> bool:
+        return bool(self.remedies)
+
+    def key(self) -> tuple[str, str | None, str]:
+        """Identity used to tell an old violation from a new one on UPDATE."""
+        return (self.rule_id, self.container, self.message)
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """Which policy a finding comes from."""
+
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+    @property
+    def label(self) -> str:
+        """A compact, bounded metric label value."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A violation under a policy, with the mode that policy section acts in."""
+
+    violation: Violation
+    policy: PolicyRef
+    mode: Mode
+
+    @property
+    def blocks(self) -> bool:
+        """Enforce denies; Patch denies what it cannot fix."""
+        return self.mode is Mode.ENFORCE or (
+            self.mode is Mode.PATCH and not self.violation.patchable
+        )
+
+    @property
+    def patches(self) -> bool:
+        return self.mode is Mode.PATCH and self.violation.patchable
+
+    def describe(self) -> str:
+        v = self.violation
+        where = f" in {v.container}" if v.container else ""
+        return f"[{v.rule_id}]{where}: {v.message}. Fix: {v.fix} (policy {self.policy})"
+
+    def short(self) -> str:
+        v = self.violation
+        where = f" {v.container}:" if v.container else ""
+        return f"[{v.rule_id}]{where} {v.message} (policy {self.policy.label})"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything the policies found about one object."""
+
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def denials(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.blocks)
+
+    @property
+    def fixes(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.patches)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode is Mode.AUDIT)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.denials
+
+    def only_new(self, old: Decision) -> Decision:
+        """Findings not already present in ``old``: an UPDATE is judged on what it adds."""
+        before = {(f.policy, f.violation.key()) for f in old.findings}
+        return Decision(
+            tuple(f for f in self.findings if (f.policy, f.violation.key()) not in before)
+        )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The object a decision was made about, for Events and reports."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"

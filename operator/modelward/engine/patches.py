@@ -1,0 +1,91 @@
+"""Remedies to targeted JSONPatch operations.
+
+Only the fields a remedy sets are touched (never a whole-object diff). A missing parent is
+created with one ``add`` of the nested value; the pod spec is copied lazily, and only when there
+is something to patch, so that admitting a clean object costs no copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from modelward.engine.decision import Remedy
+from modelward.engine.workloads import Workload, json_pointer
+
+JsonPatch = list[dict[str, Any]]
+
+
+def _nest(tokens: tuple[str | int, ...], value: Any) -> Any:
+    for token in reversed(tokens):
+        value = {str(token): value}
+    return value
+
+
+def _op(op: str, tokens: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    """An operation with its own copy of ``value``: later remedies keep editing the working
+    document, and must not reach back into operations already emitted."""
+    return {"op": op, "path": json_pointer(tokens), "value": copy.deepcopy(value)}
+
+
+def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> JsonPatch:
+    """JSONPatch operations (relative to the whole object) applying ``remedies`` in order.
+
+    Remedies that are already satisfied (or repeated by several policies) produce nothing.
+    """
+    remedies = list(remedies)
+    if not remedies:
+        return []
+    doc: dict[str, Any] = copy.deepcopy(dict(workload.pod_spec))
+    prefix: tuple[str | int, ...] = workload.pod_spec_pointer
+    ops: JsonPatch = []
+    for remedy in remedies:
+        parent: Any = doc
+        tokens = remedy.path
+        for depth, token in enumerate(tokens[:-1]):
+            child = parent.get(token) if isinstance(parent, Mapping) else parent[token]
+            if child is None:
+                value = _nest(tokens[depth + 1 :], [remedy.value] if remedy.append else remedy.value)
+                parent[token] = value
+                ops.append(_op("add", (*prefix, *tokens[: depth + 1]), value))
+                break
+            parent = child
+        else:
+            last = tokens[-1]
+            existing = parent.get(last) if isinstance(parent, Mapping) else parent[last]
+            if remedy.append:
+                if existing is None:
+                    parent[last] = [remedy.value]
+                    ops.append(_op("add", (*prefix, *tokens), [remedy.value]))
+                elif remedy.value not in existing:
+                    existing.append(remedy.value)
+                    ops.append(_op("add", (*prefix, *tokens, "-"), remedy.value))
+            elif existing != remedy.value:
+                op = "replace" if isinstance(parent, Mapping) and last in parent else "add"
+                parent[last] = remedy.value
+                ops.append(_op(op, (*prefix, *tokens), remedy.value))
+    return ops
+
+
+def apply_json_patch(document: Any, ops: JsonPatch) -> Any:
+    """A small RFC 6902 applier for add/replace (what modelward emits), for tests and the CLI."""
+    result = copy.deepcopy(document)
+    for op in ops:
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
+        parent = result
+        for token in tokens[:-1]:
+            parent = parent[int(token)] if isinstance(parent, list) else parent[token]
+        last = tokens[-1]
+        if isinstance(parent, list):
+            if last == "-":
+                parent.append(op["value"])
+            elif op["op"] == "add":
+                parent.insert(int(last), op["value"])
+            else:
+                parent[int(last)] = op["value"]
+        else:
+            if op["op"] == "replace" and last not in parent:
+                raise KeyError(f"replace of missing {op['path']}")
+            parent[last] = op["value"]
+    return result

@@ -1,0 +1,63 @@
+"""The rule catalogue: every rule's stable ID, its family and title.
+
+A rule family is a module with one ``check_<family>(workload, namespace, config)`` generator;
+each rule it contains is listed here so that messages, metrics, reports and docs/rules.md all
+use the same IDs. Adding a rule: write it in its family module, list it here, document it in
+docs/rules.md, test it in tests/unit/engine/rules/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelward.engine.policy import Policy
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    rule_id: str
+    family: str
+    title: str
+    patchable: bool = False
+
+
+RULES: dict[str, RuleInfo] = {
+    r.rule_id: r
+    for r in (
+        RuleInfo("MW-ISO-001", "isolation", "Model-serving pods stay out of forbidden namespaces"),
+        RuleInfo("MW-ISO-002", "isolation", "Containers run as non-root", True),
+        RuleInfo("MW-ISO-003", "isolation", "No privilege escalation", True),
+        RuleInfo("MW-ISO-004", "isolation", "Capabilities dropped (ALL; only NET_BIND_SERVICE added)", True),
+        RuleInfo("MW-ISO-005", "isolation", "Seccomp profile RuntimeDefault or Localhost", True),
+        RuleInfo("MW-ISO-006", "isolation", "No privileged or hostProcess containers"),
+        RuleInfo("MW-ISO-007", "isolation", "No host network, PID or IPC namespace"),
+        RuleInfo("MW-ISO-008", "isolation", "No hostPath volumes"),
+        RuleInfo("MW-ISO-009", "isolation", "No host ports"),
+        RuleInfo("MW-ISO-010", "isolation", "Sandboxed runtime class", True),
+        RuleInfo("MW-ISO-011", "isolation", "GPU pods run on the dedicated GPU pool", True),
+        RuleInfo("MW-ISO-012", "isolation", "Pods without GPUs do not tolerate the GPU taint"),
+        RuleInfo("MW-ISO-013", "isolation", "Service account token not automounted", True),
+        RuleInfo("MW-ISO-014", "isolation", "Default-deny NetworkPolicy in the namespace"),
+        RuleInfo("MW-ISO-015", "isolation", "Baseline hardening: AppArmor, SELinux, procMount, sysctls"),
+        RuleInfo("MW-ISO-016", "isolation", "Only Pod Security 'restricted' volume types"),
+        RuleInfo("MW-IMG-001", "images", "Images pinned by digest"),
+        RuleInfo("MW-IMG-002", "images", "Images from allowed registries"),
+        RuleInfo("MW-IMG-003", "images", "No forbidden tags (latest, none)"),
+        RuleInfo("MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted TLS secret"),
+        RuleInfo("MW-TLS-002", "transport", "Ingresses to model-serving pods terminate TLS"),
+        RuleInfo("MW-TLS-003", "transport", "Ingresses to model-serving pods are rate limited"),
+        RuleInfo("MW-SEC-001", "secrets", "No credentials as literal env values or arguments"),
+        RuleInfo("MW-SEC-002", "secrets", "No system prompts as literal env values"),
+    )
+}
+
+
+def enabled_rule_ids(policy: Policy) -> tuple[str, ...]:
+    """The rules a policy turns on, for its status and for reports."""
+    families = {
+        "isolation": policy.isolation,
+        "images": policy.images,
+        "transport": policy.transport,
+        "secrets": policy.secrets,
+    }
+    return tuple(r.rule_id for r in RULES.values() if families.get(r.family) is not None)

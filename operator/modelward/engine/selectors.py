@@ -1,0 +1,61 @@
+"""Label selectors and name globs, as Kubernetes defines them."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class SelectorError(ValueError):
+    """A selector that Kubernetes itself would refuse."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    operator: str
+    values: frozenset[str]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels  # DoesNotExist
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A metav1.LabelSelector; the empty selector matches everything."""
+
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> LabelSelector:
+        requirements = [
+            Requirement(str(k), "In", frozenset([str(v)]))
+            for k, v in (raw.get("matchLabels") or {}).items()
+        ]
+        for expr in raw.get("matchExpressions") or []:
+            operator = expr.get("operator")
+            values = [str(v) for v in expr.get("values") or []]
+            if operator in ("In", "NotIn") and not values:
+                raise SelectorError(f"operator {operator} on key {expr.get('key')!r} needs values")
+            if operator in ("Exists", "DoesNotExist") and values:
+                raise SelectorError(f"operator {operator} on key {expr.get('key')!r} takes no values")
+            if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+                raise SelectorError(f"unknown operator {operator!r}")
+            requirements.append(Requirement(str(expr.get("key")), str(operator), frozenset(values)))
+        return cls(tuple(requirements))
+
+
+def matches_any_glob(name: str, patterns: tuple[str, ...]) -> bool:
+    """Shell-style globs, case-sensitive (``serving-*``)."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)

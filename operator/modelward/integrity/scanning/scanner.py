@@ -1,0 +1,257 @@
+"""Dispatch each file (and each archive member, decompressed stream...) to its scanner.
+
+Fail closed: a format that can carry code but cannot be opened is a finding
+(``archive-unscannable``, ``*-malformed``); a bug or an I/O error while scanning makes the
+file's result an error (exit 2), never "clean".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mmap
+import os
+import stat
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from modelward.integrity.errors import ScanInputError
+from modelward.integrity.scanning.allowlist import Allowlist
+from modelward.integrity.scanning.archives import (
+    scan_compressed,
+    scan_pickle_file,
+    scan_tar,
+    scan_zip,
+)
+from modelward.integrity.scanning.context import ScanContext, ScanPolicy
+from modelward.integrity.scanning.formats import HEAD, is_text, sniff
+from modelward.integrity.scanning.numpy_scan import scan_npy
+from modelward.integrity.scanning.onnx_scan import scan_onnx
+from modelward.integrity.scanning.pickle_scan import probe_pickle
+from modelward.integrity.scanning.reader import Reader
+from modelward.integrity.scanning.report import FileScan, ScanReport
+
+#: ONNX models above this size are memory-mapped rather than read (members are read).
+_MAX_ONNX_MEMBER = 256 << 20
+_MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+def scan_stream(stream: Any, ctx: ScanContext, size: int | None, *,
+                file_path: str | None = None) -> None:
+    """Scan one stream: sniff it, then hand it to the scanner of its format."""
+    if ctx.depth > ctx.policy.max_depth:
+        ctx.add("nesting-too-deep", f"nested more than {ctx.policy.max_depth} levels deep",
+                offset=0)
+        return
+    reader = Reader(stream)
+    head = reader.peek(HEAD)
+    kind = sniff(head, size)
+    if kind == "unknown":
+        if is_text(head):
+            kind = "text"
+        if probe_pickle(head, ctx):
+            kind = "pickle"
+        elif kind == "unknown":
+            kind = "data"
+    ctx.formats.append(kind)
+    if kind == "pickle":
+        scan_pickle_file(reader, ctx)
+    elif kind == "npy":
+        scan_npy(reader, ctx)
+    elif kind in ("zip", "tar"):
+        seekable = _seekable(stream, reader, ctx)
+        if seekable is None:
+            return
+        if kind == "zip":
+            scan_zip(seekable, ctx, _member_scanner)
+        else:
+            scan_tar(seekable, ctx, _member_scanner)
+    elif kind in ("gzip", "bz2", "xz", "zlib?", "lzma?"):
+        scan_compressed(_Replay(reader), ctx, kind, size, _member_scanner)
+    elif kind in ("7z", "rar", "zstd", "lz4"):
+        ctx.add("archive-unscannable", f"{kind} archives/compression cannot be scanned "
+                "with the standard library; a loader that opens them could run anything "
+                "inside", offset=0)
+    elif kind == "onnx":
+        _scan_onnx(stream, reader, ctx, size, file_path)
+    elif kind == "safetensors":
+        _check_safetensors(reader, ctx, size)
+
+
+def _member_scanner(stream: IO[bytes], ctx: ScanContext, size: int | None) -> None:
+    scan_stream(stream, ctx, size)
+
+
+class _Replay:
+    """A stream that first returns what a Reader has buffered, then the rest."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._reader.peek(n if n > 0 else 1 << 20)
+        self._reader.skip(len(data))
+        return data
+
+
+def _seekable(stream: Any, reader: Reader, ctx: ScanContext) -> IO[bytes] | None:
+    """zip/tar need random access: use the stream if it can seek, else spool it."""
+    if reader.offset == 0 and hasattr(stream, "seek") and getattr(stream, "seekable",
+                                                                  lambda: False)():
+        stream.seek(0)
+        return stream  # type: ignore[no-any-return]
+    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (caller's lifetime)
+    replay = _Replay(reader)
+    total = 0
+    while chunk := replay.read(1 << 20):
+        total += len(chunk)
+        if ctx.budget.expanded + total > ctx.policy.max_expansion_bytes:
+            ctx.add("archive-bomb", "nested archive exceeds the expansion limit", offset=0)
+            return None
+        spool.write(chunk)
+    spool.seek(0)
+    return spool
+
+
+def _scan_onnx(stream: Any, reader: Reader, ctx: ScanContext, size: int | None,
+               file_path: str | None) -> None:
+    model_dir = os.path.dirname(file_path) if file_path else None
+    if file_path is not None and ctx.member is None:
+        fileno = stream.fileno()
+        if size == 0:
+            return
+        with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
+            scan_onnx(memoryview(mapped), ctx, model_dir=model_dir)
+        return
+    if size is not None and size > _MAX_ONNX_MEMBER:
+        ctx.add("archive-unscannable", "ONNX model inside an archive is too large to scan",
+                offset=0)
+        return
+    data = _Replay(reader).read(_MAX_ONNX_MEMBER + 1)
+    scan_onnx(data, ctx, model_dir=None)
+
+
+def _check_safetensors(reader: Reader, ctx: ScanContext, size: int | None) -> None:
+    """safetensors carries no code; still, a broken header is reported (fail closed)."""
+    n = int.from_bytes(reader.read(8), "little")
+    if n > _MAX_SAFETENSORS_HEADER:
+        ctx.add("safetensors-malformed", f"header of {n} bytes", offset=0)
+        return
+    try:
+        header = json.loads(reader.read(n))
+    except Exception as exc:
+        ctx.add("safetensors-malformed", f"header is not JSON ({type(exc).__name__})",
+                offset=8)
+        return
+    if not isinstance(header, dict):
+        ctx.add("safetensors-malformed", "header is not an object", offset=8)
+        return
+    data_size = None if size is None else size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]
+                and (data_size is None or offsets[1] <= data_size)):
+            ctx.add("safetensors-malformed", f"tensor {name!r} has invalid data_offsets",
+                    offset=8)
+            return
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _iter_files(path: str) -> Iterator[str]:
+    """Regular files under ``path`` (symlinks are not followed)."""
+    st = os.lstat(path)
+    if stat.S_ISREG(st.st_mode):
+        yield path
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        yield path  # reported by scan_file
+        return
+    stack = [path]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    yield entry.path
+
+
+def scan_file(path: str, *, policy: ScanPolicy, allowlist: Allowlist,
+              display: str | None = None) -> FileScan:
+    """Scan one file; I/O problems and scanner bugs become ``FileScan.error``."""
+    shown = display or path
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return FileScan(path=shown, format="?", size=0, error=f"cannot stat: {exc.strerror}")
+    if stat.S_ISLNK(st.st_mode):
+        return FileScan(path=shown, format="symlink", size=0,
+                        error="symlink not followed (scan its target instead)")
+    if not stat.S_ISREG(st.st_mode):
+        return FileScan(path=shown, format="special", size=0,
+                        error="not a regular file")
+    ctx = ScanContext(path=shown, policy=policy, allowlist=allowlist)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            scan_stream(f, ctx, st.st_size, file_path=path)
+    except OSError as exc:
+        return FileScan(path=shown, format=_fmt(ctx), size=st.st_size,
+                        findings=tuple(ctx.findings), error=f"read error: {exc.strerror}")
+    except RecursionError:
+        ctx.add("nesting-too-deep", "structure nested too deeply to scan", offset=None)
+    except Exception as exc:  # a scanner bug must not turn into "clean"
+        return FileScan(path=shown, format=_fmt(ctx), size=st.st_size,
+                        findings=tuple(ctx.findings),
+                        error=f"could not scan ({type(exc).__name__}: {exc})")
+    return FileScan(path=shown, format=_fmt(ctx), size=st.st_size,
+                    findings=tuple(ctx.findings))
+
+
+def _fmt(ctx: ScanContext) -> str:
+    if not ctx.formats:
+        return "?"
+    top = ctx.formats[0]
+    if top == "zip" and "pickle" in ctx.formats[1:]:
+        return "zip+pickle"
+    return top
+
+
+def scan_paths(paths: Sequence[str], *, policy: ScanPolicy | None = None,
+               display_root: str | None = None) -> ScanReport:
+    """Scan files and directories (recursively); see :class:`ScanReport` for the verdict."""
+    policy = policy or ScanPolicy()
+    allowlist = Allowlist(policy.extra_allowed_globals)
+    results: list[FileScan] = []
+    for path in paths:
+        try:
+            files = list(_iter_files(path))
+        except OSError as exc:
+            results.append(FileScan(path=path, format="?", size=0,
+                                    error=f"cannot read: {exc.strerror}"))
+            continue
+        for file_path in files:
+            display = os.path.relpath(file_path, display_root) if display_root else file_path
+            results.append(scan_file(file_path, policy=policy, allowlist=allowlist,
+                                     display=display))
+    return ScanReport(files=tuple(results))
+
+
+def scan_bytes(data: bytes, *, name: str = "<bytes>",
+               policy: ScanPolicy | None = None) -> ScanReport:
+    """Scan an in-memory blob (tests, webhook payloads)."""
+    policy = policy or ScanPolicy()
+    ctx = ScanContext(path=name, policy=policy, allowlist=Allowlist(policy.extra_allowed_globals))
+    scan_stream(io.BytesIO(data), ctx, len(data))
+    return ScanReport(files=(FileScan(path=name, format=_fmt(ctx), size=len(data),
+                                      findings=tuple(ctx.findings)),))
+
+
+__all__ = ["ScanInputError", "scan_bytes", "scan_file", "scan_paths", "scan_stream"]

@@ -1,0 +1,1 @@
+"""Metrics and logging: what modelward tells its operators about itself."""

@@ -1,0 +1,83 @@
+"""Prometheus metrics (documented in docs/metrics.md).
+
+Collectors live in their own registry, created at start-up (no import-time globals). Label
+values are bounded: rule IDs and modes are fixed sets, kinds are the intercepted kinds,
+policies and namespaces are objects an administrator creates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    admission_requests: Counter
+    admission_duration: Histogram
+    violations: Counter
+    policies: Gauge
+    events_posted: Counter
+    event_errors: Counter
+    events_dropped: Counter
+    ready: Gauge
+    certificate_expiry: Gauge
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            admission_requests=Counter(
+                "modelward_admission_requests",
+                "Admission reviews answered, by webhook, decision, kind and operation.",
+                ["webhook", "decision", "kind", "operation"],
+                registry=registry,
+            ),
+            admission_duration=Histogram(
+                "modelward_admission_duration_seconds",
+                "Time to answer one admission review, from body read to response.",
+                ["webhook"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            violations=Counter(
+                "modelward_violations",
+                "Violations found at admission, by rule, policy, namespace and mode.",
+                ["rule", "policy", "namespace", "mode"],
+                registry=registry,
+            ),
+            policies=Gauge(
+                "modelward_policies",
+                "Policies known to the operator, by kind and readiness.",
+                ["kind", "ready"],
+                registry=registry,
+            ),
+            events_posted=Counter(
+                "modelward_events_posted", "Kubernetes Events posted.", ["reason"],
+                registry=registry,
+            ),
+            event_errors=Counter(
+                "modelward_event_errors",
+                "Kubernetes Events that could not be posted.",
+                registry=registry,
+            ),
+            events_dropped=Counter(
+                "modelward_events_dropped",
+                "Events not posted because of rate limiting or a full queue.",
+                registry=registry,
+            ),
+            ready=Gauge(
+                "modelward_ready", "1 once policies are loaded and admission is served.",
+                registry=registry,
+            ),
+            certificate_expiry=Gauge(
+                "modelward_certificate_expiry_timestamp_seconds",
+                "When the webhook serving certificate expires (Unix time).",
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,119 @@
+"""``modelward run``: the operator and the admission server in one process, one event loop.
+
+Start-up order matters for safety: the health server comes first (liveness), the cluster state
+is listed in full before ``/readyz`` turns green (an admission server with empty caches would
+admit what it should deny), then the HTTPS admission server and kopf's watches start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import kopf
+from aiohttp import web
+
+from modelward.admission.server import ReloadingTLS, make_admission_app, make_health_app
+from modelward.admission.service import AdmissionService
+from modelward.controller.events import EventRecorder
+from modelward.controller.handlers import build_registry, operator_settings
+from modelward.controller.kube import KubeApi, iter_all
+from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.status import PolicyStatusWriter
+from modelward.observability.metrics import Metrics
+from modelward.settings import Settings
+from modelward.state import ClusterState
+
+log = logging.getLogger("modelward")
+
+
+async def prime_state(state: ClusterState, kube: KubeApi, status: PolicyStatusWriter) -> None:
+    """List everything once, retrying until the API server answers."""
+    delay = 1.0
+    while True:
+        try:
+            objects = await asyncio.to_thread(lambda: list(iter_all(kube)))
+            break
+        except Exception as exc:
+            log.warning("cannot list the cluster state yet (%s); retrying in %.0fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    for kind, obj in objects:
+        observe_object(state, kind, obj)
+    state.ready = True
+    for kind, obj in objects:
+        if kind in ("ClusterModelPolicy", "ModelPolicy"):
+            await status.sync(policy_key(kind, obj), obj.get("status"))
+    log.info("cluster state loaded: %d policies (%d active), %d namespaces",
+             len(state.policies), len(state.active_policies), len(state.namespaces))
+
+
+async def serve(settings: Settings) -> None:
+    metrics = Metrics.create()
+    state = ClusterState()
+    kube = KubeApi()
+    recorder = EventRecorder(
+        kube=kube if settings.events else None, metrics=metrics, component="modelward",
+        instance=settings.pod_name, rate=settings.event_rate, burst=settings.event_burst,
+    )
+    status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
+    service = AdmissionService(state=state, recorder=recorder)
+    tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
+
+    runners: list[web.AppRunner] = []
+    health = web.AppRunner(make_health_app(state=state, metrics=metrics), access_log=None)
+    await health.setup()
+    runners.append(health)
+    await web.TCPSite(health, settings.metrics_host, settings.metrics_port).start()
+    log.info("health and metrics on http://%s:%d", settings.metrics_host, settings.metrics_port)
+
+    await prime_state(state, kube, status)
+
+    admission = web.AppRunner(
+        make_admission_app(service=service, metrics=metrics,
+                           deadline_seconds=settings.deadline_seconds),
+        access_log=None,
+    )
+    await admission.setup()
+    runners.append(admission)
+    await web.TCPSite(admission, settings.webhook_host, settings.webhook_port,
+                      ssl_context=tls.context).start()
+    metrics.ready.set(1)
+    log.info("admission webhooks on https://%s:%d", settings.webhook_host, settings.webhook_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks = [
+        asyncio.create_task(recorder.run(), name="events"),
+        asyncio.create_task(status.run(), name="status"),
+        asyncio.create_task(tls.watch(), name="tls-reload"),
+        asyncio.create_task(
+            kopf.operator(
+                registry=build_registry(state=state, status=status),
+                settings=operator_settings(),
+                standalone=True,
+                clusterwide=True,
+            ),
+            name="kopf",
+        ),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("%s stopped: %r", task.get_name(), task.exception())
+    log.info("shutting down")
+    metrics.ready.set(0)
+    state.ready = False
+    for task in [*tasks, stopper]:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for runner in runners:
+        await runner.cleanup()

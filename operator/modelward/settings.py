@@ -1,0 +1,55 @@
+"""One validated settings object, built once at start-up from flags and environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelward.errors import ConfigurationError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8443
+    tls_cert_file: Path = Path("/etc/modelward/tls/tls.crt")
+    tls_key_file: Path = Path("/etc/modelward/tls/tls.key")
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 8080
+    namespace: str = "modelward-system"
+    #: Internal deadline for one review; keep it below the webhook's timeoutSeconds.
+    deadline_seconds: float = 2.5
+    events: bool = True
+    #: Events per second across the process, and the burst allowed above it.
+    event_rate: float = 10.0
+    event_burst: int = 50
+    pod_name: str = os.environ.get("POD_NAME", "modelward")
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    def validate(self) -> Settings:
+        """Fail at start-up with a message naming the setting, never later on a request."""
+        for name in ("webhook_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ConfigurationError(f"{name} {port} is not a TCP port",
+                                         fix="use a port between 1 and 65535")
+        if self.webhook_port == self.metrics_port and self.webhook_host == self.metrics_host:
+            raise ConfigurationError("the webhook and metrics ports are the same",
+                                     fix="give --metrics-port another port")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path: Path = getattr(self, name)
+            if not path.is_file():
+                raise ConfigurationError(
+                    f"{name.replace('_', '-')} {path} does not exist",
+                    fix="mount the webhook's serving certificate (the Helm chart does) or pass "
+                    "--tls-cert-file/--tls-key-file",
+                )
+        if not 0.1 <= self.deadline_seconds <= 29:
+            raise ConfigurationError(f"deadline {self.deadline_seconds}s is out of range",
+                                     fix="use 0.1-29 seconds, below the webhook timeoutSeconds")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigurationError(f"log level {self.log_level!r} is unknown",
+                                     fix="use DEBUG, INFO, WARNING or ERROR")
+        return self

@@ -1,0 +1,120 @@
+"""Fixtures shared by every test: a real local control plane and the operator running against it.
+
+The control plane (etcd + kube-apiserver, see ``hack/modelward_dev``) starts once per session,
+on first use, so ``pytest tests/unit`` never starts or builds anything. Missing binaries are
+built by ``hack/build-control-plane.sh``; if that is impossible the fixture fails with the
+reason, it never skips: a skipped end-to-end suite looks too much like a passing one.
+
+Set ``MODELWARD_KEEP_WORKDIRS=1`` to keep the control plane's and the operator's folders
+(certificates, kube-apiserver/etcd/operator logs) after the session, to debug a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from modelward_dev.binaries import find_binaries
+from modelward_dev.controlplane import LocalControlPlane
+from modelward_dev.operator_process import OperatorProcess
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+E2E_DIR = Path(__file__).parent / "e2e"
+
+#: The signature of the ``kubectl`` fixture: ``kubectl("get", "pods", "-n", ns, input=None,
+#: timeout=60.0, check=False) -> CompletedProcess[str]``.
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark everything under tests/e2e as ``e2e``, so ``-m "not e2e"`` runs the fast tests."""
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _keep_workdirs() -> bool:
+    return os.environ.get("MODELWARD_KEEP_WORKDIRS", "") not in ("", "0")
+
+
+def _uncaptured(config: pytest.Config) -> AbstractContextManager[Any]:
+    """Let output through pytest's capture: a 20-minute build must not look like a hang."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        return contextlib.nullcontext()
+    context: AbstractContextManager[Any] = capture.global_and_fixture_disabled()
+    return context
+
+
+@pytest.fixture(scope="session")
+def control_plane(pytestconfig: pytest.Config) -> Iterator[LocalControlPlane]:
+    """etcd + kube-apiserver for the whole session, with an admin kubeconfig."""
+    with _uncaptured(pytestconfig):
+        binaries = find_binaries()
+    plane = LocalControlPlane(binaries=binaries, keep_work_dir=_keep_workdirs())
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_client(control_plane: LocalControlPlane) -> Iterator[ApiClient]:
+    """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig_path))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_client: ApiClient) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted afterwards (best effort).
+
+    Without a controller-manager a deleted namespace stays Terminating forever; that is
+    harmless, since every test gets a new name.
+    """
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    core = CoreV1Api(kube_client)
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(ApiException, OSError):
+            core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: LocalControlPlane) -> Kubectl:
+    """Runs the kubectl binary with the admin kubeconfig; returns the CompletedProcess."""
+    return control_plane.kubectl
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
+    """``modelward run`` as a local process, its webhooks registered and proven in use."""
+    process = OperatorProcess(control_plane=control_plane, keep_work_dir=_keep_workdirs())
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

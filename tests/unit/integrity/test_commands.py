@@ -1,0 +1,112 @@
+"""The CLI subcommands: exit codes, JSON output, the verify-pod termination message."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from modelward.integrity.commands import main
+from modelward.integrity.result import parse_termination_message
+
+from .conftest import make_key, make_model, requires_model_signing, sign_key_cli
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("cli")
+    model = make_model(base)
+    key = make_key(base, "k")
+    sign_key_cli(model, key, model / "model.sig")
+    return model, key.public
+
+
+@pytest.mark.slow
+@requires_model_signing
+def test_verify_json_and_exit_codes(signed: tuple[Path, Path],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    model, pub = signed
+    assert main(["verify", str(model), "--public-key", str(pub), "--output", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["result"] == "verified" and doc["signer"]["fingerprint"].startswith("sha256:")
+    assert doc["subject"]["digest"].startswith("sha256:") and len(doc["files"]) == 5
+
+
+@pytest.mark.slow
+@requires_model_signing
+def test_verify_rejected_and_unusable(signed: tuple[Path, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    model, pub = signed
+    other = make_key(tmp_path, "other")
+    assert main(["verify", str(model), "--public-key", str(other.public)]) == 1
+    assert "REJECTED" in capsys.readouterr().out
+    assert main(["verify", str(model), "--public-key", str(tmp_path / "missing.pub")]) == 2
+    assert main(["verify", str(model)]) == 2
+    (tmp_path / "garbage.sig").write_text("{}")
+    assert main(["verify", str(model), "--signature", str(tmp_path / "garbage.sig"),
+                 "--public-key", str(pub)]) == 2
+
+
+@pytest.mark.slow
+@requires_model_signing
+def test_verify_pod_writes_termination_message(signed: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    model, pub = signed
+    log = tmp_path / "termination-log"
+    code = main(["verify-pod", "--model-path", str(model), "--signature",
+                 str(model / "model.sig"), "--public-key", str(pub), "--termination-log",
+                 str(log), "--policy", "ns/require-signed"])
+    assert code == 0
+    result = parse_termination_message(log.read_text())
+    assert result.result == "verified" and result.scan == "clean" and result.files == 5
+    assert result.policy == "ns/require-signed" and result.digest is not None
+
+
+@pytest.mark.slow
+@requires_model_signing
+def test_verify_pod_unsafe_payload_fails(tmp_path: Path) -> None:
+    model = make_model(tmp_path)
+    # a protocol-0 pickle that imports os.system (built by hand, never loaded)
+    (model / "extra.pkl").write_bytes(b"cos\nsystem\n(S'id'\ntR.")
+    key = make_key(tmp_path, "k")
+    sign_key_cli(model, key, model / "model.sig")
+    log = tmp_path / "log"
+    code = main(["verify-pod", "--model-path", str(model), "--signature",
+                 str(model / "model.sig"), "--public-key", str(key.public),
+                 "--termination-log", str(log)])
+    result = parse_termination_message(log.read_text())
+    assert code == 1 and result.result == "verified" and result.scan == "unsafe"
+    assert "extra.pkl" in result.reason
+    code = main(["verify-pod", "--model-path", str(model), "--signature",
+                 str(model / "model.sig"), "--public-key", str(key.public), "--no-scan",
+                 "--termination-log", str(log)])
+    assert code == 0 and parse_termination_message(log.read_text()).scan == "skipped"
+
+
+def test_verify_pod_error_still_writes_message(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    code = main(["verify-pod", "--model-path", str(tmp_path / "nope"), "--signature",
+                 str(tmp_path / "nope.sig"), "--public-key", str(tmp_path / "nope.pub"),
+                 "--termination-log", str(log)])
+    result = parse_termination_message(log.read_text())
+    assert code == 2 and result.result == "error" and result.reason
+
+
+def test_scan_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"a": [1, 2]}))
+    assert main(["scan", str(tmp_path / "ok.pkl")]) == 0
+    (tmp_path / "bad.bin").write_bytes(b"cposix\nsystem\n(S'id'\ntR.")
+    assert main(["scan", str(tmp_path), "--output", "json"]) == 1
+    out = capsys.readouterr().out
+    doc = json.loads(out[out.index("{"):])
+    assert doc["result"] == "unsafe" and doc["findings"][0]["global"] == "posix.system"
+    assert main(["scan", str(tmp_path / "does-not-exist")]) == 2
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("verify", "scan", "verify-pod"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "example" in capsys.readouterr().out
