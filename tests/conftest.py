@@ -15,8 +15,7 @@ import contextlib
 import os
 import re
 import secrets
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,17 +23,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from modelward_dev.binaries import find_binaries
-from modelward_dev.controlplane import LocalControlPlane
+from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.operator_process import OperatorProcess
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 E2E_DIR = Path(__file__).parent / "e2e"
-
-#: The signature of the ``kubectl`` fixture: ``kubectl("get", "pods", "-n", ns, input=None,
-#: timeout=60.0, check=False) -> CompletedProcess[str]``.
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -104,8 +99,10 @@ def namespace(request: pytest.FixtureRequest, kube_client: ApiClient) -> Iterato
 
 
 @pytest.fixture(scope="session")
-def kubectl(control_plane: LocalControlPlane) -> Kubectl:
-    """Runs the kubectl binary with the admin kubeconfig; returns the CompletedProcess."""
+def kubectl(control_plane: LocalControlPlane) -> ToolRunner:
+    """Runs kubectl with the admin kubeconfig: ``kubectl("get", "pods", "-n", ns, input=None,
+    timeout=60.0, check=False)`` returns the CompletedProcess (text); ``check=True`` raises
+    ``CommandError`` quoting stderr."""
     return control_plane.kubectl
 
 

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -58,6 +58,7 @@ __all__ = [
     "ControlPlaneError",
     "LocalControlPlane",
     "ManagedProcess",
+    "ToolRunner",
     "default_state_dir",
     "free_ports",
     "loopback_opener",
@@ -77,6 +78,18 @@ _PORT_RETRIES = 3
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started or reached; the message carries the log tail."""
+
+
+class ToolRunner(Protocol):
+    """The shape of ``LocalControlPlane.kubectl`` / ``.helm`` (and of the ``kubectl`` fixture)."""
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = ...,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]: ...
 
 
 class CommandError(subprocess.CalledProcessError):
@@ -545,6 +558,11 @@ class LocalControlPlane:
         for process in (self._apiserver, self._etcd):
             if process is not None:
                 process.stop(grace=10.0)
+
+    @property
+    def processes(self) -> tuple[ManagedProcess, ...]:
+        """etcd and kube-apiserver (those started so far), e.g. to check their pids."""
+        return tuple(p for p in (self._etcd, self._apiserver) if p is not None)
 
     def is_running(self) -> bool:
         """Both processes are alive (does not check that the API server answers)."""

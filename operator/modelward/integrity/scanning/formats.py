@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from modelward.integrity.scanning.pickle_scan import looks_like_pickle
+
 #: How much of a file's start we look at.
 HEAD: Final = 1 << 16
 
@@ -41,7 +43,8 @@ def sniff(head: bytes, size: int | None) -> str:
         return "bz2"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
-    if len(head) >= 10 and head[0] == 0x80 and head[1] in (2, 3, 4, 5):
+    if len(head) >= 3 and head[0] == 0x80 and head[1] in (2, 3, 4, 5) and \
+            looks_like_pickle(head):
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{":
         n = int.from_bytes(head[:8], "little")

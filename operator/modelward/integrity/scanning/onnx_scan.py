@@ -93,6 +93,8 @@ class OnnxScanner:
         top = list(fields(buf, 0, len(buf)))
         if not any(n == 7 and w == 2 for n, w, _, _ in top):
             raise ProtobufError("no graph (not an ONNX ModelProto)", 0)
+        if not any(n == 8 and w == 2 for n, w, _, _ in top):
+            raise ProtobufError("no opset_import (truncated or not a valid ONNX model)", 0)
         for number, wire, start, end in top:  # local functions first: nodes may call them
             if number == 25 and wire == 2:
                 name = domain = ""

@@ -1,0 +1,48 @@
+# The two commands of README.md are `make demo` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean
+
+## demo: build or reuse the local control plane, run modelward, show what it denies, patches, records
+demo: venv binaries
+	$(PY) hack/demo.py
+
+## test: every test — unit, contract, end-to-end against a real kube-apiserver — and the linters
+test: venv binaries system-deps lint
+	$(PY) -m pytest
+
+## test-fast: unit and contract tests only (no control plane)
+test-fast: venv
+	$(PY) -m pytest -m "not e2e and not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check operator hack tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## generate: regenerate manifests/crds and charts/modelward/crds from the schema source
+generate: venv
+	$(VENV)/bin/modelward crds --write
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@echo ">> creating $(VENV) and installing modelward with its test extras"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+## binaries: build kube-apiserver, etcd, kubectl, helm from the Go module proxy (cached)
+binaries:
+	hack/build-control-plane.sh
+
+## system-deps: Debian packages the tests use (Prometheus, promtool, a registry)
+system-deps:
+	hack/install-system-deps.sh
+
+clean:
+	$(PY) hack/demo.py --stop || true
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

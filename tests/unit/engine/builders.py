@@ -1,0 +1,75 @@
+"""Small builders for policies and pods used across the engine tests."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from modelward.engine import Decision, Policy, StaticFacts, evaluate_workload, parse_policy
+from modelward.engine.facts import NamespaceFacts
+from modelward.engine.workloads import workload_from_object
+
+DIGEST = "sha256:" + "ab" * 32
+GOOD_IMAGE = f"registry.example.com/serving/server@{DIGEST}"
+
+
+def policy(sections: dict[str, Any], *, mode: str = "Enforce", name: str = "p",
+           match: dict[str, Any] | None = None, kind: str = "ClusterModelPolicy",
+           namespace: str | None = None, exclude: dict[str, Any] | None = None) -> Policy:
+    spec: dict[str, Any] = {"mode": mode, **sections}
+    if kind == "ClusterModelPolicy":
+        spec["match"] = match if match is not None else {"namespaces": ["serving-*"]}
+    elif match is not None:
+        spec["match"] = match
+    if exclude is not None:
+        spec["exclude"] = exclude
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return parse_policy({"apiVersion": "modelward.io/v1alpha1", "kind": kind, "metadata": meta,
+                         "spec": spec})
+
+
+def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
+    """A pod that passes every rule under default section settings."""
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "model", "namespace": "serving-a", "labels": {"app": "model"}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "server",
+                    "image": GOOD_IMAGE,
+                    "ports": [{"containerPort": 8443}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
+                }
+            ],
+            "volumes": [{"name": "tls", "secret": {"secretName": "server-tls"}}],
+        },
+    }
+    pod["spec"].update(copy.deepcopy(spec_overrides))
+    return pod
+
+
+def facts(*, default_deny: bool = True, labels: dict[str, str] | None = None,
+          annotations: dict[str, str] | None = None, namespace: str = "serving-a") -> StaticFacts:
+    f = StaticFacts()
+    f.namespaces[namespace] = NamespaceFacts(namespace, labels or {}, annotations or {})
+    if default_deny:
+        f.default_deny_namespaces.add(namespace)
+    return f
+
+
+def decide(obj: dict[str, Any], *policies: Policy, **fact_args: Any) -> Decision:
+    return evaluate_workload(workload_from_object(obj), facts(**fact_args), policies)
+
+
+def rule_ids(decision: Decision) -> list[str]:
+    return sorted(f.violation.rule_id for f in decision.findings)

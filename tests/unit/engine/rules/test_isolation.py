@@ -1,0 +1,162 @@
+"""MW-ISO-*: each rule fires on the pod that breaks it and stays silent on the compliant one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelward.engine.patches import apply_json_patch, remedies_to_json_patch
+from modelward.engine.workloads import workload_from_object
+from tests.unit.engine.builders import compliant_pod, decide, policy, rule_ids
+
+ISOLATION = policy({"isolation": {}})
+
+
+def _with_container(**sc: Any) -> dict[str, Any]:
+    pod = compliant_pod()
+    pod["spec"]["containers"][0]["securityContext"].update(sc)
+    return pod
+
+
+def test_compliant_pod_passes() -> None:
+    assert rule_ids(decide(compliant_pod(), ISOLATION)) == []
+
+
+def test_forbidden_namespace() -> None:
+    p = policy({"isolation": {"forbiddenNamespaces": ["default", "serving-a"]}})
+    assert rule_ids(decide(compliant_pod(), p)) == ["MW-ISO-001"]
+
+
+@pytest.mark.parametrize(
+    ("pod", "rule"),
+    [
+        (compliant_pod(securityContext={"seccompProfile": {"type": "RuntimeDefault"}}), "MW-ISO-002"),
+        (compliant_pod(securityContext={"runAsNonRoot": True, "runAsUser": 0,
+                                        "seccompProfile": {"type": "RuntimeDefault"}}), "MW-ISO-002"),
+        (_with_container(allowPrivilegeEscalation=True), "MW-ISO-003"),
+        (_with_container(capabilities={"drop": ["NET_RAW"]}), "MW-ISO-004"),
+        (_with_container(capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}), "MW-ISO-004"),
+        (_with_container(seccompProfile={"type": "Unconfined"}), "MW-ISO-005"),
+        (_with_container(privileged=True), "MW-ISO-006"),
+        (compliant_pod(hostNetwork=True), "MW-ISO-007"),
+        (compliant_pod(hostPID=True), "MW-ISO-007"),
+        (compliant_pod(volumes=[{"name": "tls", "secret": {"secretName": "server-tls"}},
+                                {"name": "h", "hostPath": {"path": "/"}}]), "MW-ISO-008"),
+        (_with_container(procMount="Unmasked"), "MW-ISO-015"),
+        (_with_container(appArmorProfile={"type": "Unconfined"}), "MW-ISO-015"),
+        (compliant_pod(volumes=[{"name": "tls", "secret": {"secretName": "server-tls"}},
+                                {"name": "n", "nfs": {"server": "x", "path": "/"}}]), "MW-ISO-016"),
+    ],
+)
+def test_pod_security_rules_fire(pod: dict[str, Any], rule: str) -> None:
+    assert rule in rule_ids(decide(pod, ISOLATION))
+
+
+def test_host_port() -> None:
+    pod = compliant_pod()
+    pod["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 80}]
+    assert rule_ids(decide(pod, ISOLATION)) == ["MW-ISO-009"]
+
+
+def test_init_and_ephemeral_containers_are_checked() -> None:
+    pod = compliant_pod()
+    pod["spec"]["initContainers"] = [{"name": "fetch", "image": "x", "securityContext": {"privileged": True}}]
+    pod["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox"}]
+    found = decide(pod, ISOLATION).findings
+    where = {(f.violation.rule_id, f.violation.container) for f in found}
+    assert ("MW-ISO-006", 'init container "fetch"') in where
+    assert ("MW-ISO-003", 'ephemeral container "debug"') in where
+
+
+def test_baseline_level_skips_restricted_checks() -> None:
+    p = policy({"isolation": {"podSecurity": "baseline"}})
+    pod = compliant_pod(securityContext={})
+    assert rule_ids(decide(pod, p)) == []
+    assert rule_ids(decide(compliant_pod(hostIPC=True), p)) == ["MW-ISO-007"]
+
+
+def test_runtime_class() -> None:
+    p = policy({"isolation": {"runtimeClassNames": ["gvisor"], "defaultRuntimeClassName": "gvisor"}})
+    assert rule_ids(decide(compliant_pod(runtimeClassName="gvisor"), p)) == []
+    unset = decide(compliant_pod(), p).findings
+    assert [f.violation.rule_id for f in unset] == ["MW-ISO-010"] and unset[0].violation.patchable
+    wrong = decide(compliant_pod(runtimeClassName="runc"), p).findings
+    assert not wrong[0].violation.patchable  # an explicit choice is denied, not overwritten
+
+
+GPU = policy({"isolation": {"gpu": {}}})
+
+
+def _gpu_pod(**spec: Any) -> dict[str, Any]:
+    pod = compliant_pod(**spec)
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    return pod
+
+
+def test_gpu_pod_must_be_on_the_pool() -> None:
+    assert rule_ids(decide(_gpu_pod(), GPU)) == ["MW-ISO-011", "MW-ISO-011"]
+    pinned = _gpu_pod(nodeSelector={"nvidia.com/gpu.present": "true"},
+                      tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    assert rule_ids(decide(pinned, GPU)) == []
+
+
+def test_gpu_pool_by_required_affinity() -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]}]}}}
+    pod = _gpu_pod(affinity=affinity, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
+    assert rule_ids(decide(pod, GPU)) == []
+
+
+def test_gpu_patch_adds_selector_and_toleration_with_escaped_pointer() -> None:
+    p = policy({"isolation": {"gpu": {}}}, mode="Patch")
+    obj = _gpu_pod()
+    d = decide(obj, p)
+    ops = remedies_to_json_patch(workload_from_object(obj),
+                                 [r for f in d.fixes for r in f.violation.remedies])
+    assert {"op": "add", "path": "/spec/nodeSelector", "value": {"nvidia.com/gpu.present": "true"}} in ops
+    patched = apply_json_patch(obj, ops)
+    assert rule_ids(decide(patched, p)) == []
+
+
+def test_non_gpu_pod_may_not_tolerate_gpu_taint() -> None:
+    pod = compliant_pod(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
+    assert rule_ids(decide(pod, GPU)) == ["MW-ISO-012"]
+    wildcard = compliant_pod(tolerations=[{"operator": "Exists"}])
+    assert rule_ids(decide(wildcard, GPU)) == ["MW-ISO-012"]
+    other = compliant_pod(tolerations=[{"key": "dedicated", "operator": "Equal", "value": "x"}])
+    assert rule_ids(decide(other, GPU)) == []
+
+
+def test_token_automount() -> None:
+    assert rule_ids(decide(compliant_pod(automountServiceAccountToken=True), ISOLATION)) == ["MW-ISO-013"]
+    pod = compliant_pod()
+    del pod["spec"]["automountServiceAccountToken"]
+    (finding,) = decide(pod, ISOLATION).findings
+    assert finding.violation.patchable
+
+
+def test_default_deny_network_policy() -> None:
+    assert rule_ids(decide(compliant_pod(), ISOLATION, default_deny=False)) == ["MW-ISO-014"]
+    relaxed = policy({"isolation": {"requireDefaultDenyNetworkPolicy": False}})
+    assert rule_ids(decide(compliant_pod(), relaxed, default_deny=False)) == []
+
+
+def test_patch_mode_fixes_unset_fields_and_the_result_complies() -> None:
+    p = policy({"isolation": {}}, mode="Patch")
+    bare = {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "serving-a"},
+            "spec": {"template": {"metadata": {"labels": {"a": "b"}},
+                                  "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+    d = decide(bare, p)
+    assert d.allowed and d.fixes
+    ops = remedies_to_json_patch(workload_from_object(bare),
+                                 [r for f in d.fixes for r in f.violation.remedies])
+    assert all(op["path"].startswith("/spec/template/spec/") for op in ops)
+    assert rule_ids(decide(apply_json_patch(bare, ops), p)) == []
+
+
+def test_patch_mode_denies_explicit_insecure_values() -> None:
+    p = policy({"isolation": {}}, mode="Patch")
+    d = decide(_with_container(privileged=True, allowPrivilegeEscalation=True), p)
+    assert sorted(f.violation.rule_id for f in d.denials) == ["MW-ISO-003", "MW-ISO-006"]
