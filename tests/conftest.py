@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 E2E_DIR = Path(__file__).parent / "e2e"
+CRD_DIR = Path(__file__).parent.parent / "manifests" / "crds"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -107,8 +108,23 @@ def kubectl(control_plane: LocalControlPlane) -> ToolRunner:
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane: LocalControlPlane) -> Iterator[OperatorProcess]:
-    """``modelward run`` as a local process, its webhooks registered and proven in use."""
+def crds(control_plane: LocalControlPlane) -> list[Path]:
+    """modelward's CRDs (manifests/crds/) installed and Established; the files applied."""
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    if files:
+        control_plane.kubectl("apply", "--server-side", "-f", str(CRD_DIR), check=True)
+        control_plane.kubectl(
+            "wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=60s", check=True
+        )
+    return files
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: LocalControlPlane, crds: list[Path]) -> Iterator[OperatorProcess]:
+    """``modelward run`` as a local process, its webhooks registered and proven in use.
+
+    The CRDs are installed first: the operator watches its policies from the start.
+    """
     process = OperatorProcess(control_plane=control_plane, keep_work_dir=_keep_workdirs())
     process.start()
     try:

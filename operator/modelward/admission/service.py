@@ -147,6 +147,10 @@ class AdmissionService:
         decision = self._decide(request)
         if decision is None or not decision.fixes or request.obj is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
+        if decision.denials:
+            # Validation will refuse the object with the whole list; patching it first would
+            # only add noise (or make the API server reject a half-fixed object).
+            return Outcome(review_response(request.uid, allowed=True), "allowed")
         if request.kind == "Pod" and request.operation == "UPDATE":
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         workload = workload_from_object(request.obj, namespace=request.namespace)

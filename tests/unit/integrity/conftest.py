@@ -168,11 +168,11 @@ def sign_api(model: Path, key: KeyPair, signature: Path, *, method: str = "files
              hashing: str = "sha256", shard_size: int = 1_000_000,
              allow_symlinks: bool = False, ignore: tuple[str, ...] = ()) -> None:
     """Sign through model_signing's Python API (the CLI only does files + sha256)."""
-    serial = ("use_shard_serialization(hashing_algorithm=%r, shard_size=%d, "
-              "allow_symlinks=%r)" % (hashing, shard_size, allow_symlinks)
+    serial = (f"use_shard_serialization(hashing_algorithm={hashing!r}, "
+              f"shard_size={shard_size}, allow_symlinks={allow_symlinks!r})"
               if method == "shards" else
-              "use_file_serialization(hashing_algorithm=%r, allow_symlinks=%r)"
-              % (hashing, allow_symlinks))
+              f"use_file_serialization(hashing_algorithm={hashing!r}, "
+              f"allow_symlinks={allow_symlinks!r})")
     script = textwrap.dedent(f"""
         import model_signing
         hashing = model_signing.hashing.Config().{serial}.set_ignored_paths(

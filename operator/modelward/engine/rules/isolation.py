@@ -173,13 +173,20 @@ def _restricted(w: Workload) -> Iterator[Violation]:
                 remedies=() if explicit else (set_pod_nonroot,),
             )
         ape = sc.get("allowPrivilegeEscalation")
+        # The API server refuses allowPrivilegeEscalation: false next to privileged or
+        # CAP_SYS_ADMIN, so those containers get no remedy (MW-ISO-004/006 deny them anyway).
+        conflicting = sc.get("privileged") is True or "SYS_ADMIN" in (
+            _mapping(sc.get("capabilities")).get("add") or []
+        )
         if ape is not False:
             yield Violation(
                 "MW-ISO-003",
                 "allowPrivilegeEscalation is true" if ape else "allowPrivilegeEscalation is not false",
                 "set securityContext.allowPrivilegeEscalation: false",
                 container=c.describe,
-                remedies=() if ape else (Remedy((*c.path, "securityContext", "allowPrivilegeEscalation"), False),),
+                remedies=()
+                if ape or conflicting
+                else (Remedy((*c.path, "securityContext", "allowPrivilegeEscalation"), False),),
             )
         yield from _capabilities(c, sc)
         seccomp = _mapping(sc.get("seccompProfile")).get("type")

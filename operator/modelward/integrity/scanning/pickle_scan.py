@@ -32,6 +32,8 @@ from modelward.integrity.scanning.reader import Reader, Truncated
 
 #: Arguments longer than this are not materialised (only their head is looked at).
 MAX_INLINE: Final = 1 << 16
+#: Longest text argument (protocol 0) accepted; CPython has no limit, we fail closed.
+MAX_LINE: Final = 16 << 20
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _OPCODES: Final = frozenset(b"IJKML\x8a\x8bSTUBC\x8e\x96\x97\x98N\x88\x89V\x8cX\x8dFG]ael)t"
                             b"\x85\x86\x87}dsu\x8f\x90\x9102(1ghjpqr\x94\x82\x83\x84c\x93Rbio"
@@ -41,9 +43,10 @@ _OPCODES: Final = frozenset(b"IJKML\x8a\x8bSTUBC\x8e\x96\x97\x98N\x88\x89V\x8cX\
 class Malformed(Exception):
     """The stream is not a valid pickle at ``offset``."""
 
-    def __init__(self, message: str, offset: int) -> None:
+    def __init__(self, message: str, offset: int, *, at_end: bool = False) -> None:
         super().__init__(message)
         self.offset = offset
+        self.at_end = at_end  # the stream ended (as opposed to: invalid content)
 
 
 class _Mark:
@@ -205,9 +208,10 @@ class PickleWalker:
 
     def _line(self, at: int) -> bytes:
         try:
-            return self.r.readline()
+            return self.r.readline(MAX_LINE)
         except Truncated as exc:
-            raise Malformed(f"truncated text argument ({exc})", at) from exc
+            raise Malformed(f"truncated text argument ({exc})", at,
+                            at_end=self.r.at_eof_after_line()) from exc
 
     def _string(self, n: int, at: int, kind: str) -> Any:
         """Read a length-prefixed string/bytes argument, scanning embedded pickles."""
@@ -270,7 +274,8 @@ class PickleWalker:
             try:
                 op = r.byte()
             except Truncated:
-                raise Malformed("stream ends before STOP (truncated pickle)", at) from None
+                raise Malformed("stream ends before STOP (truncated pickle)", at,
+                                at_end=True) from None
             res.opcodes += 1
             stack = self.stack
             try:
@@ -497,7 +502,7 @@ class PickleWalker:
                     raise Malformed(f"invalid opcode 0x{op:02x}", at)
             except Truncated:
                 raise Malformed("stream ends inside an opcode argument (truncated pickle)",
-                                at) from None
+                                at, at_end=True) from None
 
     # ------------------------------------------------------------------ opcode helpers
 
@@ -676,7 +681,7 @@ def continue_after_stop(reader: Reader, ctx: ScanContext, end: int) -> bool:
     return False
 
 
-def probe_pickle(head: bytes, ctx: ScanContext) -> bool:
+def probe_pickle(head: bytes, ctx: ScanContext, *, window: int = 1 << 16) -> bool:
     """Is this (first part of a) file a pickle? Decided by parsing, not by extension.
 
     A text file whose first byte happens to be an opcode fails within a few opcodes; a
@@ -686,6 +691,8 @@ def probe_pickle(head: bytes, ctx: ScanContext) -> bool:
     try:
         walker.walk()
     except Malformed as exc:
-        ran_off_end = exc.offset >= len(head) - 64 and walker.result.opcodes >= 4
+        # Ran off the end of the probe window: a pickle, if the window was a full one (the
+        # file goes on) or enough opcodes parsed to rule out a text file's first letters.
+        ran_off_end = exc.at_end and (len(head) >= window or walker.result.opcodes >= 4)
         return ran_off_end or walker.result.callables > 0
     return True

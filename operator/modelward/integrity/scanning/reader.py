@@ -99,6 +99,10 @@ class Reader:
             self.offset += len(data)
             n -= len(data)
 
+    def at_eof_after_line(self) -> bool:
+        """After a failed readline: did the stream end (rather than the line being long)?"""
+        return self._eof
+
     def at_eof(self) -> bool:
         return not self._fill(1)
 

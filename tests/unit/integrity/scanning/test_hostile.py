@@ -71,19 +71,20 @@ def test_huge_claimed_lengths(opcode: bytes) -> None:
 def test_huge_memo_index_and_long_lines() -> None:
     assert _scan(b"\x80\x04Nr\xff\xff\xff\xffj\xff\xff\xff\xff.")[0] == "clean"
     assert "malformed-pickle" in _scan(b"\x80\x04j\x00\x00\x00\x01.")[1]
-    assert "malformed-pickle" in _scan(b"c" + b"a" * 200_000 + b"\nb\n.")[1]
+    assert _scan(b"c" + b"a" * 200_000 + b"\nb\n.")[0] == "unsafe"
+    # a long first text argument must not push the payload out of the format probe
+    padded = b"S'" + b"x" * 200_000 + b"'\n0cos\nsystem\n(S'id'\ntR."
+    assert "dangerous-global" in _scan(padded)[1]
     assert "malformed-pickle" in _scan(b"I" + b"9" * 100_000 + b"\n.")[1]
 
 
 def test_zip_bomb_is_bounded() -> None:
-    zeros = zlib.compressobj(9, zlib.DEFLATED, -15)
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        with z.open("archive/data.pkl", "w", force_zip64=True) as member:
-            chunk = b"\x00" * (1 << 20)
-            for _ in range(1024):  # 1 GiB of zeros, ~1 MiB compressed
-                member.write(chunk)
-    del zeros
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z, \
+            z.open("archive/data.pkl", "w", force_zip64=True) as member:
+        chunk = b"\x00" * (1 << 20)
+        for _ in range(1024):  # 1 GiB of zeros, ~1 MiB compressed
+            member.write(chunk)
     started = time.monotonic()
     verdict, rules = _scan(buf.getvalue())
     assert verdict == "unsafe" and "archive-bomb" in rules
