@@ -71,11 +71,11 @@ def kube_client(control_plane: LocalControlPlane) -> Iterator[ApiClient]:
     """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
     from kubernetes import config
 
-    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig_path))
-    try:
+    client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(control_plane.kubeconfig_path)
+    )
+    with client:  # closes its connection pool and thread pool at the end of the session
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -85,13 +85,13 @@ def namespace(request: pytest.FixtureRequest, kube_client: ApiClient) -> Iterato
     Without a controller-manager a deleted namespace stays Terminating forever; that is
     harmless, since every test gets a new name.
     """
-    from kubernetes.client import CoreV1Api
+    from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta
     from kubernetes.client.exceptions import ApiException
 
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{slug}-{secrets.token_hex(3)}"
     core = CoreV1Api(kube_client)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
     try:
         yield name
     finally:

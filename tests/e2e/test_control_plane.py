@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api, VersionApi
+from kubernetes.client import (
+    ApiClient,
+    CoreV1Api,
+    V1Container,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodSpec,
+    VersionApi,
+)
 from kubernetes.client.exceptions import ApiException
 
 from modelward_dev.binaries import K8S_VERSION
@@ -23,13 +31,11 @@ from modelward_dev.controlplane import ControlPlaneError, LocalControlPlane, Too
 K8S_MINOR = ".".join(K8S_VERSION.split(".")[:2])
 
 
-def _pod(name: str, namespace: str) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"containers": [{"name": "main", "image": "registry.invalid/app:1"}]},
-    }
+def _pod(name: str, namespace: str) -> V1Pod:
+    return V1Pod(
+        metadata=V1ObjectMeta(name=name, namespace=namespace),
+        spec=V1PodSpec(containers=[V1Container(name="main", image="registry.invalid/app:1")]),
+    )
 
 
 def test_version_is_the_built_kubernetes(
@@ -44,6 +50,7 @@ def test_version_is_the_built_kubernetes(
 
 def test_default_namespace_exists(kube_client: ApiClient) -> None:
     default = CoreV1Api(kube_client).read_namespace("default")
+    assert default.status is not None
     assert default.status.phase == "Active"
 
 
@@ -89,6 +96,7 @@ def test_rbac_binding_grants_access(kubectl: ToolRunner, namespace: str) -> None
 def test_server_side_dry_run_stores_nothing(kube_client: ApiClient, namespace: str) -> None:
     core = CoreV1Api(kube_client)
     dry = core.create_namespaced_pod(namespace, _pod("dry", namespace), dry_run="All")
+    assert dry.metadata is not None
     assert dry.metadata.name == "dry"
     assert dry.metadata.uid  # the server really processed it (defaulting, admission)
     assert core.list_namespaced_pod(namespace).items == []
@@ -98,6 +106,7 @@ def test_pods_are_admitted_but_never_scheduled(kube_client: ApiClient, namespace
     core = CoreV1Api(kube_client)
     core.create_namespaced_pod(namespace, _pod("real", namespace))
     pod = core.read_namespaced_pod("real", namespace)
+    assert pod.status is not None and pod.spec is not None
     assert pod.status.phase == "Pending"
     assert pod.spec.node_name is None
     # ServiceAccount admission is off (no controller creates the default ServiceAccount).
