@@ -44,8 +44,9 @@ def _files(paths: Sequence[str]) -> Iterator[Path]:
         elif path.is_file():
             yield path
         else:
-            raise ManifestError(f"{raw}: no such file or directory",
-                                fix="pass manifest files or folders that exist")
+            raise ManifestError(
+                f"{raw}: no such file or directory", fix="pass manifest files or folders that exist"
+            )
 
 
 def load_objects(paths: Sequence[str]) -> list[Located]:
@@ -55,15 +56,19 @@ def load_objects(paths: Sequence[str]) -> list[Located]:
         try:
             documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ManifestError(f"{path}: cannot read YAML: {exc}",
-                                fix="fix the syntax (try `yamllint`), or leave the file out") from exc
+            raise ManifestError(
+                f"{path}: cannot read YAML: {exc}",
+                fix="fix the syntax (try `yamllint`), or leave the file out",
+            ) from exc
         for index, doc in enumerate(documents):
             if doc is None:
                 continue
             where = f"{path}#{index + 1}"
             if not isinstance(doc, dict) or "kind" not in doc:
-                raise ManifestError(f"{where}: not a Kubernetes object (no kind)",
-                                    fix="each document needs apiVersion, kind and metadata")
+                raise ManifestError(
+                    f"{where}: not a Kubernetes object (no kind)",
+                    fix="each document needs apiVersion, kind and metadata",
+                )
             items = doc.get("items") if doc.get("kind", "").endswith("List") else None
             for item in items if isinstance(items, list) else [doc]:
                 found.append(Located(item, where))
@@ -77,8 +82,10 @@ def load_policies(paths: Sequence[str]) -> list[Policy]:
         if located.obj.get("kind") in ("ClusterModelPolicy", "ModelPolicy"):
             policies.append(parse_policy(located.obj))
     if not policies:
-        raise ManifestError(f"no ClusterModelPolicy or ModelPolicy in {', '.join(paths)}",
-                            fix="pass the policy files with --policy")
+        raise ManifestError(
+            f"no ClusterModelPolicy or ModelPolicy in {', '.join(paths)}",
+            fix="pass the policy files with --policy",
+        )
     return policies
 
 
@@ -120,8 +127,11 @@ def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[Ch
     for located in objects:
         obj = located.obj
         meta = obj.get("metadata") or {}
-        resource = {"kind": str(obj.get("kind")), "namespace": str(meta.get("namespace") or "default"),
-                    "name": str(meta.get("name") or meta.get("generateName") or "")}
+        resource = {
+            "kind": str(obj.get("kind")),
+            "namespace": str(meta.get("namespace") or "default"),
+            "name": str(meta.get("name") or meta.get("generateName") or ""),
+        }
         decision: Decision
         if obj.get("kind") == "Ingress":
             decision = evaluate_ingress(
@@ -141,12 +151,16 @@ def render_text(results: Sequence[CheckResult], judged: int) -> str:
     lines = []
     for r in results:
         res = r.resource
-        lines.append(f"{r.action.upper():5} {res['kind']} {res['namespace']}/{res['name']} "
-                     f"({r.source}) {r.finding.describe()}")
+        lines.append(
+            f"{r.action.upper():5} {res['kind']} {res['namespace']}/{res['name']} "
+            f"({r.source}) {r.finding.describe()}"
+        )
     denied = sum(r.action == "deny" for r in results)
     patched = sum(r.action == "patch" for r in results)
     warned = sum(r.action == "warn" for r in results)
-    lines.append(f"{judged} objects checked: {denied} denials, {patched} patches, {warned} warnings")
+    lines.append(
+        f"{judged} objects checked: {denied} denials, {patched} patches, {warned} warnings"
+    )
     return "\n".join(lines)
 
 

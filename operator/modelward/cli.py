@@ -77,39 +77,65 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
-        "run", help="run the operator and the admission webhooks",
+        "run",
+        help="run the operator and the admission webhooks",
         description="Watch policies, namespaces, NetworkPolicies and Services (kopf), serve "
         "/validate and /mutate over HTTPS and /healthz, /readyz, /metrics over HTTP. Uses the "
         "in-cluster service account, or KUBECONFIG outside a cluster.",
     )
-    run.add_argument("--webhook-host", default="0.0.0.0", help="address of the HTTPS webhook server")
-    run.add_argument("--webhook-port", type=int, default=8443, help="port of the HTTPS webhook server")
-    run.add_argument("--tls-cert-file", default="/etc/modelward/tls/tls.crt",
-                     help="serving certificate (PEM); reloaded when the file changes")
-    run.add_argument("--tls-key-file", default="/etc/modelward/tls/tls.key",
-                     help="serving certificate's private key (PEM)")
-    run.add_argument("--metrics-host", default="0.0.0.0", help="address of the health/metrics server")
-    run.add_argument("--metrics-port", type=int, default=8080, help="port of the health/metrics server")
+    run.add_argument(
+        "--webhook-host", default="0.0.0.0", help="address of the HTTPS webhook server"
+    )
+    run.add_argument(
+        "--webhook-port", type=int, default=8443, help="port of the HTTPS webhook server"
+    )
+    run.add_argument(
+        "--tls-cert-file",
+        default="/etc/modelward/tls/tls.crt",
+        help="serving certificate (PEM); reloaded when the file changes",
+    )
+    run.add_argument(
+        "--tls-key-file",
+        default="/etc/modelward/tls/tls.key",
+        help="serving certificate's private key (PEM)",
+    )
+    run.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address of the health/metrics server"
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=8080, help="port of the health/metrics server"
+    )
     run.add_argument("--namespace", default="modelward-system", help="modelward's own namespace")
-    run.add_argument("--deadline", type=float, default=2.5,
-                     help="internal deadline per review in seconds (below the webhook timeout)")
+    run.add_argument(
+        "--deadline",
+        type=float,
+        default=2.5,
+        help="internal deadline per review in seconds (below the webhook timeout)",
+    )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.set_defaults(handler=_run)
 
     chk = sub.add_parser(
-        "check", help="evaluate manifests offline against policies (for CI)",
+        "check",
+        help="evaluate manifests offline against policies (for CI)",
         description="Evaluate Kubernetes manifests with exactly the admission engine. Namespaces, "
         "NetworkPolicies and Services found in the manifests stand in for the cluster. Exit 0 "
         "when nothing is denied, 1 when something is, 2 for unusable input.",
         epilog="example: modelward check -f k8s/ --policy manifests/examples/policies/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    chk.add_argument("-f", "--filename", action="append", required=True,
-                     help="manifest file or folder (repeatable)")
-    chk.add_argument("--policy", action="append", required=True,
-                     help="policy file or folder (repeatable)")
+    chk.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="manifest file or folder (repeatable)",
+    )
+    chk.add_argument(
+        "--policy", action="append", required=True, help="policy file or folder (repeatable)"
+    )
     chk.add_argument("--output", "-o", choices=("text", "json"), default="text")
     chk.set_defaults(handler=_check)
 

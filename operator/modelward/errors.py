@@ -19,8 +19,9 @@ class ModelwardError(Exception):
 class PolicyError(ModelwardError):
     """A policy cannot be applied: an unknown field, a bad value, a broken selector."""
 
-    def __init__(self, message: str, *, policy: str, field: str | None = None,
-                 fix: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, policy: str, field: str | None = None, fix: str | None = None
+    ) -> None:
         where = f"{policy}: {field}: " if field else f"{policy}: "
         super().__init__(where + message, fix=fix)
         self.policy = policy

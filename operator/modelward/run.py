@@ -46,8 +46,12 @@ async def prime_state(state: ClusterState, kube: KubeApi, status: PolicyStatusWr
     for kind, obj in objects:
         if kind in ("ClusterModelPolicy", "ModelPolicy"):
             await status.sync(policy_key(kind, obj), obj.get("status"))
-    log.info("cluster state loaded: %d policies (%d active), %d namespaces",
-             len(state.policies), len(state.active_policies), len(state.namespaces))
+    log.info(
+        "cluster state loaded: %d policies (%d active), %d namespaces",
+        len(state.policies),
+        len(state.active_policies),
+        len(state.namespaces),
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -55,8 +59,12 @@ async def serve(settings: Settings) -> None:
     state = ClusterState()
     kube = KubeApi()
     recorder = EventRecorder(
-        kube=kube if settings.events else None, metrics=metrics, component="modelward",
-        instance=settings.pod_name, rate=settings.event_rate, burst=settings.event_burst,
+        kube=kube if settings.events else None,
+        metrics=metrics,
+        component="modelward",
+        instance=settings.pod_name,
+        rate=settings.event_rate,
+        burst=settings.event_burst,
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
     service = AdmissionService(state=state, recorder=recorder)
@@ -72,14 +80,16 @@ async def serve(settings: Settings) -> None:
     await prime_state(state, kube, status)
 
     admission = web.AppRunner(
-        make_admission_app(service=service, metrics=metrics,
-                           deadline_seconds=settings.deadline_seconds),
+        make_admission_app(
+            service=service, metrics=metrics, deadline_seconds=settings.deadline_seconds
+        ),
         access_log=None,
     )
     await admission.setup()
     runners.append(admission)
-    await web.TCPSite(admission, settings.webhook_host, settings.webhook_port,
-                      ssl_context=tls.context).start()
+    await web.TCPSite(
+        admission, settings.webhook_host, settings.webhook_port, ssl_context=tls.context
+    ).start()
     metrics.ready.set(1)
     log.info("admission webhooks on https://%s:%d", settings.webhook_host, settings.webhook_port)
 

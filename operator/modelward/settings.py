@@ -33,11 +33,13 @@ class Settings:
         for name in ("webhook_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
-                raise ConfigurationError(f"{name} {port} is not a TCP port",
-                                         fix="use a port between 1 and 65535")
+                raise ConfigurationError(
+                    f"{name} {port} is not a TCP port", fix="use a port between 1 and 65535"
+                )
         if self.webhook_port == self.metrics_port and self.webhook_host == self.metrics_host:
-            raise ConfigurationError("the webhook and metrics ports are the same",
-                                     fix="give --metrics-port another port")
+            raise ConfigurationError(
+                "the webhook and metrics ports are the same", fix="give --metrics-port another port"
+            )
         for name in ("tls_cert_file", "tls_key_file"):
             path: Path = getattr(self, name)
             if not path.is_file():
@@ -47,9 +49,12 @@ class Settings:
                     "--tls-cert-file/--tls-key-file",
                 )
         if not 0.1 <= self.deadline_seconds <= 29:
-            raise ConfigurationError(f"deadline {self.deadline_seconds}s is out of range",
-                                     fix="use 0.1-29 seconds, below the webhook timeoutSeconds")
+            raise ConfigurationError(
+                f"deadline {self.deadline_seconds}s is out of range",
+                fix="use 0.1-29 seconds, below the webhook timeoutSeconds",
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigurationError(f"log level {self.log_level!r} is unknown",
-                                     fix="use DEBUG, INFO, WARNING or ERROR")
+            raise ConfigurationError(
+                f"log level {self.log_level!r} is unknown", fix="use DEBUG, INFO, WARNING or ERROR"
+            )
         return self

@@ -29,7 +29,9 @@ class Server:
     state: ClusterState
     metrics: Metrics
 
-    async def post(self, path: str, body: bytes | dict[str, object]) -> tuple[int, dict[str, object]]:
+    async def post(
+        self, path: str, body: bytes | dict[str, object]
+    ) -> tuple[int, dict[str, object]]:
         data = body if isinstance(body, bytes) else None
         kwargs = {"data": data} if data is not None else {"json": body}
         async with self.session.post(self.url + path, **kwargs) as response:
@@ -55,11 +57,19 @@ async def server() -> AsyncIterator[Server]:
             policy({"secrets": {}}, mode="Audit", name="secrets"),
             policy({"transport": {}}, mode="Enforce", name="transport"),
         ):
-            state.put_policy((p.ref.kind, None, p.ref.name), policy=p, error=None, generation=1,
-                             resource_version=None)
+            state.put_policy(
+                (p.ref.kind, None, p.ref.name),
+                policy=p,
+                error=None,
+                generation=1,
+                resource_version=None,
+            )
         tls = ReloadingTLS(cert, key, metrics)
-        runner = web.AppRunner(make_admission_app(service=AdmissionService(state=state),
-                                                  metrics=metrics, deadline_seconds=2.0))
+        runner = web.AppRunner(
+            make_admission_app(
+                service=AdmissionService(state=state), metrics=metrics, deadline_seconds=2.0
+            )
+        )
         health = web.AppRunner(make_health_app(state=state, metrics=metrics))
         await runner.setup()
         await health.setup()
@@ -71,6 +81,8 @@ async def server() -> AsyncIterator[Server]:
         hport = hsite._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         client_ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ctx)) as session:
-            yield Server(f"https://127.0.0.1:{port}", f"http://127.0.0.1:{hport}", session, state, metrics)
+            yield Server(
+                f"https://127.0.0.1:{port}", f"http://127.0.0.1:{hport}", session, state, metrics
+            )
         await runner.cleanup()
         await health.cleanup()

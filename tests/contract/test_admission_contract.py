@@ -13,8 +13,15 @@ from tests.contract.conftest import Server
 from tests.unit.engine.builders import compliant_pod
 
 
-def review(obj: dict[str, Any] | None, *, operation: str = "CREATE", old: dict[str, Any] | None = None,
-           kind: str | None = None, sub_resource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+def review(
+    obj: dict[str, Any] | None,
+    *,
+    operation: str = "CREATE",
+    old: dict[str, Any] | None = None,
+    kind: str | None = None,
+    sub_resource: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     kind = kind or (obj or old or {}).get("kind", "Pod")
     request: dict[str, Any] = {
         "uid": str(uuid.uuid4()),
@@ -75,7 +82,9 @@ async def test_patch_mode_returns_targeted_json_patch(server: Server) -> None:
 
 async def test_audit_mode_warns_and_admits(server: Server) -> None:
     pod = compliant_pod()
-    pod["spec"]["containers"][0]["env"] = [{"name": "SYSTEM_PROMPT", "value": "You are a pirate. Speak like one."}]
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "SYSTEM_PROMPT", "value": "You are a pirate. Speak like one."}
+    ]
     _, answer = await server.post("/validate", review(pod))
     response = answer["response"]
     assert response["allowed"] is True
@@ -86,8 +95,12 @@ async def test_deletes_and_unchanged_updates_are_never_blocked(server: Server) -
     bad = _bad_image_pod()
     _, answer = await server.post("/validate", review(None, operation="DELETE", old=bad))
     assert answer["response"]["allowed"] is True
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "serving-a"},
-                  "spec": {"replicas": 3, "template": {"metadata": {}, "spec": bad["spec"]}}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "serving-a"},
+        "spec": {"replicas": 3, "template": {"metadata": {}, "spec": bad["spec"]}},
+    }
     scaled = json.loads(json.dumps(deployment))
     scaled["spec"]["replicas"] = 0
     _, answer = await server.post("/validate", review(scaled, operation="UPDATE", old=deployment))
@@ -96,8 +109,12 @@ async def test_deletes_and_unchanged_updates_are_never_blocked(server: Server) -
 
 async def test_workload_update_changing_template_is_judged(server: Server) -> None:
     good = compliant_pod()
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "serving-a"},
-                  "spec": {"template": {"metadata": {}, "spec": good["spec"]}}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "serving-a"},
+        "spec": {"template": {"metadata": {}, "spec": good["spec"]}},
+    }
     changed = json.loads(json.dumps(deployment))
     changed["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:latest"
     _, answer = await server.post("/validate", review(changed, operation="UPDATE", old=deployment))
@@ -107,8 +124,12 @@ async def test_workload_update_changing_template_is_judged(server: Server) -> No
 async def test_ephemeral_container_is_judged_on_what_it_adds(server: Server) -> None:
     pod = compliant_pod()
     debug = json.loads(json.dumps(pod))
-    debug["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox", "securityContext": {"privileged": True}}]
-    _, answer = await server.post("/validate", review(debug, operation="UPDATE", old=pod, sub_resource="ephemeralcontainers"))
+    debug["spec"]["ephemeralContainers"] = [
+        {"name": "debug", "image": "busybox", "securityContext": {"privileged": True}}
+    ]
+    _, answer = await server.post(
+        "/validate", review(debug, operation="UPDATE", old=pod, sub_resource="ephemeralcontainers")
+    )
     message = answer["response"]["status"]["message"]
     assert answer["response"]["allowed"] is False and 'ephemeral container "debug"' in message
 
@@ -117,9 +138,26 @@ async def test_malformed_reviews_get_400_with_the_reason(server: Server) -> None
     cases = [
         (b"not json", "not JSON"),
         (b"[]", "not a JSON object"),
-        (json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}).encode(), "v1 AdmissionReview"),
-        (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), "no request"),
-        (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"kind": {"kind": "Pod"}}}).encode(), "uid"),
+        (
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}
+            ).encode(),
+            "v1 AdmissionReview",
+        ),
+        (
+            json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(),
+            "no request",
+        ),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {"kind": {"kind": "Pod"}},
+                }
+            ).encode(),
+            "uid",
+        ),
         (json.dumps(review({"kind": "Pod"}, operation="PATCH")).encode(), "operation"),
     ]
     for body, words in cases:
@@ -137,7 +175,9 @@ async def test_unknown_paths_are_errors_never_allowed(server: Server) -> None:
 
 async def test_huge_objects_are_answered(server: Server) -> None:
     pod = compliant_pod()
-    pod["spec"]["containers"][0]["env"] = [{"name": f"V{i}", "value": "x" * 100} for i in range(20_000)]
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": f"V{i}", "value": "x" * 100} for i in range(20_000)
+    ]
     status, answer = await server.post("/validate", review(pod))
     assert status == 200 and answer["response"]["allowed"] is True
     too_big = b'{"a": "' + b"x" * (17 * 1024 * 1024) + b'"}'
@@ -146,10 +186,12 @@ async def test_huge_objects_are_answered(server: Server) -> None:
 
 
 async def test_objects_with_odd_shapes_do_not_crash(server: Server) -> None:
-    for obj in ({"kind": "Pod", "metadata": None, "spec": None},
-                {"kind": "Pod", "spec": {"containers": [None, 1, "x"]}},
-                {"kind": "Deployment", "spec": {"template": "nope"}},
-                {"kind": "ConfigMap", "data": {}}):
+    for obj in (
+        {"kind": "Pod", "metadata": None, "spec": None},
+        {"kind": "Pod", "spec": {"containers": [None, 1, "x"]}},
+        {"kind": "Deployment", "spec": {"template": "nope"}},
+        {"kind": "ConfigMap", "data": {}},
+    ):
         status, answer = await server.post("/validate", review(obj))
         assert status == 200 and "allowed" in answer["response"], obj
 
@@ -158,15 +200,24 @@ async def test_probe_label_is_always_denied(server: Server) -> None:
     pod = compliant_pod()
     pod["metadata"]["labels"]["modelward.io/probe"] = "deny"
     _, answer = await server.post("/validate", review(pod))
-    assert answer["response"]["allowed"] is False and "modelward probe" in answer["response"]["status"]["message"]
+    assert (
+        answer["response"]["allowed"] is False
+        and "modelward probe" in answer["response"]["status"]["message"]
+    )
 
 
 async def test_metrics_and_readiness(server: Server) -> None:
     await server.post("/validate", review(_bad_image_pod()))
     async with server.session.get(server.health_url + "/metrics") as r:
         text = await r.text()
-    assert 'modelward_admission_requests_total{decision="denied",kind="Pod",operation="CREATE",webhook="validate"}' in text
-    assert 'modelward_violations_total{mode="Enforce",namespace="serving-a",policy="images",rule="MW-IMG-001"}' in text
+    assert (
+        'modelward_admission_requests_total{decision="denied",kind="Pod",operation="CREATE",webhook="validate"}'
+        in text
+    )
+    assert (
+        'modelward_violations_total{mode="Enforce",namespace="serving-a",policy="images",rule="MW-IMG-001"}'
+        in text
+    )
     assert "modelward_admission_duration_seconds_bucket" in text
     async with server.session.get(server.health_url + "/readyz") as r:
         assert r.status == 200

@@ -35,7 +35,9 @@ def get_json(kubectl: ToolRunner, *args: str) -> dict[str, Any]:
     return data
 
 
-def cluster_policy(name: str, namespace: str, sections: dict[str, Any], mode: str = "Enforce") -> dict[str, Any]:
+def cluster_policy(
+    name: str, namespace: str, sections: dict[str, Any], mode: str = "Enforce"
+) -> dict[str, Any]:
     return {
         "apiVersion": "modelward.io/v1alpha1",
         "kind": "ClusterModelPolicy",
@@ -74,15 +76,23 @@ def pod(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
         "spec": {
             "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "server",
-                "image": GOOD_IMAGE,
-                "ports": [{"containerPort": 8443}],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
-            }],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "server",
+                    "image": GOOD_IMAGE,
+                    "ports": [{"containerPort": 8443}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
+                }
+            ],
             "volumes": [{"name": "tls", "secret": {"secretName": "server-tls"}}],
         },
     }
@@ -96,17 +106,30 @@ def workload(kind: str, name: str, namespace: str, pod_spec: dict[str, Any]) -> 
     api = {"Job": "batch/v1", "CronJob": "batch/v1"}.get(kind, "apps/v1")
     spec: dict[str, Any]
     if kind == "CronJob":
-        spec = {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}}}}
+        spec = {
+            "schedule": "*/5 * * * *",
+            "jobTemplate": {
+                "spec": {"template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}}
+            },
+        }
     elif kind == "Job":
         spec = {"template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}}
     else:
         spec = {"selector": {"matchLabels": labels}, "template": template}
         if kind == "StatefulSet":
             spec["serviceName"] = name
-    return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def default_deny(namespace: str) -> dict[str, Any]:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "default-deny", "namespace": namespace},
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "default-deny", "namespace": namespace},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }

@@ -1,4 +1,7 @@
-"""Attempts to get around the policies (docs/security.md lists each, with the test that holds it)."""
+"""Attempts to get around the policies.
+
+docs/security.md lists each, with the test that holds it.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +20,20 @@ ISOLATION = {"isolation": {"requireDefaultDenyNetworkPolicy": False}, "images": 
 def test_init_container_cannot_smuggle_privileges(kubectl: ToolRunner, namespace: str) -> None:
     apply_policy(kubectl, cluster_policy(namespace, namespace, ISOLATION))
     body = pod("sneaky", namespace)
-    body["spec"]["initContainers"] = [{"name": "setup", "image": body["spec"]["containers"][0]["image"],
-                                       "securityContext": {"privileged": True}}]
+    body["spec"]["initContainers"] = [
+        {
+            "name": "setup",
+            "image": body["spec"]["containers"][0]["image"],
+            "securityContext": {"privileged": True},
+        }
+    ]
     result = apply(kubectl, body)
     assert result.returncode != 0 and 'init container "setup"' in result.stderr
 
 
-def test_pod_labels_cannot_opt_out_of_a_namespace_policy(kubectl: ToolRunner, namespace: str) -> None:
+def test_pod_labels_cannot_opt_out_of_a_namespace_policy(
+    kubectl: ToolRunner, namespace: str
+) -> None:
     apply_policy(kubectl, cluster_policy(namespace, namespace, ISOLATION))
     body = pod("relabelled", namespace)
     body["metadata"]["labels"] = {"app": "not-a-model", "modelward.io/exempt": "true"}
@@ -52,10 +62,13 @@ def test_scaling_and_deleting_are_never_blocked(kubectl: ToolRunner, namespace: 
     assert kubectl("delete", "deployment/legacy", "-n", namespace, "--wait=false").returncode == 0
 
 
-def test_a_namespaced_policy_cannot_relax_a_cluster_policy(kubectl: ToolRunner, namespace: str) -> None:
+def test_a_namespaced_policy_cannot_relax_a_cluster_policy(
+    kubectl: ToolRunner, namespace: str
+) -> None:
     apply_policy(kubectl, cluster_policy(namespace, namespace, {"images": {}}))
     relaxed: dict[str, Any] = {
-        "apiVersion": "modelward.io/v1alpha1", "kind": "ModelPolicy",
+        "apiVersion": "modelward.io/v1alpha1",
+        "kind": "ModelPolicy",
         "metadata": {"name": "relaxed", "namespace": namespace},
         "spec": {"mode": "Audit", "images": {"requireDigest": False, "forbiddenTags": []}},
     }

@@ -77,8 +77,9 @@ def parse_review(body: bytes) -> ReviewRequest:
     try:
         review = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReviewError(f"the body is not JSON: {exc}",
-                          fix="send an admission.k8s.io/v1 AdmissionReview") from exc
+        raise ReviewError(
+            f"the body is not JSON: {exc}", fix="send an admission.k8s.io/v1 AdmissionReview"
+        ) from exc
     if not isinstance(review, dict):
         raise ReviewError("the body is not a JSON object", fix="send an AdmissionReview object")
     if review.get("apiVersion") != "admission.k8s.io/v1" or review.get("kind") != "AdmissionReview":
@@ -89,7 +90,9 @@ def parse_review(body: bytes) -> ReviewRequest:
         )
     request = review.get("request")
     if not isinstance(request, dict):
-        raise ReviewError("the AdmissionReview has no request", fix="send request.uid and request.object")
+        raise ReviewError(
+            "the AdmissionReview has no request", fix="send request.uid and request.object"
+        )
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise ReviewError("request.uid is missing", fix="send the request's uid")
@@ -98,8 +101,10 @@ def parse_review(body: bytes) -> ReviewRequest:
     if not isinstance(kind, dict) or not isinstance(kind.get("kind"), str):
         raise ReviewError("request.kind is missing", fix="send request.kind {group, version, kind}")
     if operation not in ("CREATE", "UPDATE", "DELETE", "CONNECT"):
-        raise ReviewError(f"request.operation {operation!r} is not an admission operation",
-                          fix="use CREATE, UPDATE, DELETE or CONNECT")
+        raise ReviewError(
+            f"request.operation {operation!r} is not an admission operation",
+            fix="use CREATE, UPDATE, DELETE or CONNECT",
+        )
     obj = request.get("object")
     old = request.get("oldObject")
     if obj is not None and not isinstance(obj, dict):

@@ -44,9 +44,9 @@ def make_admission_app(
 ) -> web.Application:
     """``/validate`` and ``/mutate``; everything else is a 404, never an ``allowed: true``."""
 
-    def handler(webhook: str, decide: Callable[[ReviewRequest], Outcome]) -> Callable[
-        [web.Request], object
-    ]:
+    def handler(
+        webhook: str, decide: Callable[[ReviewRequest], Outcome]
+    ) -> Callable[[web.Request], object]:
         async def handle(http: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             try:
@@ -70,10 +70,13 @@ def make_admission_app(
                             f.violation.rule_id, f.policy.label, request.namespace, f.mode.value
                         ).inc()
             except Exception as exc:
-                log.exception("error evaluating %s %s/%s", request.kind, request.namespace,
-                              request.name)
+                log.exception(
+                    "error evaluating %s %s/%s", request.kind, request.namespace, request.name
+                )
                 review = review_response(
-                    request.uid, allowed=False, code=500,
+                    request.uid,
+                    allowed=False,
+                    code=500,
                     message=f"modelward could not evaluate {request.kind} "
                     f"{request.namespace}/{request.name}: {type(exc).__name__}: {exc}. "
                     "See the modelward logs; this request was refused to stay safe.",

@@ -86,7 +86,9 @@ class AdmissionService:
         labels = ((request.obj or {}).get("metadata") or {}).get("labels") or {}
         if labels.get(PROBE_LABEL) == "deny":
             return review_response(
-                request.uid, allowed=False, code=403,
+                request.uid,
+                allowed=False,
+                code=403,
                 message="modelward probe: the webhook is serving (objects labelled "
                 f"{PROBE_LABEL}=deny are always denied)",
             )
@@ -107,7 +109,9 @@ class AdmissionService:
             return None
         if request.operation == "UPDATE":
             if _template(request.old_obj, request) == (
-                workload.pod_spec, workload.labels, workload.annotations
+                workload.pod_spec,
+                workload.labels,
+                workload.annotations,
             ):
                 return None
             if workload.kind == "Pod" and request.old_obj is not None:
@@ -132,8 +136,11 @@ class AdmissionService:
         if decision.denials:
             self._record(request, decision, "denied")
             review = review_response(
-                request.uid, allowed=False, code=403,
-                message=_denial_message(request, decision.denials), warnings=warnings,
+                request.uid,
+                allowed=False,
+                code=403,
+                message=_denial_message(request, decision.denials),
+                warnings=warnings,
             )
             return Outcome(review, "denied", decision)
         self._record(request, decision, "warned" if warnings else "allowed")

@@ -212,8 +212,7 @@ def _transport() -> Schema:
         {
             "mode": _mode_override("transport"),
             "requireTLS": _boolean(
-                "Pods must show TLS evidence: mesh injection or a mounted TLS secret "
-                "(MW-TLS-001).",
+                "Pods must show TLS evidence: mesh injection or a mounted TLS secret (MW-TLS-001).",
                 True,
             ),
             "meshes": _strings(
@@ -263,8 +262,7 @@ def _secrets() -> Schema:
                 True,
             ),
             "allowedEnvNames": _strings(
-                "Env variable names (globs) exempt from these rules, for values you have "
-                "reviewed."
+                "Env variable names (globs) exempt from these rules, for values you have reviewed."
             ),
         },
     )
@@ -422,7 +420,9 @@ def custom_resource_definitions() -> list[Schema]:
             short_names=["cmp", "cmpol"],
             namespaced=False,
         ),
-        _crd(kind="ModelPolicy", plural="modelpolicies", short_names=["mp", "mpol"], namespaced=True),
+        _crd(
+            kind="ModelPolicy", plural="modelpolicies", short_names=["mp", "mpol"], namespaced=True
+        ),
     ]
 
 

@@ -29,9 +29,15 @@ MAX_RULES_IN_MESSAGE = 8
 
 REASONS = {"denied": "PolicyViolation", "warned": "PolicyViolation", "patched": "PolicyPatched"}
 API_VERSIONS = {
-    "Pod": "v1", "Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1",
-    "ReplicaSet": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1",
-    "Ingress": "networking.k8s.io/v1", "ReplicationController": "v1",
+    "Pod": "v1",
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+    "Ingress": "networking.k8s.io/v1",
+    "ReplicationController": "v1",
 }
 
 
@@ -59,8 +65,16 @@ def _now() -> str:
 class EventRecorder:
     """Implements the admission service's ``DecisionRecorder``."""
 
-    def __init__(self, *, kube: KubeApi | None, metrics: Metrics, component: str,
-                 instance: str, rate: float, burst: int) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubeApi | None,
+        metrics: Metrics,
+        component: str,
+        instance: str,
+        rate: float,
+        burst: int,
+    ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.component = component
@@ -104,8 +118,9 @@ class EventRecorder:
             message = f"{subject} {outcome}: {', '.join(unique)}"
             self._enqueue(policy.namespace or "default", policy_obj, reason, kind, message)
 
-    def _enqueue(self, namespace: str, involved: Mapping[str, Any], reason: str, kind: str,
-                 message: str) -> None:
+    def _enqueue(
+        self, namespace: str, involved: Mapping[str, Any], reason: str, kind: str, message: str
+    ) -> None:
         key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason, message)
         now = time.monotonic()
         if now - self.recent.get(key, -DEDUPE_SECONDS) < DEDUPE_SECONDS:

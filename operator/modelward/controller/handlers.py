@@ -33,7 +33,7 @@ def build_registry(*, state: ClusterState, status: PolicyStatusWriter) -> kopf.O
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     def watch(kind: str, group: str, version: str, plural: str) -> None:
-        async def on_event(event: dict[str, Any], **_: Any) -> None:
+        async def on_event(*, event: kopf.RawEvent, **_: Any) -> None:
             obj = event.get("object") or {}
             deleted = event.get("type") == "DELETED"
             entry = observe_object(state, kind, obj, deleted=deleted)

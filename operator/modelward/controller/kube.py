@@ -24,9 +24,9 @@ class KubeApi:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):
-                config.load_incluster_config()
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
             else:
-                config.load_kube_config()
+                config.load_kube_config()  # type: ignore[no-untyped-call]
             api_client = client.ApiClient()
         self.api = api_client
         self.core = client.CoreV1Api(api_client)
@@ -40,8 +40,9 @@ class KubeApi:
         return data
 
     def list_policies(self, kind: str) -> list[dict[str, Any]]:
-        items = self._json(self.custom.list_cluster_custom_object, GROUP, VERSION,
-                           POLICY_PLURALS[kind])["items"]
+        items = self._json(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, POLICY_PLURALS[kind]
+        )["items"]
         for item in items:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
@@ -71,7 +72,8 @@ class KubeApi:
             )
 
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
-        self.core.create_namespaced_event(namespace, dict(event), _request_timeout=TIMEOUT)
+        body: Any = dict(event)
+        self.core.create_namespaced_event(namespace, body, _request_timeout=TIMEOUT)
 
 
 def iter_all(kube: KubeApi) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -40,16 +40,23 @@ def observe_object(
             policy, error = parse_policy(body), None
         except PolicyError as exc:
             policy, error = None, exc
-        return state.put_policy(key, policy=policy, error=error,
-                                generation=int(meta.get("generation") or 0),
-                                resource_version=version)
+        return state.put_policy(
+            key,
+            policy=policy,
+            error=error,
+            generation=int(meta.get("generation") or 0),
+            resource_version=version,
+        )
     if kind == "Namespace":
         if deleted:
             state.delete_namespace(name)
         else:
             state.put_namespace(
-                NamespaceFacts(name=name, labels=dict(meta.get("labels") or {}),
-                               annotations=dict(meta.get("annotations") or {})),
+                NamespaceFacts(
+                    name=name,
+                    labels=dict(meta.get("labels") or {}),
+                    annotations=dict(meta.get("annotations") or {}),
+                ),
                 version,
             )
     elif kind == "NetworkPolicy":
@@ -72,7 +79,7 @@ def desired_status(
         message = str(entry.error)
         if entry.policy is not None:
             message += f" (still enforcing the last valid generation {entry.policy.generation})"
-    old = next(
+    old: Mapping[str, Any] = next(
         (c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Ready"), {}
     )
     changed = old.get("status") != ready or old.get("reason") != reason
@@ -103,7 +110,11 @@ def status_differs(current: Mapping[str, Any] | None, desired: Mapping[str, Any]
             {k: v for k, v in c.items() if k != "lastTransitionTime"}
             for c in status.get("conditions") or []
         ]
-        return (status.get("observedGeneration"), conditions, status.get("rules"),
-                status.get("violations"))
+        return (
+            status.get("observedGeneration"),
+            conditions,
+            status.get("rules"),
+            status.get("violations"),
+        )
 
     return bool(strip(current or {}) != strip(desired))

@@ -17,8 +17,9 @@ log = logging.getLogger("modelward.status")
 
 
 class PolicyStatusWriter:
-    def __init__(self, *, state: ClusterState, kube: KubeApi, recorder: EventRecorder,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, *, state: ClusterState, kube: KubeApi, recorder: EventRecorder, metrics: Metrics
+    ) -> None:
         self.state = state
         self.kube = kube
         self.recorder = recorder

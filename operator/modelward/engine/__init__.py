@@ -4,10 +4,10 @@ No kopf, aiohttp or kubernetes imports here (import-linter guards it): the admis
 the controller and the offline ``modelward check`` CLI all call the same functions.
 """
 
-from modelward.engine.decision import Decision, Finding, Mode, Subject, Violation
+from modelward.engine.decision import Decision, Finding, Mode, PolicyRef, Subject, Violation
 from modelward.engine.evaluate import evaluate_ingress, evaluate_workload
 from modelward.engine.facts import ClusterFacts, NamespaceFacts, StaticFacts
-from modelward.engine.policy import Policy, PolicyRef, parse_policy
+from modelward.engine.policy import Policy, parse_policy
 from modelward.engine.workloads import UnsupportedKind, Workload, workload_from_object
 
 __all__ = [

@@ -46,7 +46,9 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
         for depth, token in enumerate(tokens[:-1]):
             child = parent.get(token) if isinstance(parent, Mapping) else parent[token]
             if child is None:
-                value = _nest(tokens[depth + 1 :], [remedy.value] if remedy.append else remedy.value)
+                value = _nest(
+                    tokens[depth + 1 :], [remedy.value] if remedy.append else remedy.value
+                )
                 parent[token] = value
                 ops.append(_op("add", (*prefix, *tokens[: depth + 1]), value))
                 break

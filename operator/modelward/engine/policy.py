@@ -35,8 +35,10 @@ class Selection:
 
     @property
     def empty(self) -> bool:
-        return self.namespaces is None and self.namespace_selector is None and (
-            self.pod_selector is None
+        return (
+            self.namespaces is None
+            and self.namespace_selector is None
+            and (self.pod_selector is None)
         )
 
     def matches(self, namespace: NamespaceFacts, pod_labels: Mapping[str, str]) -> bool:
@@ -172,8 +174,12 @@ def _selection(raw: Mapping[str, Any] | None, where: str, policy: str) -> Select
             pod_selector=LabelSelector.parse(pod_sel) if pod_sel is not None else None,
         )
     except SelectorError as exc:
-        raise PolicyError(str(exc), policy=policy, field=where,
-                          fix="use In/NotIn with values, Exists/DoesNotExist without") from exc
+        raise PolicyError(
+            str(exc),
+            policy=policy,
+            field=where,
+            fix="use In/NotIn with values, Exists/DoesNotExist without",
+        ) from exc
 
 
 def _mode(raw: Any, default: Mode) -> Mode:
@@ -254,30 +260,47 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
     name = str(meta.get("name") or "<unnamed>")
     label = f"{kind or 'policy'} {name}"
     if kind not in POLICY_KINDS:
-        raise PolicyError(f"kind {kind!r} is not a modelward policy", policy=label,
-                          fix=f"use kind {' or '.join(POLICY_KINDS)}")
+        raise PolicyError(
+            f"kind {kind!r} is not a modelward policy",
+            policy=label,
+            fix=f"use kind {' or '.join(POLICY_KINDS)}",
+        )
     if obj.get("apiVersion") != API_VERSION:
-        raise PolicyError(f"apiVersion {obj.get('apiVersion')!r} is not served", policy=label,
-                          field="apiVersion", fix=f"use apiVersion: {API_VERSION}")
+        raise PolicyError(
+            f"apiVersion {obj.get('apiVersion')!r} is not served",
+            policy=label,
+            field="apiVersion",
+            fix=f"use apiVersion: {API_VERSION}",
+        )
     _validate_schema(obj, kind, name)
     spec: Mapping[str, Any] = obj["spec"]
     namespaced = kind == "ModelPolicy"
-    ref = PolicyRef(kind=kind, name=name,
-                    namespace=str(meta.get("namespace") or "default") if namespaced else None)
+    ref = PolicyRef(
+        kind=kind,
+        name=name,
+        namespace=str(meta.get("namespace") or "default") if namespaced else None,
+    )
     match_raw = spec.get("match") or {}
     if not namespaced and "namespaces" not in match_raw and "namespaceSelector" not in match_raw:
         raise PolicyError(
-            "match must select namespaces", policy=label, field="spec.match",
+            "match must select namespaces",
+            policy=label,
+            field="spec.match",
             fix="add match.namespaces or match.namespaceSelector; podSelector can only narrow",
         )
     mode = Mode(spec.get("mode", "Enforce"))
     isolation = _isolation(spec["isolation"], mode) if "isolation" in spec else None
-    if isolation and isolation.default_runtime_class_name and (
-        isolation.default_runtime_class_name not in isolation.runtime_class_names
+    if (
+        isolation
+        and isolation.default_runtime_class_name
+        and (isolation.default_runtime_class_name not in isolation.runtime_class_names)
     ):
-        raise PolicyError("defaultRuntimeClassName must be one of runtimeClassNames",
-                          policy=label, field="spec.isolation.defaultRuntimeClassName",
-                          fix="add it to runtimeClassNames or remove it")
+        raise PolicyError(
+            "defaultRuntimeClassName must be one of runtimeClassNames",
+            policy=label,
+            field="spec.isolation.defaultRuntimeClassName",
+            fix="add it to runtimeClassNames or remove it",
+        )
     return Policy(
         ref=ref,
         mode=mode,

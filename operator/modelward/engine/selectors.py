@@ -49,7 +49,9 @@ class LabelSelector:
             if operator in ("In", "NotIn") and not values:
                 raise SelectorError(f"operator {operator} on key {expr.get('key')!r} needs values")
             if operator in ("Exists", "DoesNotExist") and values:
-                raise SelectorError(f"operator {operator} on key {expr.get('key')!r} takes no values")
+                raise SelectorError(
+                    f"operator {operator} on key {expr.get('key')!r} takes no values"
+                )
             if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
                 raise SelectorError(f"unknown operator {operator!r}")
             requirements.append(Requirement(str(expr.get("key")), str(operator), frozenset(values)))

@@ -58,7 +58,9 @@ class Metrics:
                 registry=registry,
             ),
             events_posted=Counter(
-                "modelward_events_posted", "Kubernetes Events posted.", ["reason"],
+                "modelward_events_posted",
+                "Kubernetes Events posted.",
+                ["reason"],
                 registry=registry,
             ),
             event_errors=Counter(
@@ -72,7 +74,8 @@ class Metrics:
                 registry=registry,
             ),
             ready=Gauge(
-                "modelward_ready", "1 once policies are loaded and admission is served.",
+                "modelward_ready",
+                "1 once policies are loaded and admission is served.",
                 registry=registry,
             ),
             certificate_expiry=Gauge(

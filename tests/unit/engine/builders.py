@@ -13,9 +13,16 @@ DIGEST = "sha256:" + "ab" * 32
 GOOD_IMAGE = f"registry.example.com/serving/server@{DIGEST}"
 
 
-def policy(sections: dict[str, Any], *, mode: str = "Enforce", name: str = "p",
-           match: dict[str, Any] | None = None, kind: str = "ClusterModelPolicy",
-           namespace: str | None = None, exclude: dict[str, Any] | None = None) -> Policy:
+def policy(
+    sections: dict[str, Any],
+    *,
+    mode: str = "Enforce",
+    name: str = "p",
+    match: dict[str, Any] | None = None,
+    kind: str = "ClusterModelPolicy",
+    namespace: str | None = None,
+    exclude: dict[str, Any] | None = None,
+) -> Policy:
     spec: dict[str, Any] = {"mode": mode, **sections}
     if kind == "ClusterModelPolicy":
         spec["match"] = match if match is not None else {"namespaces": ["serving-*"]}
@@ -26,8 +33,9 @@ def policy(sections: dict[str, Any], *, mode: str = "Enforce", name: str = "p",
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace
-    return parse_policy({"apiVersion": "modelward.io/v1alpha1", "kind": kind, "metadata": meta,
-                         "spec": spec})
+    return parse_policy(
+        {"apiVersion": "modelward.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+    )
 
 
 def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
@@ -58,8 +66,13 @@ def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
     return pod
 
 
-def facts(*, default_deny: bool = True, labels: dict[str, str] | None = None,
-          annotations: dict[str, str] | None = None, namespace: str = "serving-a") -> StaticFacts:
+def facts(
+    *,
+    default_deny: bool = True,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    namespace: str = "serving-a",
+) -> StaticFacts:
     f = StaticFacts()
     f.namespaces[namespace] = NamespaceFacts(namespace, labels or {}, annotations or {})
     if default_deny:

@@ -10,8 +10,13 @@ UNFIXABLE = Violation("MW-ISO-006", "privileged", "fix", container="c")
 
 
 def test_modes() -> None:
-    d = Decision((Finding(FIXABLE, REF, Mode.PATCH), Finding(UNFIXABLE, REF, Mode.PATCH),
-                  Finding(UNFIXABLE, REF, Mode.AUDIT)))
+    d = Decision(
+        (
+            Finding(FIXABLE, REF, Mode.PATCH),
+            Finding(UNFIXABLE, REF, Mode.PATCH),
+            Finding(UNFIXABLE, REF, Mode.AUDIT),
+        )
+    )
     assert [f.violation for f in d.fixes] == [FIXABLE]
     assert [f.violation for f in d.denials] == [UNFIXABLE]
     assert len(d.warnings) == 1 and not d.allowed
@@ -26,4 +31,9 @@ def test_only_new() -> None:
 
 def test_messages_name_rule_container_fix_and_policy() -> None:
     text = Finding(UNFIXABLE, REF, Mode.ENFORCE).describe()
-    assert "[MW-ISO-006]" in text and 'c' in text and "Fix: fix" in text and "ClusterModelPolicy p" in text
+    assert (
+        "[MW-ISO-006]" in text
+        and "c" in text
+        and "Fix: fix" in text
+        and "ClusterModelPolicy p" in text
+    )

@@ -8,31 +8,60 @@ from modelward.engine.workloads import workload_from_object
 
 
 def _pod() -> dict[str, object]:
-    return {"kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"containers": [{"name": "c", "image": "i", "securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}],
-                     "tolerations": [{"key": "a"}]}}
+    return {
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "i",
+                    "securityContext": {"capabilities": {"drop": ["NET_RAW"]}},
+                }
+            ],
+            "tolerations": [{"key": "a"}],
+        },
+    }
 
 
 def test_missing_parents_are_created_once() -> None:
     w = workload_from_object(_pod())
-    ops = remedies_to_json_patch(w, [Remedy(("securityContext", "runAsNonRoot"), True),
-                                     Remedy(("securityContext", "seccompProfile"), {"type": "RuntimeDefault"})])
+    ops = remedies_to_json_patch(
+        w,
+        [
+            Remedy(("securityContext", "runAsNonRoot"), True),
+            Remedy(("securityContext", "seccompProfile"), {"type": "RuntimeDefault"}),
+        ],
+    )
     assert ops == [
         {"op": "add", "path": "/spec/securityContext", "value": {"runAsNonRoot": True}},
-        {"op": "add", "path": "/spec/securityContext/seccompProfile", "value": {"type": "RuntimeDefault"}},
+        {
+            "op": "add",
+            "path": "/spec/securityContext/seccompProfile",
+            "value": {"type": "RuntimeDefault"},
+        },
     ]
 
 
 def test_append_to_existing_and_missing_lists() -> None:
     obj = _pod()
     w = workload_from_object(obj)
-    ops = remedies_to_json_patch(w, [
-        Remedy(("containers", 0, "securityContext", "capabilities", "drop"), "ALL", append=True),
-        Remedy(("tolerations",), {"key": "b"}, append=True),
-        Remedy(("tolerations",), {"key": "b"}, append=True),  # a second policy asks the same
-    ])
+    ops = remedies_to_json_patch(
+        w,
+        [
+            Remedy(
+                ("containers", 0, "securityContext", "capabilities", "drop"), "ALL", append=True
+            ),
+            Remedy(("tolerations",), {"key": "b"}, append=True),
+            Remedy(("tolerations",), {"key": "b"}, append=True),  # a second policy asks the same
+        ],
+    )
     assert ops == [
-        {"op": "add", "path": "/spec/containers/0/securityContext/capabilities/drop/-", "value": "ALL"},
+        {
+            "op": "add",
+            "path": "/spec/containers/0/securityContext/capabilities/drop/-",
+            "value": "ALL",
+        },
         {"op": "add", "path": "/spec/tolerations/-", "value": {"key": "b"}},
     ]
     patched = apply_json_patch(obj, ops)
@@ -41,6 +70,8 @@ def test_append_to_existing_and_missing_lists() -> None:
 
 
 def test_satisfied_remedies_emit_nothing() -> None:
-    w = workload_from_object({"kind": "Pod", "metadata": {}, "spec": {"automountServiceAccountToken": False}})
+    w = workload_from_object(
+        {"kind": "Pod", "metadata": {}, "spec": {"automountServiceAccountToken": False}}
+    )
     assert remedies_to_json_patch(w, [Remedy(("automountServiceAccountToken",), False)]) == []
     assert remedies_to_json_patch(w, []) == []

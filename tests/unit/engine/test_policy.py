@@ -13,7 +13,12 @@ from tests.unit.engine.builders import compliant_pod, decide, policy, rule_ids
 
 
 def _raw(spec: dict[str, Any], kind: str = "ClusterModelPolicy") -> dict[str, Any]:
-    return {"apiVersion": "modelward.io/v1alpha1", "kind": kind, "metadata": {"name": "x"}, "spec": spec}
+    return {
+        "apiVersion": "modelward.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": "x"},
+        "spec": spec,
+    }
 
 
 @pytest.mark.parametrize(
@@ -21,12 +26,30 @@ def _raw(spec: dict[str, Any], kind: str = "ClusterModelPolicy") -> dict[str, An
     [
         ({"match": {"namespaces": ["a"]}, "isolaton": {}}, "spec", "unknown field"),
         ({"match": {"namespaces": ["a"]}, "mode": "Block"}, "spec.mode", "Block"),
-        ({"match": {"podSelector": {"matchLabels": {"a": "b"}}}}, "spec.match", "select namespaces"),
-        ({"match": {"namespaces": ["a"]}, "images": {"requireDigest": "yes"}}, "spec.images.requireDigest", "boolean"),
-        ({"match": {"namespaces": ["a"]}, "isolation": {"defaultRuntimeClassName": "gvisor"}},
-         "spec.isolation.defaultRuntimeClassName", "runtimeClassNames"),
-        ({"match": {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}},
-         "spec.match", "needs values"),
+        (
+            {"match": {"podSelector": {"matchLabels": {"a": "b"}}}},
+            "spec.match",
+            "select namespaces",
+        ),
+        (
+            {"match": {"namespaces": ["a"]}, "images": {"requireDigest": "yes"}},
+            "spec.images.requireDigest",
+            "boolean",
+        ),
+        (
+            {"match": {"namespaces": ["a"]}, "isolation": {"defaultRuntimeClassName": "gvisor"}},
+            "spec.isolation.defaultRuntimeClassName",
+            "runtimeClassNames",
+        ),
+        (
+            {
+                "match": {
+                    "namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}
+                }
+            },
+            "spec.match",
+            "needs values",
+        ),
     ],
 )
 def test_broken_policies_name_the_field(spec: dict[str, Any], field: str, words: str) -> None:
@@ -44,8 +67,16 @@ def test_wrong_api_version_and_kind() -> None:
 
 
 def test_section_mode_overrides_policy_mode() -> None:
-    p = parse_policy(_raw({"mode": "Audit", "match": {"namespaces": ["a"]},
-                           "images": {"mode": "Enforce"}, "secrets": {}}))
+    p = parse_policy(
+        _raw(
+            {
+                "mode": "Audit",
+                "match": {"namespaces": ["a"]},
+                "images": {"mode": "Enforce"},
+                "secrets": {},
+            }
+        )
+    )
     assert p.images is not None and p.images.mode is Mode.ENFORCE
     assert p.secrets is not None and p.secrets.mode is Mode.AUDIT
 
@@ -63,14 +94,24 @@ def test_match_by_namespace_selector_and_glob() -> None:
 
 
 def test_name_label_is_always_selectable() -> None:
-    p = policy({"images": {}}, match={"namespaceSelector": {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team"]}]}})
+    p = policy(
+        {"images": {}},
+        match={
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team"]}
+                ]
+            }
+        },
+    )
     assert p.applies_to(_ns("team"), {})
 
 
 def test_pod_selector_only_narrows() -> None:
-    p = policy({"images": {}}, match={"namespaces": ["serving-*"],
-                                      "podSelector": {"matchLabels": {"app": "model"}}})
+    p = policy(
+        {"images": {}},
+        match={"namespaces": ["serving-*"], "podSelector": {"matchLabels": {"app": "model"}}},
+    )
     assert p.applies_to(_ns("serving-a"), {"app": "model"})
     assert not p.applies_to(_ns("serving-a"), {"app": "other"})
     assert not p.applies_to(_ns("elsewhere"), {"app": "model"})
@@ -90,8 +131,12 @@ def test_namespaced_policy_applies_only_in_its_namespace() -> None:
 
 def test_namespaced_policy_cannot_weaken_a_cluster_policy() -> None:
     strict = policy({"images": {}}, mode="Enforce")
-    lax = policy({"images": {"requireDigest": False, "forbiddenTags": []}}, mode="Audit",
-                 kind="ModelPolicy", namespace="serving-a")
+    lax = policy(
+        {"images": {"requireDigest": False, "forbiddenTags": []}},
+        mode="Audit",
+        kind="ModelPolicy",
+        namespace="serving-a",
+    )
     pod = compliant_pod()
     pod["spec"]["containers"][0]["image"] = "registry.example.com/serving/server:1.0"
     d = decide(pod, strict, lax)

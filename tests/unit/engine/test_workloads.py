@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from modelward.engine.workloads import TEMPLATE_POINTERS, UnsupportedKind, json_pointer, workload_from_object
+from modelward.engine.workloads import (
+    TEMPLATE_POINTERS,
+    UnsupportedKind,
+    json_pointer,
+    workload_from_object,
+)
 
 SPEC = {"containers": [{"name": "c", "image": "i"}]}
 
@@ -16,14 +21,42 @@ def _template() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("obj", "pointer"),
     [
-        ({"kind": "Pod", "metadata": {"name": "p", "labels": {"app": "m"}, "annotations": {"a": "b"}}, "spec": SPEC}, "/spec"),
-        ({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": _template()}}, "/spec/template/spec"),
-        ({"kind": "StatefulSet", "metadata": {"name": "d"}, "spec": {"template": _template()}}, "/spec/template/spec"),
-        ({"kind": "DaemonSet", "metadata": {"name": "d"}, "spec": {"template": _template()}}, "/spec/template/spec"),
-        ({"kind": "ReplicaSet", "metadata": {"name": "d"}, "spec": {"template": _template()}}, "/spec/template/spec"),
-        ({"kind": "Job", "metadata": {"name": "d"}, "spec": {"template": _template()}}, "/spec/template/spec"),
-        ({"kind": "CronJob", "metadata": {"name": "d"}, "spec": {"jobTemplate": {"spec": {"template": _template()}}}},
-         "/spec/jobTemplate/spec/template/spec"),
+        (
+            {
+                "kind": "Pod",
+                "metadata": {"name": "p", "labels": {"app": "m"}, "annotations": {"a": "b"}},
+                "spec": SPEC,
+            },
+            "/spec",
+        ),
+        (
+            {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": _template()}},
+            "/spec/template/spec",
+        ),
+        (
+            {"kind": "StatefulSet", "metadata": {"name": "d"}, "spec": {"template": _template()}},
+            "/spec/template/spec",
+        ),
+        (
+            {"kind": "DaemonSet", "metadata": {"name": "d"}, "spec": {"template": _template()}},
+            "/spec/template/spec",
+        ),
+        (
+            {"kind": "ReplicaSet", "metadata": {"name": "d"}, "spec": {"template": _template()}},
+            "/spec/template/spec",
+        ),
+        (
+            {"kind": "Job", "metadata": {"name": "d"}, "spec": {"template": _template()}},
+            "/spec/template/spec",
+        ),
+        (
+            {
+                "kind": "CronJob",
+                "metadata": {"name": "d"},
+                "spec": {"jobTemplate": {"spec": {"template": _template()}}},
+            },
+            "/spec/jobTemplate/spec/template/spec",
+        ),
     ],
 )
 def test_every_kind_maps_to_its_pod_spec(obj: dict[str, object], pointer: str) -> None:
@@ -36,7 +69,15 @@ def test_every_kind_maps_to_its_pod_spec(obj: dict[str, object], pointer: str) -
 
 
 def test_all_kinds_are_covered() -> None:
-    assert set(TEMPLATE_POINTERS) >= {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+    assert set(TEMPLATE_POINTERS) >= {
+        "Pod",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Job",
+        "CronJob",
+    }
 
 
 def test_other_kinds_are_unsupported() -> None:
@@ -45,12 +86,18 @@ def test_other_kinds_are_unsupported() -> None:
 
 
 def test_generate_name_and_malformed_parts_do_not_crash() -> None:
-    w = workload_from_object({"kind": "Pod", "metadata": {"generateName": "model-"},
-                              "spec": {"containers": ["not-a-dict", {"name": "ok"}], "initContainers": "bad"}})
+    w = workload_from_object(
+        {
+            "kind": "Pod",
+            "metadata": {"generateName": "model-"},
+            "spec": {"containers": ["not-a-dict", {"name": "ok"}], "initContainers": "bad"},
+        }
+    )
     assert w.name == "model-*"
     assert [c.name for c in w.containers()] == ["ok"]
 
 
 def test_pointer_escaping() -> None:
     assert json_pointer(("spec", "nodeSelector", "nvidia.com/gpu.present", "a~b")) == (
-        "/spec/nodeSelector/nvidia.com~1gpu.present/a~0b")
+        "/spec/nodeSelector/nvidia.com~1gpu.present/a~0b"
+    )

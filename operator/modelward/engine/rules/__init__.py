@@ -27,7 +27,12 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-ISO-001", "isolation", "Model-serving pods stay out of forbidden namespaces"),
         RuleInfo("MW-ISO-002", "isolation", "Containers run as non-root", True),
         RuleInfo("MW-ISO-003", "isolation", "No privilege escalation", True),
-        RuleInfo("MW-ISO-004", "isolation", "Capabilities dropped (ALL; only NET_BIND_SERVICE added)", True),
+        RuleInfo(
+            "MW-ISO-004",
+            "isolation",
+            "Capabilities dropped (ALL; only NET_BIND_SERVICE added)",
+            True,
+        ),
         RuleInfo("MW-ISO-005", "isolation", "Seccomp profile RuntimeDefault or Localhost", True),
         RuleInfo("MW-ISO-006", "isolation", "No privileged or hostProcess containers"),
         RuleInfo("MW-ISO-007", "isolation", "No host network, PID or IPC namespace"),
@@ -38,12 +43,16 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-ISO-012", "isolation", "Pods without GPUs do not tolerate the GPU taint"),
         RuleInfo("MW-ISO-013", "isolation", "Service account token not automounted", True),
         RuleInfo("MW-ISO-014", "isolation", "Default-deny NetworkPolicy in the namespace"),
-        RuleInfo("MW-ISO-015", "isolation", "Baseline hardening: AppArmor, SELinux, procMount, sysctls"),
+        RuleInfo(
+            "MW-ISO-015", "isolation", "Baseline hardening: AppArmor, SELinux, procMount, sysctls"
+        ),
         RuleInfo("MW-ISO-016", "isolation", "Only Pod Security 'restricted' volume types"),
         RuleInfo("MW-IMG-001", "images", "Images pinned by digest"),
         RuleInfo("MW-IMG-002", "images", "Images from allowed registries"),
         RuleInfo("MW-IMG-003", "images", "No forbidden tags (latest, none)"),
-        RuleInfo("MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted TLS secret"),
+        RuleInfo(
+            "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted TLS secret"
+        ),
         RuleInfo("MW-TLS-002", "transport", "Ingresses to model-serving pods terminate TLS"),
         RuleInfo("MW-TLS-003", "transport", "Ingresses to model-serving pods are rate limited"),
         RuleInfo("MW-SEC-001", "secrets", "No credentials as literal env values or arguments"),

@@ -56,7 +56,10 @@ def _images(w: Workload) -> Iterator[tuple[str, str]]:
         yield c.describe, str(c.spec.get("image") or "")
     for volume in w.pod_spec.get("volumes") or []:
         if isinstance(volume, Mapping) and isinstance(volume.get("image"), Mapping):
-            yield f'image volume "{volume.get("name")}"', str(volume["image"].get("reference") or "")
+            yield (
+                f'image volume "{volume.get("name")}"',
+                str(volume["image"].get("reference") or ""),
+            )
 
 
 def check_images(w: Workload, ns: NamespaceFacts, cfg: ImagesConfig) -> Iterator[Violation]:

@@ -17,19 +17,34 @@ from modelward.engine.workloads import ContainerRef, Workload
 
 RESTRICTED_VOLUME_TYPES = frozenset(
     {
-        "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-        "persistentVolumeClaim", "projected", "secret", "image",
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+        "image",
     }
 )
 SAFE_SYSCTLS = frozenset(
     {
-        "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-        "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-        "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
         "net.ipv4.tcp_keepalive_probes",
     }
 )
-SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+SELINUX_TYPES = frozenset(
+    {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -44,9 +59,7 @@ def _sc(c: ContainerRef) -> Mapping[str, Any]:
     return _mapping(c.spec.get("securityContext"))
 
 
-def check_isolation(
-    w: Workload, ns: NamespaceFacts, cfg: IsolationConfig
-) -> Iterator[Violation]:
+def check_isolation(w: Workload, ns: NamespaceFacts, cfg: IsolationConfig) -> Iterator[Violation]:
     if matches_any_glob(ns.name, cfg.forbidden_namespaces):
         yield Violation(
             "MW-ISO-001",
@@ -89,17 +102,28 @@ def _baseline(w: Workload) -> Iterator[Violation]:
             )
     pod_opts = _mapping(_pod_sc(w).get("windowsOptions"))
     if pod_opts.get("hostProcess") is True:
-        yield Violation("MW-ISO-006", "the pod is a Windows hostProcess pod",
-                        "remove securityContext.windowsOptions.hostProcess")
+        yield Violation(
+            "MW-ISO-006",
+            "the pod is a Windows hostProcess pod",
+            "remove securityContext.windowsOptions.hostProcess",
+        )
     yield from _baseline_hardening(w.pod_spec, _pod_sc(w), None)
     for c in w.containers():
         sc = _sc(c)
         if sc.get("privileged") is True:
-            yield Violation("MW-ISO-006", "runs privileged", "remove securityContext.privileged",
-                            container=c.describe)
+            yield Violation(
+                "MW-ISO-006",
+                "runs privileged",
+                "remove securityContext.privileged",
+                container=c.describe,
+            )
         if _mapping(sc.get("windowsOptions")).get("hostProcess") is True:
-            yield Violation("MW-ISO-006", "is a Windows hostProcess container",
-                            "remove securityContext.windowsOptions.hostProcess", container=c.describe)
+            yield Violation(
+                "MW-ISO-006",
+                "is a Windows hostProcess container",
+                "remove securityContext.windowsOptions.hostProcess",
+                container=c.describe,
+            )
         for port in c.spec.get("ports") or []:
             if isinstance(port, Mapping) and port.get("hostPort"):
                 yield Violation(
@@ -117,19 +141,35 @@ def _baseline_hardening(
     where = c.describe if c else None
     apparmor = _mapping(sc.get("appArmorProfile")).get("type")
     if apparmor == "Unconfined":
-        yield Violation("MW-ISO-015", "AppArmor profile is Unconfined",
-                        "use appArmorProfile.type RuntimeDefault or Localhost", container=where)
+        yield Violation(
+            "MW-ISO-015",
+            "AppArmor profile is Unconfined",
+            "use appArmorProfile.type RuntimeDefault or Localhost",
+            container=where,
+        )
     selinux = _mapping(sc.get("seLinuxOptions"))
     if selinux.get("user") or selinux.get("role") or selinux.get("type", "") not in SELINUX_TYPES:
-        yield Violation("MW-ISO-015", "sets a custom SELinux user, role or type",
-                        "remove seLinuxOptions.user/role; use a container_t type", container=where)
+        yield Violation(
+            "MW-ISO-015",
+            "sets a custom SELinux user, role or type",
+            "remove seLinuxOptions.user/role; use a container_t type",
+            container=where,
+        )
     if sc.get("procMount") not in (None, "Default"):
-        yield Violation("MW-ISO-015", f"procMount is {sc.get('procMount')}",
-                        "remove procMount (Default)", container=where)
+        yield Violation(
+            "MW-ISO-015",
+            f"procMount is {sc.get('procMount')}",
+            "remove procMount (Default)",
+            container=where,
+        )
     for sysctl in sc.get("sysctls") or []:
         if isinstance(sysctl, Mapping) and sysctl.get("name") not in SAFE_SYSCTLS:
-            yield Violation("MW-ISO-015", f"sets unsafe sysctl {sysctl.get('name')}",
-                            "remove the sysctl", container=where)
+            yield Violation(
+                "MW-ISO-015",
+                f"sets unsafe sysctl {sysctl.get('name')}",
+                "remove the sysctl",
+                container=where,
+            )
 
 
 # -- restricted ---------------------------------------------------------------------------------
@@ -140,11 +180,17 @@ def _restricted(w: Workload) -> Iterator[Violation]:
     pod_nonroot = pod_sc.get("runAsNonRoot")
     pod_seccomp = _mapping(pod_sc.get("seccompProfile")).get("type")
     if pod_sc.get("runAsUser") == 0:
-        yield Violation("MW-ISO-002", "the pod sets runAsUser: 0",
-                        "run as a non-zero UID (e.g. runAsUser: 65532)")
+        yield Violation(
+            "MW-ISO-002",
+            "the pod sets runAsUser: 0",
+            "run as a non-zero UID (e.g. runAsUser: 65532)",
+        )
     if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
-        yield Violation("MW-ISO-005", f"the pod's seccomp profile is {pod_seccomp}",
-                        "use seccompProfile.type RuntimeDefault")
+        yield Violation(
+            "MW-ISO-005",
+            f"the pod's seccomp profile is {pod_seccomp}",
+            "use seccompProfile.type RuntimeDefault",
+        )
     set_pod_nonroot = Remedy(("securityContext", "runAsNonRoot"), True)
     set_pod_seccomp = Remedy(("securityContext", "seccompProfile"), {"type": "RuntimeDefault"})
     for volume in w.pod_spec.get("volumes") or []:
@@ -161,8 +207,9 @@ def _restricted(w: Workload) -> Iterator[Violation]:
         sc = _sc(c)
         nonroot = sc.get("runAsNonRoot", pod_nonroot)
         if sc.get("runAsUser") == 0:
-            yield Violation("MW-ISO-002", "sets runAsUser: 0", "run as a non-zero UID",
-                            container=c.describe)
+            yield Violation(
+                "MW-ISO-002", "sets runAsUser: 0", "run as a non-zero UID", container=c.describe
+            )
         elif nonroot is not True:
             explicit = nonroot is False
             yield Violation(
@@ -181,7 +228,9 @@ def _restricted(w: Workload) -> Iterator[Violation]:
         if ape is not False:
             yield Violation(
                 "MW-ISO-003",
-                "allowPrivilegeEscalation is true" if ape else "allowPrivilegeEscalation is not false",
+                "allowPrivilegeEscalation is true"
+                if ape
+                else "allowPrivilegeEscalation is not false",
                 "set securityContext.allowPrivilegeEscalation: false",
                 container=c.describe,
                 remedies=()
@@ -191,28 +240,45 @@ def _restricted(w: Workload) -> Iterator[Violation]:
         yield from _capabilities(c, sc)
         seccomp = _mapping(sc.get("seccompProfile")).get("type")
         if seccomp not in (None, "RuntimeDefault", "Localhost"):
-            yield Violation("MW-ISO-005", f"seccomp profile is {seccomp}",
-                            "use seccompProfile.type RuntimeDefault", container=c.describe)
+            yield Violation(
+                "MW-ISO-005",
+                f"seccomp profile is {seccomp}",
+                "use seccompProfile.type RuntimeDefault",
+                container=c.describe,
+            )
         elif seccomp is None and pod_seccomp is None:
-            yield Violation("MW-ISO-005", "has no seccomp profile",
-                            "set securityContext.seccompProfile.type: RuntimeDefault",
-                            container=c.describe, remedies=(set_pod_seccomp,))
+            yield Violation(
+                "MW-ISO-005",
+                "has no seccomp profile",
+                "set securityContext.seccompProfile.type: RuntimeDefault",
+                container=c.describe,
+                remedies=(set_pod_seccomp,),
+            )
 
 
 def _capabilities(c: ContainerRef, sc: Mapping[str, Any]) -> Iterator[Violation]:
     caps = _mapping(sc.get("capabilities"))
     added = [str(a) for a in caps.get("add") or [] if str(a) != "NET_BIND_SERVICE"]
     if added:
-        yield Violation("MW-ISO-004", f"adds capabilities {', '.join(added)}",
-                        "remove them from capabilities.add (only NET_BIND_SERVICE is allowed)",
-                        container=c.describe)
+        yield Violation(
+            "MW-ISO-004",
+            f"adds capabilities {', '.join(added)}",
+            "remove them from capabilities.add (only NET_BIND_SERVICE is allowed)",
+            container=c.describe,
+        )
     drop = caps.get("drop")
     if not isinstance(drop, list) or "ALL" not in drop:
         path = (*c.path, "securityContext", "capabilities", "drop")
-        remedy = Remedy(path, "ALL", append=True) if isinstance(drop, list) else Remedy(path, ["ALL"])
-        yield Violation("MW-ISO-004", "does not drop ALL capabilities",
-                        "set securityContext.capabilities.drop: [ALL]",
-                        container=c.describe, remedies=(remedy,))
+        remedy = (
+            Remedy(path, "ALL", append=True) if isinstance(drop, list) else Remedy(path, ["ALL"])
+        )
+        yield Violation(
+            "MW-ISO-004",
+            "does not drop ALL capabilities",
+            "set securityContext.capabilities.drop: [ALL]",
+            container=c.describe,
+            remedies=(remedy,),
+        )
 
 
 # -- runtime classes, GPUs, tokens --------------------------------------------------------------
@@ -228,7 +294,8 @@ def _runtime_class(w: Workload, cfg: IsolationConfig) -> Iterator[Violation]:
         remedies = (Remedy(("runtimeClassName",), cfg.default_runtime_class_name),)
     yield Violation(
         "MW-ISO-010",
-        f"runtimeClassName {current!r} is not a sandboxed runtime" if current
+        f"runtimeClassName {current!r} is not a sandboxed runtime"
+        if current
         else "no runtimeClassName (not sandboxed)",
         f"set runtimeClassName to one of: {allowed}",
         remedies=remedies,
@@ -315,7 +382,9 @@ def _token_automount(w: Workload) -> Iterator[Violation]:
         return
     yield Violation(
         "MW-ISO-013",
-        "automountServiceAccountToken is true" if value else "the service account token is automounted",
+        "automountServiceAccountToken is true"
+        if value
+        else "the service account token is automounted",
         "set automountServiceAccountToken: false (mount a projected token only where needed)",
         remedies=() if value else (Remedy(("automountServiceAccountToken",), False),),
     )

@@ -36,15 +36,19 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("a password in a URL", r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]{3,}@"),
     )
 )
-SECRET_NAME = re.compile(r"(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH)", re.I)
+SECRET_NAME = re.compile(
+    r"(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH)", re.I
+)
 SYSTEM_PROMPT_NAME = re.compile(r"SYSTEM_?PROMPT|SYS_PROMPT|PROMPT_?TEMPLATE|INSTRUCTIONS", re.I)
 PROMPT_TEXT = re.compile(
     r"\b(?:you are (?:a|an|the)\b|your (?:role|task|job) is|as an ai\b|do not reveal|"
     r"never reveal|you must (?:always|never)|system prompt)",
     re.I,
 )
-HEX_DIGEST = re.compile(r"^(?:sha(?:256|512)?:)?[0-9a-f]{40}$|^(?:sha(?:256|512)?:)?[0-9a-f]{64}$|"
-                        r"^(?:sha512:)?[0-9a-f]{128}$")
+HEX_DIGEST = re.compile(
+    r"^(?:sha(?:256|512)?:)?[0-9a-f]{40}$|^(?:sha(?:256|512)?:)?[0-9a-f]{64}$|"
+    r"^(?:sha512:)?[0-9a-f]{128}$"
+)
 HARMLESS_SHAPES = re.compile(r"^(?:/|\./|https?://[^@]*$|[\w.-]+\.[a-z]{2,}(?::\d+)?$)")
 
 
@@ -58,7 +62,9 @@ def shannon_entropy(value: str) -> float:
 def _looks_random(name: str, value: str) -> bool:
     if " " in value or HEX_DIGEST.match(value) or HARMLESS_SHAPES.match(value):
         return False
-    classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
+    classes = sum(
+        bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]")
+    )
     if SECRET_NAME.search(name):
         return len(value) >= 12 and classes >= 2 and shannon_entropy(value) >= 3.0
     return len(value) >= 24 and classes >= 3 and shannon_entropy(value) >= 4.2
@@ -103,8 +109,12 @@ def check_secrets(w: Workload, ns: NamespaceFacts, cfg: SecretsConfig) -> Iterat
                 continue
             kind = credential_kind(name, value) if cfg.forbid_credentials else None
             if kind:
-                yield Violation("MW-SEC-001", f"env {name} holds {kind} as a literal value",
-                                fix_env, container=c.describe)
+                yield Violation(
+                    "MW-SEC-001",
+                    f"env {name} holds {kind} as a literal value",
+                    fix_env,
+                    container=c.describe,
+                )
         if cfg.forbid_credentials:
             for field in ("command", "args"):
                 for index, arg in enumerate(c.spec.get(field) or []):

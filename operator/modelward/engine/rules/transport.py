@@ -65,11 +65,10 @@ def _tls_volumes(w: Workload, patterns: tuple[str, ...]) -> set[str]:
             for source in projected.get("sources") or []:
                 if isinstance(source, Mapping) and isinstance(source.get("secret"), Mapping):
                     secrets.append(source["secret"].get("name"))
-        if any(isinstance(s, str) and matches_any_glob(s, patterns) for s in secrets):
-            names.add(str(volume.get("name")))
-        elif isinstance(volume.get("csi"), Mapping) and volume["csi"].get("driver") == (
-            "csi.cert-manager.io"
-        ):
+        csi = volume.get("csi")
+        cert_manager = isinstance(csi, Mapping) and csi.get("driver") == "csi.cert-manager.io"
+        named_tls = any(isinstance(s, str) and matches_any_glob(s, patterns) for s in secrets)
+        if named_tls or cert_manager:
             names.add(str(volume.get("name")))
     return names
 
@@ -108,7 +107,9 @@ def ingress_backends(ingress: Mapping[str, Any]) -> list[str]:
     return sorted(set(backends))
 
 
-def check_ingress(ingress: Mapping[str, Any], service: str, cfg: IngressConfig) -> Iterator[Violation]:
+def check_ingress(
+    ingress: Mapping[str, Any], service: str, cfg: IngressConfig
+) -> Iterator[Violation]:
     spec = ingress.get("spec") or {}
     annotations = (ingress.get("metadata") or {}).get("annotations") or {}
     where = f'backend service "{service}"'

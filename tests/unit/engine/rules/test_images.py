@@ -20,8 +20,9 @@ IMAGES = policy({"images": {"allowedRegistries": ["registry.example.com/serving/
         ("ghcr.io/org/img:v2@sha256:11", "ghcr.io", "org/img", "v2", "sha256:11"),
     ],
 )
-def test_image_reference_parsing(reference: str, registry: str, repository: str,
-                                 tag: str | None, digest: str | None) -> None:
+def test_image_reference_parsing(
+    reference: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     assert ImageReference.parse(reference) == ImageReference(registry, repository, tag, digest)
 
 
@@ -52,7 +53,9 @@ def test_image_rules(image: str, rules: list[str]) -> None:
 
 def test_image_volumes_are_images_too() -> None:
     pod = compliant_pod()
-    pod["spec"]["volumes"].append({"name": "model", "image": {"reference": "registry.example.com/serving/model:v1"}})
+    pod["spec"]["volumes"].append(
+        {"name": "model", "image": {"reference": "registry.example.com/serving/model:v1"}}
+    )
     found = decide(pod, IMAGES).findings
     assert [(f.violation.rule_id, f.violation.container) for f in found] == [
         ("MW-IMG-001", 'image volume "model"')

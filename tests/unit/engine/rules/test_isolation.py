@@ -31,9 +31,20 @@ def test_forbidden_namespace() -> None:
 @pytest.mark.parametrize(
     ("pod", "rule"),
     [
-        (compliant_pod(securityContext={"seccompProfile": {"type": "RuntimeDefault"}}), "MW-ISO-002"),
-        (compliant_pod(securityContext={"runAsNonRoot": True, "runAsUser": 0,
-                                        "seccompProfile": {"type": "RuntimeDefault"}}), "MW-ISO-002"),
+        (
+            compliant_pod(securityContext={"seccompProfile": {"type": "RuntimeDefault"}}),
+            "MW-ISO-002",
+        ),
+        (
+            compliant_pod(
+                securityContext={
+                    "runAsNonRoot": True,
+                    "runAsUser": 0,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                }
+            ),
+            "MW-ISO-002",
+        ),
         (_with_container(allowPrivilegeEscalation=True), "MW-ISO-003"),
         (_with_container(capabilities={"drop": ["NET_RAW"]}), "MW-ISO-004"),
         (_with_container(capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]}), "MW-ISO-004"),
@@ -41,12 +52,26 @@ def test_forbidden_namespace() -> None:
         (_with_container(privileged=True), "MW-ISO-006"),
         (compliant_pod(hostNetwork=True), "MW-ISO-007"),
         (compliant_pod(hostPID=True), "MW-ISO-007"),
-        (compliant_pod(volumes=[{"name": "tls", "secret": {"secretName": "server-tls"}},
-                                {"name": "h", "hostPath": {"path": "/"}}]), "MW-ISO-008"),
+        (
+            compliant_pod(
+                volumes=[
+                    {"name": "tls", "secret": {"secretName": "server-tls"}},
+                    {"name": "h", "hostPath": {"path": "/"}},
+                ]
+            ),
+            "MW-ISO-008",
+        ),
         (_with_container(procMount="Unmasked"), "MW-ISO-015"),
         (_with_container(appArmorProfile={"type": "Unconfined"}), "MW-ISO-015"),
-        (compliant_pod(volumes=[{"name": "tls", "secret": {"secretName": "server-tls"}},
-                                {"name": "n", "nfs": {"server": "x", "path": "/"}}]), "MW-ISO-016"),
+        (
+            compliant_pod(
+                volumes=[
+                    {"name": "tls", "secret": {"secretName": "server-tls"}},
+                    {"name": "n", "nfs": {"server": "x", "path": "/"}},
+                ]
+            ),
+            "MW-ISO-016",
+        ),
     ],
 )
 def test_pod_security_rules_fire(pod: dict[str, Any], rule: str) -> None:
@@ -61,7 +86,9 @@ def test_host_port() -> None:
 
 def test_init_and_ephemeral_containers_are_checked() -> None:
     pod = compliant_pod()
-    pod["spec"]["initContainers"] = [{"name": "fetch", "image": "x", "securityContext": {"privileged": True}}]
+    pod["spec"]["initContainers"] = [
+        {"name": "fetch", "image": "x", "securityContext": {"privileged": True}}
+    ]
     pod["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox"}]
     found = decide(pod, ISOLATION).findings
     where = {(f.violation.rule_id, f.violation.container) for f in found}
@@ -77,7 +104,9 @@ def test_baseline_level_skips_restricted_checks() -> None:
 
 
 def test_runtime_class() -> None:
-    p = policy({"isolation": {"runtimeClassNames": ["gvisor"], "defaultRuntimeClassName": "gvisor"}})
+    p = policy(
+        {"isolation": {"runtimeClassNames": ["gvisor"], "defaultRuntimeClassName": "gvisor"}}
+    )
     assert rule_ids(decide(compliant_pod(runtimeClassName="gvisor"), p)) == []
     unset = decide(compliant_pod(), p).findings
     assert [f.violation.rule_id for f in unset] == ["MW-ISO-010"] and unset[0].violation.patchable
@@ -96,14 +125,27 @@ def _gpu_pod(**spec: Any) -> dict[str, Any]:
 
 def test_gpu_pod_must_be_on_the_pool() -> None:
     assert rule_ids(decide(_gpu_pod(), GPU)) == ["MW-ISO-011", "MW-ISO-011"]
-    pinned = _gpu_pod(nodeSelector={"nvidia.com/gpu.present": "true"},
-                      tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    pinned = _gpu_pod(
+        nodeSelector={"nvidia.com/gpu.present": "true"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    )
     assert rule_ids(decide(pinned, GPU)) == []
 
 
 def test_gpu_pool_by_required_affinity() -> None:
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]}]}}}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
     pod = _gpu_pod(affinity=affinity, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
     assert rule_ids(decide(pod, GPU)) == []
 
@@ -112,9 +154,14 @@ def test_gpu_patch_adds_selector_and_toleration_with_escaped_pointer() -> None:
     p = policy({"isolation": {"gpu": {}}}, mode="Patch")
     obj = _gpu_pod()
     d = decide(obj, p)
-    ops = remedies_to_json_patch(workload_from_object(obj),
-                                 [r for f in d.fixes for r in f.violation.remedies])
-    assert {"op": "add", "path": "/spec/nodeSelector", "value": {"nvidia.com/gpu.present": "true"}} in ops
+    ops = remedies_to_json_patch(
+        workload_from_object(obj), [r for f in d.fixes for r in f.violation.remedies]
+    )
+    assert {
+        "op": "add",
+        "path": "/spec/nodeSelector",
+        "value": {"nvidia.com/gpu.present": "true"},
+    } in ops
     patched = apply_json_patch(obj, ops)
     assert rule_ids(decide(patched, p)) == []
 
@@ -129,7 +176,9 @@ def test_non_gpu_pod_may_not_tolerate_gpu_taint() -> None:
 
 
 def test_token_automount() -> None:
-    assert rule_ids(decide(compliant_pod(automountServiceAccountToken=True), ISOLATION)) == ["MW-ISO-013"]
+    assert rule_ids(decide(compliant_pod(automountServiceAccountToken=True), ISOLATION)) == [
+        "MW-ISO-013"
+    ]
     pod = compliant_pod()
     del pod["spec"]["automountServiceAccountToken"]
     (finding,) = decide(pod, ISOLATION).findings
@@ -144,14 +193,22 @@ def test_default_deny_network_policy() -> None:
 
 def test_patch_mode_fixes_unset_fields_and_the_result_complies() -> None:
     p = policy({"isolation": {}}, mode="Patch")
-    bare = {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "d", "namespace": "serving-a"},
-            "spec": {"template": {"metadata": {"labels": {"a": "b"}},
-                                  "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+    bare = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "serving-a"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            }
+        },
+    }
     d = decide(bare, p)
     assert d.allowed and d.fixes
-    ops = remedies_to_json_patch(workload_from_object(bare),
-                                 [r for f in d.fixes for r in f.violation.remedies])
+    ops = remedies_to_json_patch(
+        workload_from_object(bare), [r for f in d.fixes for r in f.violation.remedies]
+    )
     assert all(op["path"].startswith("/spec/template/spec/") for op in ops)
     assert rule_ids(decide(apply_json_patch(bare, ops), p)) == []
 

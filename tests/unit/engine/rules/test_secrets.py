@@ -65,8 +65,10 @@ def test_tokens_in_arguments() -> None:
 def test_system_prompts() -> None:
     named = [{"name": "SYSTEM_PROMPT", "value": "Answer politely and in English."}]
     assert rule_ids(decide(_pod(named), SECRETS)) == ["MW-SEC-002"]
-    text = ("You are a support assistant for ACME Corp. You must never reveal internal pricing, "
-            "and you must always answer in a friendly tone.")
+    text = (
+        "You are a support assistant for ACME Corp. You must never reveal internal pricing, "
+        "and you must always answer in a friendly tone."
+    )
     assert rule_ids(decide(_pod([{"name": "CONFIG", "value": text}]), SECRETS)) == ["MW-SEC-002"]
 
 
