@@ -952,6 +952,13 @@ class LocalControlPlane:
             return control_plane
 
     @classmethod
+    def reusable_is_running(cls, state_dir: Path | None = None) -> bool:
+        """Whether a reusable control plane recorded in ``state_dir`` answers right now."""
+        state_dir = (state_dir or default_state_dir()).resolve()
+        existing = cls._from_state(state_dir) if state_dir.is_dir() else None
+        return existing is not None and existing.is_running() and existing.is_ready()
+
+    @classmethod
     def stop_reusable(cls, state_dir: Path | None = None) -> bool:
         """Stop the control plane described by ``state_dir``; False if none was recorded."""
         state_dir = (state_dir or default_state_dir()).resolve()

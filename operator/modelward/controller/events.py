@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelward.controller.kube import KubeApi
-from modelward.engine import Decision, PolicyRef, Subject
+from modelward.engine import Decision, Finding, PolicyRef, Subject
 from modelward.observability.metrics import Metrics
 
 log = logging.getLogger("modelward.events")
@@ -58,6 +58,12 @@ class TokenBucket:
         return False
 
 
+def _outcome(findings: list[Finding]) -> str:
+    if any(f.blocks for f in findings):
+        return "denied"
+    return "patched" if any(f.patches for f in findings) else "warned"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -88,11 +94,14 @@ class EventRecorder:
     # -- called on the admission path ------------------------------------------------------------
 
     def record(self, subject: Subject, decision: Decision, *, outcome: str) -> None:
-        by_policy: dict[PolicyRef, list[str]] = {}
+        by_policy: dict[PolicyRef, list[Finding]] = {}
         for finding in decision.findings:
-            by_policy.setdefault(finding.policy, []).append(finding.violation.rule_id)
-        for policy in by_policy:
-            self.counts.setdefault(policy, Counter())[outcome] += 1
+            by_policy.setdefault(finding.policy, []).append(finding)
+        # Each policy is credited with what its own findings did: an Audit policy's findings
+        # are warnings even when another policy denied the object.
+        policy_outcomes = {policy: _outcome(findings) for policy, findings in by_policy.items()}
+        for policy, policy_outcome in policy_outcomes.items():
+            self.counts.setdefault(policy, Counter())[policy_outcome] += 1
             self.dirty.add(policy)
         involved = {
             "apiVersion": API_VERSIONS.get(subject.kind, "v1"),
@@ -107,16 +116,23 @@ class EventRecorder:
         if len(decision.findings) > MAX_RULES_IN_MESSAGE:
             summary += f"; and {len(decision.findings) - MAX_RULES_IN_MESSAGE} more"
         self._enqueue(subject.namespace, involved, reason, kind, f"{outcome}: {summary}")
-        for policy, rules in by_policy.items():
-            unique = sorted(set(rules))
+        for policy, findings in by_policy.items():
+            unique = sorted({f.violation.rule_id for f in findings})
+            policy_outcome = policy_outcomes[policy]
             policy_obj = {
                 "apiVersion": "modelward.io/v1alpha1",
                 "kind": policy.kind,
                 "name": policy.name,
                 **({"namespace": policy.namespace} if policy.namespace else {}),
             }
-            message = f"{subject} {outcome}: {', '.join(unique)}"
-            self._enqueue(policy.namespace or "default", policy_obj, reason, kind, message)
+            message = f"{subject} {policy_outcome}: {', '.join(unique)}"
+            self._enqueue(
+                policy.namespace or "default",
+                policy_obj,
+                REASONS[policy_outcome],
+                "Normal" if policy_outcome == "patched" else "Warning",
+                message,
+            )
 
     def _enqueue(
         self, namespace: str, involved: Mapping[str, Any], reason: str, kind: str, message: str
