@@ -268,6 +268,96 @@ def _secrets() -> Schema:
     )
 
 
+def _key_ref(description: str) -> Schema:
+    return _object(
+        description,
+        {"name": _string("Object name (in the pod's namespace)."), "key": _string("Data key.")},
+        required=["name", "key"],
+    )
+
+
+def _integrity() -> Schema:
+    signer = _object(
+        "A trusted signer: one public key or CA certificate (PEM), inline or by reference.",
+        {
+            "name": _string(
+                "A short name for the signer, used in file names and reports.",
+                pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                maxLength=40,
+            ),
+            "publicKey": _string("PEM public key (ECDSA P-256/P-384/P-521) of a signer."),
+            "caCertificate": _string("PEM certificate of a CA whose certificates may sign."),
+            "configMapKeyRef": _key_ref("A ConfigMap key holding the PEM."),
+            "secretKeyRef": _key_ref("A Secret key holding the PEM."),
+            "type": _string(
+                "What a referenced PEM is (inline values say it by their field).",
+                enum=["publicKey", "caCertificate"],
+                default="publicKey",
+            ),
+        },
+        required=["name"],
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.publicKey), has(self.caCertificate), "
+                    "has(self.configMapKeyRef), has(self.secretKeyRef)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "a trusted signer needs exactly one of publicKey, caCertificate, "
+                    "configMapKeyRef, secretKeyRef",
+                }
+            ]
+        },
+    )
+    return _object(
+        "Model integrity (rules MW-INT-*): pods declare their model with annotations "
+        "(modelward.io/model-volume, modelward.io/model-path, modelward.io/model-signature); "
+        "a verifier init container checks its OpenSSF Model Signing signature and scans it "
+        "before the serving containers start.",
+        {
+            "mode": _mode_override("integrity"),
+            "requireSignature": _boolean(
+                "Pods must declare a model and run the verifier (MW-INT-001, MW-INT-004).", True
+            ),
+            "requireReadOnlyModel": _boolean(
+                "Serving containers mount the model volume read-only (MW-INT-002).", True
+            ),
+            "trustedSigners": {
+                "type": "array",
+                "description": "Signers whose signatures are accepted (any one suffices).",
+                "items": signer,
+                "maxItems": 16,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            "scan": _boolean("Scan the model for code-execution payloads too.", True),
+            "allowShards": _boolean("Accept signatures in the 'shards' serialization.", False),
+            "allowedIgnorePaths": _strings(
+                "Paths a signature may exempt from hashing (beyond .git and the signature)."
+            ),
+            "verifier": _object(
+                "The injected verifier container.",
+                {
+                    "image": _string(
+                        "The modelward image that runs `modelward verify-pod`, pinned by "
+                        "digest in production."
+                    ),
+                },
+                required=["image"],
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.requireSignature) && !self.requireSignature) || "
+                    "(has(self.trustedSigners) && size(self.trustedSigners) > 0 && "
+                    "has(self.verifier))",
+                    "message": "requireSignature needs trustedSigners and verifier.image",
+                }
+            ]
+        },
+    )
+
+
 def policy_spec(*, namespaced: bool) -> Schema:
     """The ``spec`` schema shared by ClusterModelPolicy and ModelPolicy."""
     match = _selection(
@@ -302,6 +392,7 @@ def policy_spec(*, namespaced: bool) -> Schema:
             "images": _images(),
             "transport": _transport(),
             "secrets": _secrets(),
+            "integrity": _integrity(),
         },
     )
     if not namespaced:
@@ -411,6 +502,77 @@ def _crd(*, kind: str, plural: str, short_names: list[str], namespaced: bool) ->
     }
 
 
+def deployed_model_crd() -> Schema:
+    """DeployedModel: the durable inventory of model hashes modelward saw verified in pods."""
+    workload = _object(
+        "A workload that ran the model.",
+        {"kind": _string("Kind."), "name": _string("Name.")},
+    )
+    spec = _object(
+        "Written by the operator from verifier results; read-only for users.",
+        {
+            "digest": _string("OpenSSF Model Signing subject digest, sha256:<hex>."),
+            "signer": _string("Key fingerprint or certificate subject that signed it."),
+            "files": {"type": "integer", "description": "Number of files in the model."},
+            "scan": _string("Payload scan verdict.", enum=["clean", "unsafe", "skipped", "error"]),
+            "lastResult": _string("Last verification result.",
+                                  enum=["verified", "rejected", "error"]),
+            "firstSeen": _string("First verification.", format="date-time"),
+            "lastSeen": _string("Latest verification.", format="date-time"),
+            "verifications": {"type": "integer", "description": "Verifications recorded."},
+            "policies": _strings("Policies whose verifier checked it."),
+            "workloads": {"type": "array", "items": workload, "maxItems": 64},
+        },
+        required=["digest"],
+    )
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"deployedmodels.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "modelward"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": "DeployedModel",
+                "listKind": "DeployedModelList",
+                "plural": "deployedmodels",
+                "singular": "deployedmodel",
+                "shortNames": ["dm"],
+                "categories": ["modelward"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        {"name": "Result", "type": "string", "jsonPath": ".spec.lastResult"},
+                        {"name": "Signer", "type": "string", "jsonPath": ".spec.signer"},
+                        {"name": "Scan", "type": "string", "jsonPath": ".spec.scan"},
+                        {"name": "Last Seen", "type": "date", "jsonPath": ".spec.lastSeen"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A model (by digest) deployed in this namespace.",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def custom_resource_definitions() -> list[Schema]:
     """Every CRD modelward installs, in install order."""
     return [
@@ -423,6 +585,7 @@ def custom_resource_definitions() -> list[Schema]:
         _crd(
             kind="ModelPolicy", plural="modelpolicies", short_names=["mp", "mpol"], namespaced=True
         ),
+        deployed_model_crd(),
     ]
 
 

@@ -18,13 +18,16 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class Remedy:
-    """A safe fix: set ``value`` at ``path`` (pointer tokens relative to the pod spec), or
-    append it to the list at ``path``. ``patches.remedies_to_json_patch`` turns remedies into
-    targeted JSONPatch operations."""
+    """A safe fix: set ``value`` at ``path``, or append it to the list at ``path``.
+
+    ``path`` is relative to the pod spec, or to the pod (template) metadata when ``scope`` is
+    ``"metadata"``. ``patches.remedies_to_json_patch`` turns remedies into targeted JSONPatch
+    operations."""
 
     path: tuple[str | int, ...]
     value: Any
     append: bool = False
+    scope: str = "spec"
 
 
 @dataclass(frozen=True)

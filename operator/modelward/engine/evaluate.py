@@ -13,6 +13,7 @@ from modelward.engine.decision import Decision, Finding, Mode, Violation
 from modelward.engine.facts import ClusterFacts, NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rules.images import check_images
+from modelward.engine.rules.integrity import check_integrity
 from modelward.engine.rules.isolation import check_isolation
 from modelward.engine.rules.secrets import check_secrets
 from modelward.engine.rules.transport import check_ingress, check_transport, ingress_backends
@@ -26,6 +27,7 @@ FAMILIES: tuple[tuple[str, Checker], ...] = (
     ("images", check_images),
     ("transport", check_transport),
     ("secrets", check_secrets),
+    ("integrity", check_integrity),
 )
 
 

@@ -37,12 +37,14 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
     remedies = list(remedies)
     if not remedies:
         return []
-    doc: dict[str, Any] = copy.deepcopy(dict(workload.pod_spec))
-    prefix: tuple[str | int, ...] = workload.pod_spec_pointer
+    doc: dict[str, Any] = {"spec": copy.deepcopy(dict(workload.pod_spec))}
+    if workload.template_metadata is not None:
+        doc["metadata"] = copy.deepcopy(dict(workload.template_metadata))
+    prefix: tuple[str | int, ...] = workload.template_pointer
     ops: JsonPatch = []
     for remedy in remedies:
         parent: Any = doc
-        tokens = remedy.path
+        tokens = (remedy.scope, *remedy.path)
         for depth, token in enumerate(tokens[:-1]):
             child = parent.get(token) if isinstance(parent, Mapping) else parent[token]
             if child is None:

@@ -9,6 +9,7 @@ the cluster accepted but that cannot be applied gets a precise ``PolicyError`` f
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -102,6 +103,32 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True)
+class TrustedSigner:
+    """A public key or CA certificate, inline (``pem``) or in a ConfigMap/Secret key."""
+
+    name: str
+    kind: str  # "publicKey" or "caCertificate"
+    pem: str | None = None
+    config_map: tuple[str, str] | None = None  # (name, key)
+    secret: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class IntegrityConfig:
+    mode: Mode
+    require_signature: bool
+    require_read_only: bool
+    signers: tuple[TrustedSigner, ...]
+    scan: bool
+    allow_shards: bool
+    allowed_ignore_paths: tuple[str, ...]
+    verifier_image: str | None
+    #: Which policy injects this verifier: one verifier container per policy, by name.
+    policy_label: str = ""
+    container_name: str = "modelward-verify"
+
+
+@dataclass(frozen=True)
 class Policy:
     """A compiled ClusterModelPolicy or ModelPolicy."""
 
@@ -115,6 +142,7 @@ class Policy:
     images: ImagesConfig | None = None
     transport: TransportConfig | None = None
     secrets: SecretsConfig | None = None
+    integrity: IntegrityConfig | None = None
 
     def applies_to(self, namespace: NamespaceFacts, pod_labels: Mapping[str, str]) -> bool:
         """Namespaced policies apply only inside their own namespace."""
@@ -253,6 +281,64 @@ def _secrets(raw: Mapping[str, Any], mode: Mode) -> SecretsConfig:
     )
 
 
+def _signer(raw: Mapping[str, Any]) -> TrustedSigner:
+    def ref(value: Any) -> tuple[str, str] | None:
+        return (str(value["name"]), str(value["key"])) if isinstance(value, Mapping) else None
+
+    if "publicKey" in raw:
+        return TrustedSigner(str(raw["name"]), "publicKey", pem=str(raw["publicKey"]))
+    if "caCertificate" in raw:
+        return TrustedSigner(str(raw["name"]), "caCertificate", pem=str(raw["caCertificate"]))
+    return TrustedSigner(
+        str(raw["name"]),
+        str(raw.get("type", "publicKey")),
+        config_map=ref(raw.get("configMapKeyRef")),
+        secret=ref(raw.get("secretKeyRef")),
+    )
+
+
+def _integrity(raw: Mapping[str, Any], mode: Mode, label: str, ref: PolicyRef) -> IntegrityConfig:
+    where = "spec.integrity"
+    signers = []
+    for index, item in enumerate(raw.get("trustedSigners") or []):
+        sources = [
+            k
+            for k in ("publicKey", "caCertificate", "configMapKeyRef", "secretKeyRef")
+            if k in item
+        ]
+        if len(sources) != 1:
+            raise PolicyError(
+                "a trusted signer needs exactly one of publicKey, caCertificate, "
+                "configMapKeyRef, secretKeyRef",
+                policy=label,
+                field=f"{where}.trustedSigners.{index}",
+                fix="give each signer one source of its PEM",
+            )
+        signers.append(_signer(item))
+    require = bool(raw.get("requireSignature", True))
+    verifier = (raw.get("verifier") or {}).get("image")
+    if require and (not signers or not verifier):
+        raise PolicyError(
+            "requireSignature needs trustedSigners and verifier.image",
+            policy=label,
+            field=where,
+            fix="list the signers you trust and the modelward image to verify with",
+        )
+    return IntegrityConfig(
+        mode=_mode(raw.get("mode"), mode),
+        require_signature=require,
+        require_read_only=bool(raw.get("requireReadOnlyModel", True)),
+        signers=tuple(signers),
+        scan=bool(raw.get("scan", True)),
+        allow_shards=bool(raw.get("allowShards", False)),
+        allowed_ignore_paths=tuple(raw.get("allowedIgnorePaths") or ()),
+        verifier_image=str(verifier) if verifier else None,
+        policy_label=str(ref),
+        container_name="modelward-verify-"
+        + hashlib.sha256(f"{ref.kind}/{ref.namespace}/{ref.name}".encode()).hexdigest()[:8],
+    )
+
+
 def parse_policy(obj: Mapping[str, Any]) -> Policy:
     """Compile a policy object; ``PolicyError`` says which field is wrong and how to fix it."""
     kind = str(obj.get("kind", ""))
@@ -312,4 +398,5 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
         images=_images(spec["images"], mode) if "images" in spec else None,
         transport=_transport(spec["transport"], mode) if "transport" in spec else None,
         secrets=_secrets(spec["secrets"], mode) if "secrets" in spec else None,
+        integrity=_integrity(spec["integrity"], mode, label, ref) if "integrity" in spec else None,
     )

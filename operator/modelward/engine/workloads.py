@@ -83,6 +83,8 @@ class Workload:
     annotations: Mapping[str, str]
     pod_spec: Mapping[str, Any]
     template_pointer: tuple[str, ...]
+    #: The template's (or pod's) own metadata, when the object has one.
+    template_metadata: Mapping[str, Any] | None = None
 
     @property
     def pod_spec_pointer(self) -> tuple[str, ...]:
@@ -132,7 +134,8 @@ def workload_from_object(obj: Mapping[str, Any], *, namespace: str | None = None
         raise UnsupportedKind(f"{kind or 'an object without kind'} does not create pods")
     metadata = obj.get("metadata") or {}
     template = _dig(obj, pointer)
-    template_metadata = template.get("metadata") or {}
+    raw_metadata = template.get("metadata")
+    template_metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
     name = metadata.get("name") or (str(metadata.get("generateName", "")) + "*")
     return Workload(
         kind=kind,
@@ -142,4 +145,5 @@ def workload_from_object(obj: Mapping[str, Any], *, namespace: str | None = None
         annotations=_string_map(template_metadata.get("annotations")),
         pod_spec=_dig(template, ("spec",)),
         template_pointer=pointer,
+        template_metadata=template_metadata if isinstance(raw_metadata, Mapping) else None,
     )

@@ -57,6 +57,10 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-TLS-003", "transport", "Ingresses to model-serving pods are rate limited"),
         RuleInfo("MW-SEC-001", "secrets", "No credentials as literal env values or arguments"),
         RuleInfo("MW-SEC-002", "secrets", "No system prompts as literal env values"),
+        RuleInfo("MW-INT-001", "integrity", "Model-serving pods declare the model they serve"),
+        RuleInfo("MW-INT-002", "integrity", "The model volume is mounted read-only", True),
+        RuleInfo("MW-INT-003", "integrity", "OCI model images are referenced by digest"),
+        RuleInfo("MW-INT-004", "integrity", "The model is verified before serving starts", True),
     )
 }
 
@@ -68,5 +72,6 @@ def enabled_rule_ids(policy: Policy) -> tuple[str, ...]:
         "images": policy.images,
         "transport": policy.transport,
         "secrets": policy.secrets,
+        "integrity": policy.integrity,
     }
     return tuple(r.rule_id for r in RULES.values() if families.get(r.family) is not None)
