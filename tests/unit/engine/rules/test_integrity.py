@@ -116,15 +116,15 @@ def test_verifier_goes_after_existing_init_containers_in_templates() -> None:
             "volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}],
         }
     ]
+    template = {
+        "metadata": {"annotations": dict(pod["metadata"]["annotations"])},
+        "spec": pod["spec"],
+    }
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "d", "namespace": "serving-a"},
-        "spec": {"template": {"spec": pod["spec"]}},
-    }  # a template without metadata
-    deployment["spec"]["template"]["spec"]  # annotations are needed: declare via a template copy
-    deployment["spec"]["template"]["metadata"] = {
-        "annotations": dict(pod["metadata"]["annotations"])
+        "spec": {"template": template},
     }
     patched = _patched(deployment, PATCH)
     names = [c["name"] for c in patched["spec"]["template"]["spec"]["initContainers"]]
