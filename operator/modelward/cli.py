@@ -54,6 +54,16 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if any(r.action == "deny" for r in results) else 0
 
 
+def _inventory(args: argparse.Namespace) -> int:
+    from modelward.controller.kube import KubeApi
+    from modelward.inventory import render_cyclonedx, render_json, render_text
+
+    items = KubeApi().list_deployed_models(args.namespace)
+    render = {"json": render_json, "cyclonedx": render_cyclonedx, "text": render_text}
+    print(render[args.output](items))
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from modelward.api.manifests import render_crd_files, write_crds
 
@@ -138,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--output", "-o", choices=("text", "json"), default="text")
     chk.set_defaults(handler=_check)
+
+    inventory = sub.add_parser(
+        "inventory",
+        help="export the inventory of deployed model hashes",
+        description="List the DeployedModel records the operator wrote from verifier results "
+        "(uses KUBECONFIG or the in-cluster service account).",
+        epilog="example: modelward inventory --output cyclonedx > ml-bom.json",
+    )
+    inventory.add_argument("--namespace", "-n", default=None, help="one namespace (default: all)")
+    inventory.add_argument("--output", "-o", choices=("text", "json", "cyclonedx"), default="text")
+    inventory.set_defaults(handler=_inventory)
 
     crds = sub.add_parser("crds", help="print the CRDs, or write manifests/crds and the chart's")
     crds.add_argument("--write", action="store_true", help="write the generated files")

@@ -22,6 +22,7 @@ from modelward.controller.handlers import build_registry, operator_settings
 from modelward.controller.kube import KubeApi, iter_all
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.status import PolicyStatusWriter
+from modelward.controller.verifications import VerificationRecorder
 from modelward.observability.metrics import Metrics
 from modelward.settings import Settings
 from modelward.state import ClusterState
@@ -68,6 +69,7 @@ async def serve(settings: Settings) -> None:
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
     service = AdmissionService(state=state, recorder=recorder)
+    verifications = VerificationRecorder(kube=kube, metrics=metrics, events=recorder)
     tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
 
     runners: list[web.AppRunner] = []
@@ -104,7 +106,7 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(tls.watch(), name="tls-reload"),
         asyncio.create_task(
             kopf.operator(
-                registry=build_registry(state=state, status=status),
+                registry=build_registry(state=state, status=status, verifications=verifications),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,

@@ -134,8 +134,28 @@ class EventRecorder:
                 message,
             )
 
+    def post(
+        self,
+        namespace: str,
+        involved: Mapping[str, Any],
+        reason: str,
+        kind: str,
+        message: str,
+        *,
+        action: str = "Admission",
+    ) -> None:
+        """Queue any Event (deduplicated and rate limited like the admission ones)."""
+        self._enqueue(namespace, involved, reason, kind, message, action=action)
+
     def _enqueue(
-        self, namespace: str, involved: Mapping[str, Any], reason: str, kind: str, message: str
+        self,
+        namespace: str,
+        involved: Mapping[str, Any],
+        reason: str,
+        kind: str,
+        message: str,
+        *,
+        action: str = "Admission",
     ) -> None:
         key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason, message)
         now = time.monotonic()
@@ -165,7 +185,7 @@ class EventRecorder:
             "source": {"component": self.component},
             "reportingComponent": self.component,
             "reportingInstance": self.instance,
-            "action": "Admission",
+            "action": action,
         }
         self.queue.put_nowait((namespace, event))
 

@@ -13,6 +13,8 @@ import kopf
 from modelward.api.schema import GROUP, VERSION
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.status import PolicyStatusWriter
+from modelward.controller.verifications import VerificationRecorder
+from modelward.engine.rules.integrity import MODEL_VOLUME
 from modelward.state import ClusterState
 
 WATCHED: tuple[tuple[str, str, str, str], ...] = (
@@ -25,7 +27,9 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def build_registry(*, state: ClusterState, status: PolicyStatusWriter) -> kopf.OperatorRegistry:
+def build_registry(
+    *, state: ClusterState, status: PolicyStatusWriter, verifications: VerificationRecorder
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -44,6 +48,19 @@ def build_registry(*, state: ClusterState, status: PolicyStatusWriter) -> kopf.O
 
     for kind, group, version, plural in WATCHED:
         watch(kind, group, version, plural)
+
+    @kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        id="verifier-results",
+        registry=registry,
+        annotations={MODEL_VOLUME: kopf.PRESENT},
+    )
+    async def on_pod(*, event: kopf.RawEvent, **_: Any) -> None:
+        if event.get("type") != "DELETED":
+            await verifications.observe_pod(event.get("object") or {})
+
     return registry
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from modelward.api.schema import GROUP, VERSION
 
@@ -71,6 +72,61 @@ class KubeApi:
                 GROUP, VERSION, plural, name, body, _request_timeout=TIMEOUT
             )
 
+    def list_deployed_models(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            data = self._json(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "deployedmodels",
+            )
+        else:
+            data = self._json(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, "deployedmodels"
+            )
+        return list(data["items"])
+
+    def upsert_deployed_model(self, namespace: str, update: Mapping[str, Any]) -> None:
+        """Create or merge the DeployedModel for ``update["digest"]`` (optimistic retries)."""
+        digest = str(update["digest"])
+        name = digest.replace(":", "-")
+        for _ in range(5):
+            try:
+                current = self._json(
+                    self.custom.get_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "deployedmodels",
+                    name,
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                current = None
+            body = merge_deployed_model(current, update, name=name, namespace=namespace)
+            try:
+                if current is None:
+                    self.custom.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, "deployedmodels", body, _request_timeout=TIMEOUT
+                    )
+                else:
+                    self.custom.replace_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        "deployedmodels",
+                        name,
+                        body,
+                        _request_timeout=TIMEOUT,
+                    )
+                return
+            except ApiException as exc:
+                if exc.status not in (409,):
+                    raise
+        raise RuntimeError(f"DeployedModel {namespace}/{name}: too many conflicting writers")
+
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         body: Any = dict(event)
         self.core.create_namespaced_event(namespace, body, _request_timeout=TIMEOUT)
@@ -87,3 +143,41 @@ def iter_all(kube: KubeApi) -> Iterator[tuple[str, dict[str, Any]]]:
         yield "NetworkPolicy", item
     for item in kube.list_services():
         yield "Service", item
+
+
+MAX_WORKLOADS = 64
+
+
+def merge_deployed_model(
+    current: Mapping[str, Any] | None, update: Mapping[str, Any], *, name: str, namespace: str
+) -> dict[str, Any]:
+    """The DeployedModel after one more verification: counts, first/last seen, workloads."""
+    spec: dict[str, Any] = dict((current or {}).get("spec") or {})
+    spec.update(
+        digest=update["digest"],
+        signer=update["signer"],
+        files=update["files"],
+        scan=update["scan"],
+        lastResult=update["lastResult"],
+        lastSeen=update["lastSeen"],
+    )
+    spec.setdefault("firstSeen", update["lastSeen"])
+    spec["verifications"] = int(spec.get("verifications") or 0) + 1
+    if update.get("policy") and update["policy"] not in spec.setdefault("policies", []):
+        spec["policies"].append(update["policy"])
+    workloads = spec.setdefault("workloads", [])
+    if update["workload"] not in workloads and len(workloads) < MAX_WORKLOADS:
+        workloads.append(update["workload"])
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "modelward"},
+    }
+    if current is not None:
+        metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DeployedModel",
+        "metadata": metadata,
+        "spec": spec,
+    }

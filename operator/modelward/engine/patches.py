@@ -66,7 +66,7 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
                     existing.append(remedy.value)
                     ops.append(_op("add", (*prefix, *tokens, "-"), remedy.value))
             elif existing != remedy.value:
-                op = "replace" if isinstance(parent, Mapping) and last in parent else "add"
+                op = "add" if isinstance(parent, Mapping) and last not in parent else "replace"
                 parent[last] = remedy.value
                 ops.append(_op(op, (*prefix, *tokens), remedy.value))
     return ops

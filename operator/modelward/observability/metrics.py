@@ -26,6 +26,8 @@ class Metrics:
     events_dropped: Counter
     ready: Gauge
     certificate_expiry: Gauge
+    model_verifications: Counter
+    model_verification_duration: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -76,6 +78,19 @@ class Metrics:
             ready=Gauge(
                 "modelward_ready",
                 "1 once policies are loaded and admission is served.",
+                registry=registry,
+            ),
+            model_verifications=Counter(
+                "modelward_model_verifications",
+                "Model verifications reported by injected verifiers, by result, policy and "
+                "namespace (result: verified, rejected, error).",
+                ["result", "policy", "namespace"],
+                registry=registry,
+            ),
+            model_verification_duration=Histogram(
+                "modelward_model_verification_duration_seconds",
+                "How long verifiers took to verify (and scan) a model.",
+                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
                 registry=registry,
             ),
             certificate_expiry=Gauge(

@@ -75,3 +75,10 @@ def test_satisfied_remedies_emit_nothing() -> None:
     )
     assert remedies_to_json_patch(w, [Remedy(("automountServiceAccountToken",), False)]) == []
     assert remedies_to_json_patch(w, []) == []
+
+
+def test_setting_a_list_item_replaces_it() -> None:
+    obj = {"kind": "Pod", "metadata": {}, "spec": {"volumes": [{"name": "a"}, {"name": "b"}]}}
+    ops = remedies_to_json_patch(workload_from_object(obj), [Remedy(("volumes", 1), {"name": "c"})])
+    assert ops == [{"op": "replace", "path": "/spec/volumes/1", "value": {"name": "c"}}]
+    assert apply_json_patch(obj, ops)["spec"]["volumes"] == [{"name": "a"}, {"name": "c"}]

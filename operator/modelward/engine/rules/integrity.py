@@ -145,9 +145,20 @@ def verifier_container(cfg: IntegrityConfig, model: ModelDeclaration) -> dict[st
     }
 
 
-def _matches(existing: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
-    """The API server adds defaults to stored objects: compare only what modelward sets."""
-    return all(existing.get(k) == v for k, v in expected.items())
+def _matches(existing: Any, expected: Any) -> bool:
+    """The API server adds defaults to stored objects (``fieldRef.apiVersion``,
+    ``imagePullPolicy``...): compare only what modelward sets, at every depth."""
+    if isinstance(expected, Mapping):
+        return isinstance(existing, Mapping) and all(
+            k in existing and _matches(existing[k], v) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(existing, list)
+            and len(existing) == len(expected)
+            and all(_matches(a, b) for a, b in zip(existing, expected, strict=True))
+        )
+    return bool(existing == expected)
 
 
 def _writers(w: Workload, volume: str) -> Iterator[tuple[ContainerRef, int]]:

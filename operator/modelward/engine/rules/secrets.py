@@ -8,6 +8,7 @@ heuristic runs on env values only, and is stricter for variables whose name says
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -36,6 +37,25 @@ TOKEN_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("a password in a URL", r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]{3,}@"),
     )
 )
+#: A fragment every match of a format contains, for a one-pass pre-check: most values match
+#: no format, and one search of these is ~10x cheaper than trying the eleven patterns in turn.
+#: A format missing here still works (its whole pattern joins the pre-check), only slower.
+TOKEN_HINTS: dict[str, str] = {
+    "a private key": "-----BEGIN ",
+    "an AWS access key": "AKIA|ASIA",
+    "a GitHub token": "gh[pousr]_|github_pat_",
+    "an Anthropic API key": "sk-ant-",
+    "an OpenAI-style API key": "sk-",
+    "a Hugging Face token": "hf_",
+    "a Google API key": "AIza",
+    "a Slack token": "xox",
+    "a Stripe key": "k_live_",
+    "a JSON Web Token": "eyJ",
+    "a password in a URL": "://",
+}
+MAYBE_TOKEN = re.compile(
+    "|".join(TOKEN_HINTS.get(name, f"(?:{pattern.pattern})") for name, pattern in TOKEN_FORMATS)
+)
 SECRET_NAME = re.compile(
     r"(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH)", re.I
 )
@@ -59,22 +79,36 @@ def shannon_entropy(value: str) -> float:
     return -sum(n / total * math.log2(n / total) for n in counts.values())
 
 
+CHARACTER_CLASSES = tuple(re.compile(p) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
+
+
 def _looks_random(name: str, value: str) -> bool:
     if " " in value or HEX_DIGEST.match(value) or HARMLESS_SHAPES.match(value):
         return False
-    classes = sum(
-        bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]")
-    )
-    if SECRET_NAME.search(name):
-        return len(value) >= 12 and classes >= 2 and shannon_entropy(value) >= 3.0
-    return len(value) >= 24 and classes >= 3 and shannon_entropy(value) >= 4.2
+    secret_name = SECRET_NAME.search(name) is not None
+    if len(value) < (12 if secret_name else 24):
+        return False  # before counting classes: most values are short
+    classes = sum(p.search(value) is not None for p in CHARACTER_CLASSES)
+    if secret_name:
+        return classes >= 2 and shannon_entropy(value) >= 3.0
+    return classes >= 3 and shannon_entropy(value) >= 4.2
+
+
+def token_format(text: str) -> str | None:
+    """The first known credential format found in ``text``, or None."""
+    if MAYBE_TOKEN.search(text) is None:
+        return None
+    for description, pattern in TOKEN_FORMATS:
+        if pattern.search(text):
+            return description
+    return None
 
 
 def credential_kind(name: str, value: str) -> str | None:
     """What kind of credential ``value`` looks like, or None."""
-    for description, pattern in TOKEN_FORMATS:
-        if pattern.search(value):
-            return description
+    description = token_format(value)
+    if description is not None:
+        return description
     if _looks_random(name, value):
         return "a high-entropy secret"
     return None
@@ -84,6 +118,27 @@ def looks_like_system_prompt(name: str, value: str) -> bool:
     if SYSTEM_PROMPT_NAME.search(name) and len(value.strip()) >= 16:
         return True
     return len(value) >= 80 and PROMPT_TEXT.search(value) is not None
+
+
+#: Values longer than this are judged afresh every time rather than remembered.
+MAX_REMEMBERED_VALUE = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_verdict(name: str, value: str) -> tuple[bool, str | None]:
+    return looks_like_system_prompt(name, value), credential_kind(name, value)
+
+
+def env_verdict(name: str, value: str) -> tuple[bool, str | None]:
+    """(looks like a system prompt, credential kind) of one literal env var.
+
+    Remembered for short values (pure functions of the two strings, so the answer is the same):
+    a Deployment, its ReplicaSet and every replica carry the same env, and several policies
+    may check it, while each verdict costs a handful of regular-expression searches.
+    """
+    if len(value) > MAX_REMEMBERED_VALUE:
+        return looks_like_system_prompt(name, value), credential_kind(name, value)
+    return _remembered_verdict(name, value)
 
 
 def _literal_env(c: ContainerRef) -> Iterator[tuple[str, str]]:
@@ -98,7 +153,8 @@ def check_secrets(w: Workload, ns: NamespaceFacts, cfg: SecretsConfig) -> Iterat
         for name, value in _literal_env(c):
             if cfg.allowed_env_names and matches_any_glob(name, cfg.allowed_env_names):
                 continue
-            if cfg.forbid_system_prompts and looks_like_system_prompt(name, value):
+            prompt, credential = env_verdict(name, value)
+            if cfg.forbid_system_prompts and prompt:
                 yield Violation(
                     "MW-SEC-002",
                     f"env {name} holds a system prompt as a literal value",
@@ -107,7 +163,7 @@ def check_secrets(w: Workload, ns: NamespaceFacts, cfg: SecretsConfig) -> Iterat
                     container=c.describe,
                 )
                 continue
-            kind = credential_kind(name, value) if cfg.forbid_credentials else None
+            kind = credential if cfg.forbid_credentials else None
             if kind:
                 yield Violation(
                     "MW-SEC-001",
@@ -120,12 +176,11 @@ def check_secrets(w: Workload, ns: NamespaceFacts, cfg: SecretsConfig) -> Iterat
                 for index, arg in enumerate(c.spec.get(field) or []):
                     if not isinstance(arg, str):
                         continue
-                    for description, pattern in TOKEN_FORMATS:
-                        if pattern.search(arg):
-                            yield Violation(
-                                "MW-SEC-001",
-                                f"{field}[{index}] holds {description}",
-                                "pass it through an env var with secretKeyRef, or a mounted file",
-                                container=c.describe,
-                            )
-                            break
+                    description = token_format(arg)
+                    if description is not None:
+                        yield Violation(
+                            "MW-SEC-001",
+                            f"{field}[{index}] holds {description}",
+                            "pass it through an env var with secretKeyRef, or a mounted file",
+                            container=c.describe,
+                        )

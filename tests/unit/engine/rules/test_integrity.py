@@ -171,3 +171,11 @@ def test_two_policies_inject_two_verifiers() -> None:
 def test_signature_not_required_still_checks_read_only() -> None:
     p = policy({"integrity": {"requireSignature": False}})
     assert rule_ids(decide(compliant_pod(), p)) == []
+
+
+def test_api_server_defaults_inside_the_keys_volume_do_not_trigger_a_patch() -> None:
+    patched = _patched(model_pod(), PATCH)
+    keys = next(v for v in patched["spec"]["volumes"] if v["name"].endswith("-keys"))
+    for item in keys["projected"]["sources"][0]["downwardAPI"]["items"]:
+        item["fieldRef"]["apiVersion"] = "v1"  # what the API server stores
+    assert rule_ids(decide(patched, PATCH)) == []

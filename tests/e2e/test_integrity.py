@@ -1,0 +1,310 @@
+"""Model integrity through the real kube-apiserver: verifier injection that passes Pod Security
+"restricted", read-only model mounts, and verifier results recorded from pod status.
+
+The verifier result is produced by running the real ``modelward verify-pod`` on a model signed
+by the real ``model_signing`` tool; the test then writes it into the pod's status exactly where
+the kubelet would (no kubelet runs here), and the operator must record it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from modelward_dev.controlplane import LocalControlPlane, ToolRunner
+from modelward_dev.operator_process import OperatorProcess
+from tests.e2e.helpers import DIGEST, apply, apply_policy, cluster_policy, get_json, pod, wait_for
+
+pytestmark = [pytest.mark.usefixtures("operator"), pytest.mark.slow]
+
+VERIFIER_IMAGE = f"registry.example.com/modelward@{DIGEST}"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def signed_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small model signed with the real model_signing CLI (key method, P-256)."""
+    root = tmp_path_factory.mktemp("model")
+    model = root / "llama"
+    model.mkdir()
+    (model / "config.json").write_text('{"layers": 2}')
+    (model / "weights.bin").write_bytes(os.urandom(256 * 1024))
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = root / "key.pem", root / "key.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    subprocess.run(
+        [
+            str(BIN / "model_signing"),
+            "sign",
+            "key",
+            "--private_key",
+            str(private),
+            "--signature",
+            str(model / "model.sig"),
+            str(model),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return {"model": model, "public": public, "root": root}
+
+
+def integrity_policy(namespace: str, public_key: str, mode: str) -> dict[str, Any]:
+    return cluster_policy(
+        namespace,
+        namespace,
+        {
+            "integrity": {
+                "trustedSigners": [{"name": "release", "publicKey": public_key}],
+                "verifier": {"image": VERIFIER_IMAGE},
+            }
+        },
+        mode=mode,
+    )
+
+
+def model_pod(name: str, namespace: str) -> dict[str, Any]:
+    body = pod(name, namespace)
+    body["metadata"]["annotations"] = {
+        "modelward.io/model-volume": "models",
+        "modelward.io/model-path": "llama",
+    }
+    body["spec"]["volumes"].append(
+        {"name": "models", "persistentVolumeClaim": {"claimName": "models"}}
+    )
+    body["spec"]["containers"][0]["volumeMounts"].append(
+        {"name": "models", "mountPath": "/mnt/models", "readOnly": True}
+    )
+    return body
+
+
+def test_patch_injects_a_verifier_that_passes_pod_security_restricted(
+    kubectl: ToolRunner, namespace: str, signed_model: dict[str, Path]
+) -> None:
+    kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", check=True
+    )
+    apply_policy(kubectl, integrity_policy(namespace, signed_model["public"].read_text(), "Patch"))
+    result = apply(kubectl, model_pod("served", namespace))
+    assert result.returncode == 0, result.stderr  # PodSecurity "restricted" admitted it
+    stored = get_json(kubectl, "pod", "served", "-n", namespace)
+    verifier = stored["spec"]["initContainers"][-1]
+    assert verifier["name"].startswith("modelward-verify-") and verifier["image"] == VERIFIER_IMAGE
+    assert verifier["args"][:3] == ["verify-pod", "--model-path", "/modelward/model/llama"]
+    assert all(m["readOnly"] for m in verifier["volumeMounts"])
+    assert signed_model["public"].read_text() in stored["metadata"]["annotations"].values()
+    # Re-admitting the stored spec changes nothing (idempotent injection).
+    again = dict(stored)
+    again["metadata"] = {
+        "name": "served-again",
+        "namespace": namespace,
+        "annotations": stored["metadata"]["annotations"],
+        "labels": stored["metadata"]["labels"],
+    }
+    again.pop("status", None)
+    result = apply(kubectl, again)
+    assert result.returncode == 0 and "modelward patched" not in result.stderr, result.stderr
+
+
+def test_enforce_denies_a_writable_model_mount(
+    kubectl: ToolRunner, namespace: str, signed_model: dict[str, Path]
+) -> None:
+    apply_policy(
+        kubectl, integrity_policy(namespace, signed_model["public"].read_text(), "Enforce")
+    )
+    body = model_pod("writer", namespace)
+    body["spec"]["containers"][0]["volumeMounts"][-1]["readOnly"] = False
+    result = apply(kubectl, body)
+    assert (
+        result.returncode != 0
+        and "[MW-INT-002]" in result.stderr
+        and "[MW-INT-004]" in result.stderr
+    )
+
+
+def _run_verifier(signed_model: dict[str, Path], tmp_path: Path, policy: str) -> str:
+    log = tmp_path / "termination-log"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelward",
+            "verify-pod",
+            "--model-path",
+            str(signed_model["model"]),
+            "--signature",
+            str(signed_model["model"] / "model.sig"),
+            "--public-key",
+            str(signed_model["public"]),
+            "--policy",
+            policy,
+            "--termination-log",
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return log.read_text()
+
+
+def _report(
+    kubectl: ToolRunner, name: str, namespace: str, container: str, message: str, exit_code: int
+) -> None:
+    status = {
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": container,
+                    "image": VERIFIER_IMAGE,
+                    "imageID": "",
+                    "ready": exit_code == 0,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": "Completed" if exit_code == 0 else "Error",
+                            "message": message,
+                            "startedAt": "2026-11-25T10:00:00Z",
+                            "finishedAt": "2026-11-25T10:00:01Z",
+                        }
+                    },
+                }
+            ],
+        }
+    }
+    kubectl(
+        "patch",
+        "pod",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+        check=True,
+    )
+
+
+def test_verifier_results_become_events_metrics_and_inventory(
+    kubectl: ToolRunner,
+    namespace: str,
+    signed_model: dict[str, Path],
+    tmp_path: Path,
+    operator: OperatorProcess,
+    control_plane: LocalControlPlane,
+) -> None:
+    policy = apply_policy(
+        kubectl, integrity_policy(namespace, signed_model["public"].read_text(), "Patch")
+    )
+    assert apply(kubectl, model_pod("llm", namespace)).returncode == 0
+    container = get_json(kubectl, "pod", "llm", "-n", namespace)["spec"]["initContainers"][-1][
+        "name"
+    ]
+    message = _run_verifier(
+        signed_model, tmp_path, f"ClusterModelPolicy {policy['metadata']['name']}"
+    )
+    result = json.loads(message)
+    assert result["result"] == "verified" and result["digest"].startswith("sha256:")
+    _report(kubectl, "llm", namespace, container, message, 0)
+
+    events: list[dict[str, Any]] = []
+
+    def verified_event() -> bool:
+        events[:] = [
+            e
+            for e in get_json(kubectl, "events", "-n", namespace)["items"]
+            if e["reason"] in ("ModelVerified", "ModelRejected")
+        ]
+        return bool(events)
+
+    wait_for("the ModelVerified event", verified_event)
+    assert events[0]["reason"] == "ModelVerified" and result["digest"] in events[0]["message"]
+    name = result["digest"].replace(":", "-")
+    wait_for(
+        "the DeployedModel",
+        lambda: kubectl("get", "deployedmodel", name, "-n", namespace).returncode == 0,
+    )
+    spec = get_json(kubectl, "deployedmodel", name, "-n", namespace)["spec"]
+    assert spec["digest"] == result["digest"] and spec["lastResult"] == "verified"
+    assert spec["workloads"] == [{"kind": "Pod", "name": "llm"}] and spec["verifications"] == 1
+
+    import urllib.request
+
+    with urllib.request.urlopen(operator.metrics_url + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert (
+        "modelward_model_verifications_total{"
+        f'namespace="{namespace}",policy="ClusterModelPolicy {namespace}",result="verified"}} 1.0'
+        in metrics
+    )
+
+    # The inventory exports as a valid CycloneDX 1.6 ML-BOM.
+    env = dict(os.environ, KUBECONFIG=str(control_plane.kubeconfig_path))
+    out = subprocess.run(
+        [sys.executable, "-m", "modelward", "inventory", "-n", namespace, "-o", "cyclonedx"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(out) is None
+    component = json.loads(out)["components"][0]
+    assert component["type"] == "machine-learning-model"
+    assert component["hashes"] == [{"alg": "SHA-256", "content": result["digest"].split(":")[1]}]
+
+    # The inventory survives the pod.
+    kubectl("delete", "pod", "llm", "-n", namespace, "--wait=false", check=True)
+    assert kubectl("get", "deployedmodel", name, "-n", namespace).returncode == 0
+
+
+def test_a_tampered_model_is_recorded_as_rejected(
+    kubectl: ToolRunner, namespace: str, signed_model: dict[str, Path], tmp_path: Path
+) -> None:
+    apply_policy(kubectl, integrity_policy(namespace, signed_model["public"].read_text(), "Patch"))
+    assert apply(kubectl, model_pod("tampered", namespace)).returncode == 0
+    container = get_json(kubectl, "pod", "tampered", "-n", namespace)["spec"]["initContainers"][-1][
+        "name"
+    ]
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(signed_model["model"]), str(copy)], check=True)
+    (copy / "config.json").write_text('{"layers": 3}')
+    message = _run_verifier({**signed_model, "model": copy}, tmp_path, "p")
+    assert json.loads(message)["result"] == "rejected"
+    _report(kubectl, "tampered", namespace, container, message, 1)
+    events: list[dict[str, Any]] = []
+
+    def rejected() -> bool:
+        events[:] = [
+            e
+            for e in get_json(kubectl, "events", "-n", namespace)["items"]
+            if e["reason"] == "ModelRejected"
+        ]
+        return bool(events)
+
+    wait_for("the ModelRejected event", rejected)
+    assert events[0]["type"] == "Warning" and "config.json" in events[0]["message"]
