@@ -97,8 +97,20 @@ async def serve(settings: Settings) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def claim_signals() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    claim_signals()
+    # kopf installs its own SIGTERM/SIGINT handlers when it starts; its graceful stop then
+    # waits 5 s for every task it did not create (open admission connections). Take the
+    # signals back once kopf is up, and stop in our own order instead.
+    kopf_ready = asyncio.Event()
+
+    async def reclaim_signals() -> None:
+        await kopf_ready.wait()
+        claim_signals()
 
     tasks = [
         asyncio.create_task(recorder.run(), name="events"),
@@ -110,22 +122,26 @@ async def serve(settings: Settings) -> None:
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,
+                ready_flag=kopf_ready,
             ),
             name="kopf",
         ),
     ]
+    reclaimer = asyncio.create_task(reclaim_signals(), name="signals")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in done:
-        if task is not stopper and task.exception() is not None:
+        if task is not stopper and not task.cancelled() and task.exception() is not None:
             log.error("%s stopped: %r", task.get_name(), task.exception())
     log.info("shutting down")
     metrics.ready.set(0)
     state.ready = False
-    for task in [*tasks, stopper]:
+    # Admission first: close the listeners and their keep-alive connections (the API server
+    # retries on another replica), then the watches and workers.
+    for runner in reversed(runners):
+        await runner.cleanup()
+    for task in [*tasks, stopper, reclaimer]:
         task.cancel()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    for runner in runners:
-        await runner.cleanup()
