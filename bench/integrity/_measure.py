@@ -9,9 +9,16 @@ import sys
 import time
 
 started = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                      check=False)
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
 elapsed = time.perf_counter() - started
 peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": elapsed, "peak_mib": peak_kib / 1024, "rc": done.returncode,
-                  "stderr": done.stderr.decode(errors="replace")[-500:]}))
+print(
+    json.dumps(
+        {
+            "seconds": elapsed,
+            "peak_mib": peak_kib / 1024,
+            "rc": done.returncode,
+            "stderr": done.stderr.decode(errors="replace")[-500:],
+        }
+    )
+)

@@ -22,7 +22,6 @@ from modelward.integrity.result import (
     VerifierResult,
     parse_termination_message,
 )
-from modelward.integrity.scanning import Finding, ScanPolicy, ScanReport, scan_paths
 from modelward.integrity.trust import Signer, TrustPolicy, load_ca_certificates, load_public_keys
 from modelward.integrity.verification import (
     FileResult,
@@ -30,6 +29,18 @@ from modelward.integrity.verification import (
     VerificationResult,
     verify_model,
 )
+
+_SCANNING = frozenset({"Finding", "ScanPolicy", "ScanReport", "scan_paths"})
+
+
+def __getattr__(name: str) -> object:
+    """The scanner is imported on first use, so the verifier's start-up does not pay for it."""
+    if name in _SCANNING:
+        from modelward.integrity import scanning
+
+        return getattr(scanning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BundleFormatError",

@@ -22,10 +22,12 @@ from typing import Any, Final
 from modelward.integrity.errors import BundleFormatError, UnsupportedFormatError
 from modelward.integrity.hashing import DIGEST_SIZES
 
-BUNDLE_MEDIA_TYPES: Final = frozenset({
-    "application/vnd.dev.sigstore.bundle.v0.3+json",
-    "application/vnd.dev.sigstore.bundle+json;version=0.3",
-})
+BUNDLE_MEDIA_TYPES: Final = frozenset(
+    {
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    }
+)
 DSSE_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: Final = "https://model_signing/signature/v1.0"
@@ -196,22 +198,30 @@ def parse_bundle(data: bytes) -> SignatureBundle:
     material_doc = _obj(root.get("verificationMaterial"), "verificationMaterial")
     material: KeyHint | CertificateChain
     if "x509CertificateChain" in material_doc:
-        chain = _obj(material_doc["x509CertificateChain"],
-                     "verificationMaterial.x509CertificateChain")
-        certs = _list(chain.get("certificates"),
-                      "verificationMaterial.x509CertificateChain.certificates")
+        chain = _obj(
+            material_doc["x509CertificateChain"], "verificationMaterial.x509CertificateChain"
+        )
+        certs = _list(
+            chain.get("certificates"), "verificationMaterial.x509CertificateChain.certificates"
+        )
         if not certs:
-            raise BundleFormatError("empty certificate chain",
-                                    field="verificationMaterial.x509CertificateChain")
-        material = CertificateChain(tuple(
-            _b64(_obj(c, f"certificates[{i}]").get("rawBytes"), f"certificates[{i}].rawBytes")
-            for i, c in enumerate(certs)
-        ))
+            raise BundleFormatError(
+                "empty certificate chain", field="verificationMaterial.x509CertificateChain"
+            )
+        material = CertificateChain(
+            tuple(
+                _b64(_obj(c, f"certificates[{i}]").get("rawBytes"), f"certificates[{i}].rawBytes")
+                for i, c in enumerate(certs)
+            )
+        )
     elif "publicKey" in material_doc:
         key = _obj(material_doc["publicKey"], "verificationMaterial.publicKey")
         hint = key.get("hint")
-        material = KeyHint(None if hint in (None, "") else
-                           _str(hint, "verificationMaterial.publicKey.hint").lower())
+        material = KeyHint(
+            None
+            if hint in (None, "")
+            else _str(hint, "verificationMaterial.publicKey.hint").lower()
+        )
     elif "certificate" in material_doc:
         raise UnsupportedFormatError(
             "Sigstore keyless (Fulcio certificate + transparency log) signatures are not "
@@ -219,24 +229,30 @@ def parse_bundle(data: bytes) -> SignatureBundle:
             fix="sign with the `key` or `certificate` method of model_signing",
         )
     else:
-        raise BundleFormatError("no publicKey or x509CertificateChain",
-                                field="verificationMaterial")
+        raise BundleFormatError(
+            "no publicKey or x509CertificateChain", field="verificationMaterial"
+        )
     if "dsseEnvelope" not in root:
         raise BundleFormatError("no dsseEnvelope (message signatures are not model signatures)")
     env = _obj(root["dsseEnvelope"], "dsseEnvelope")
     signatures = _list(env.get("signatures"), "dsseEnvelope.signatures")
     if len(signatures) != 1:
-        raise BundleFormatError(f"expected exactly one signature, found {len(signatures)}",
-                                field="dsseEnvelope.signatures")
+        raise BundleFormatError(
+            f"expected exactly one signature, found {len(signatures)}",
+            field="dsseEnvelope.signatures",
+        )
     envelope = DsseEnvelope(
         payload_type=_str(env.get("payloadType"), "dsseEnvelope.payloadType"),
         payload=_b64(env.get("payload"), "dsseEnvelope.payload"),
-        signature=_b64(_obj(signatures[0], "dsseEnvelope.signatures[0]").get("sig"),
-                       "dsseEnvelope.signatures[0].sig"),
+        signature=_b64(
+            _obj(signatures[0], "dsseEnvelope.signatures[0]").get("sig"),
+            "dsseEnvelope.signatures[0].sig",
+        ),
     )
     if envelope.payload_type != DSSE_PAYLOAD_TYPE:
-        raise BundleFormatError(f"unexpected payloadType {envelope.payload_type!r}",
-                                field="dsseEnvelope.payloadType")
+        raise BundleFormatError(
+            f"unexpected payloadType {envelope.payload_type!r}", field="dsseEnvelope.payloadType"
+        )
     return SignatureBundle(media_type=media_type, material=material, envelope=envelope)
 
 
@@ -265,8 +281,9 @@ def _check_ignore_path(path: str, field: str) -> str:
         raise BundleFormatError(f"invalid ignore path {path!r}", field=field)
     norm = posixpath.normpath(path)
     if norm in (".", "..") or norm.startswith("../"):
-        raise BundleFormatError(f"ignore path {path!r} would exempt the whole model or "
-                                "point outside it", field=field)
+        raise BundleFormatError(
+            f"ignore path {path!r} would exempt the whole model or point outside it", field=field
+        )
     return norm
 
 
@@ -274,8 +291,7 @@ def _parse_serialization(doc: dict[str, Any]) -> Serialization:
     field = "predicate.serialization"
     method = _str(doc.get("method"), f"{field}.method")
     if method not in ("files", "shards"):
-        raise BundleFormatError(f"unknown serialization method {method!r}",
-                                field=f"{field}.method")
+        raise BundleFormatError(f"unknown serialization method {method!r}", field=f"{field}.method")
     hash_type = _str(doc.get("hash_type"), f"{field}.hash_type")
     if hash_type not in DIGEST_SIZES:
         raise UnsupportedFormatError(
@@ -295,8 +311,13 @@ def _parse_serialization(doc: dict[str, Any]) -> Serialization:
         shard_size = _int(doc.get("shard_size"), f"{field}.shard_size")
         if shard_size <= 0:
             raise BundleFormatError("must be positive", field=f"{field}.shard_size")
-    return Serialization(method=method, hash_type=hash_type, allow_symlinks=allow_symlinks,
-                         ignore_paths=ignore_paths, shard_size=shard_size)
+    return Serialization(
+        method=method,
+        hash_type=hash_type,
+        allow_symlinks=allow_symlinks,
+        ignore_paths=ignore_paths,
+        shard_size=shard_size,
+    )
 
 
 def _parse_resource(doc: Any, index: int, serialization: Serialization) -> Resource:
@@ -307,27 +328,42 @@ def _parse_resource(doc: Any, index: int, serialization: Serialization) -> Resou
     if algorithm != serialization.resource_algorithm:
         raise BundleFormatError(
             f"algorithm {algorithm!r} does not match the serialization "
-            f"({serialization.resource_algorithm!r})", field=f"{field}.algorithm")
+            f"({serialization.resource_algorithm!r})",
+            field=f"{field}.algorithm",
+        )
     digest = _hex(item.get("digest"), f"{field}.digest")
     if len(digest) != DIGEST_SIZES[serialization.hash_type]:
-        raise BundleFormatError(f"digest has {len(digest)} bytes, {serialization.hash_type} "
-                                f"has {DIGEST_SIZES[serialization.hash_type]}",
-                                field=f"{field}.digest")
+        raise BundleFormatError(
+            f"digest has {len(digest)} bytes, {serialization.hash_type} "
+            f"has {DIGEST_SIZES[serialization.hash_type]}",
+            field=f"{field}.digest",
+        )
     if serialization.method == "files":
-        return Resource(name=name, algorithm=algorithm, digest=digest,
-                        path=_check_relative_path(name, f"{field}.name"))
+        return Resource(
+            name=name,
+            algorithm=algorithm,
+            digest=digest,
+            path=_check_relative_path(name, f"{field}.name"),
+        )
     path, sep1, rest = name.rpartition(":")
     path, sep2, start_text = path.rpartition(":")
     if not (sep1 and sep2 and start_text.isdigit() and rest.isdigit()):
-        raise BundleFormatError(f"shard name {name!r} is not path:start:end",
-                                field=f"{field}.name")
+        raise BundleFormatError(f"shard name {name!r} is not path:start:end", field=f"{field}.name")
     start, end = int(start_text), int(rest)
     assert serialization.shard_size is not None
     if end <= start or end - start > serialization.shard_size or start % serialization.shard_size:
-        raise BundleFormatError(f"shard range {start}:{end} does not fit shard_size "
-                                f"{serialization.shard_size}", field=f"{field}.name")
-    return Resource(name=name, algorithm=algorithm, digest=digest,
-                    path=_check_relative_path(path, f"{field}.name"), start=start, end=end)
+        raise BundleFormatError(
+            f"shard range {start}:{end} does not fit shard_size {serialization.shard_size}",
+            field=f"{field}.name",
+        )
+    return Resource(
+        name=name,
+        algorithm=algorithm,
+        digest=digest,
+        path=_check_relative_path(path, f"{field}.name"),
+        start=start,
+        end=end,
+    )
 
 
 def parse_statement(payload: bytes) -> ModelStatement:
@@ -346,12 +382,12 @@ def parse_statement(payload: bytes) -> ModelStatement:
             fix="re-sign the model with model_signing >= 1.0",
         )
     if predicate_type != PREDICATE_TYPE:
-        raise BundleFormatError(f"unknown predicateType {predicate_type!r}",
-                                field="predicateType")
+        raise BundleFormatError(f"unknown predicateType {predicate_type!r}", field="predicateType")
     subjects = _list(root.get("subject"), "subject")
     if len(subjects) != 1:
-        raise BundleFormatError(f"expected exactly one subject, found {len(subjects)}",
-                                field="subject")
+        raise BundleFormatError(
+            f"expected exactly one subject, found {len(subjects)}", field="subject"
+        )
     subject = _obj(subjects[0], "subject[0]")
     digest_doc = _obj(subject.get("digest"), "subject[0].digest")
     subject_digest = _hex(digest_doc.get("sha256"), "subject[0].digest.sha256")
@@ -359,12 +395,16 @@ def parse_statement(payload: bytes) -> ModelStatement:
         raise BundleFormatError("not a SHA-256 digest", field="subject[0].digest.sha256")
     subject_name = subject.get("name", "")
     predicate = _obj(root.get("predicate"), "predicate")
-    serialization = _parse_serialization(_obj(predicate.get("serialization"),
-                                              "predicate.serialization"))
+    serialization = _parse_serialization(
+        _obj(predicate.get("serialization"), "predicate.serialization")
+    )
     resources = tuple(
         _parse_resource(r, i, serialization)
         for i, r in enumerate(_list(predicate.get("resources"), "predicate.resources"))
     )
-    return ModelStatement(subject_name=_str(subject_name, "subject[0].name"),
-                          subject_digest=subject_digest, serialization=serialization,
-                          resources=resources)
+    return ModelStatement(
+        subject_name=_str(subject_name, "subject[0].name"),
+        subject_digest=subject_digest,
+        serialization=serialization,
+        resources=resources,
+    )

@@ -19,11 +19,10 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from modelward.integrity.errors import UnusableInputError
 from modelward.integrity.result import VerifierResult
-from modelward.integrity.scanning import ScanPolicy, ScanReport, scan_paths
 from modelward.integrity.trust import (
     TrustedCA,
     TrustedKey,
@@ -37,6 +36,9 @@ from modelward.integrity.verification import (
     VerificationResult,
     verify_model,
 )
+
+if TYPE_CHECKING:  # the scanner is imported on first use: `verify` starts faster without it
+    from modelward.integrity.scanning import ScanReport
 
 EXIT_OK, EXIT_REJECTED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -78,27 +80,58 @@ example:
 
 def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("trust (at least one of --public-key / --ca-cert)")
-    group.add_argument("--public-key", action="append", default=[], metavar="PEM",
-                       help="trusted ECDSA public key (P-256/P-384/P-521); repeatable")
-    group.add_argument("--ca-cert", action="append", default=[], metavar="PEM",
-                       help="trusted CA certificate(s) for the certificate method; repeatable")
-    group.add_argument("--identity", action="append", default=[], metavar="VALUE",
-                       help="with --ca-cert: require the signing certificate to carry this "
-                            "SAN (email, URI, DNS) or RFC 4514 subject; repeatable")
+    group.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="trusted ECDSA public key (P-256/P-384/P-521); repeatable",
+    )
+    group.add_argument(
+        "--ca-cert",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="trusted CA certificate(s) for the certificate method; repeatable",
+    )
+    group.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        metavar="VALUE",
+        help="with --ca-cert: require the signing certificate to carry this "
+        "SAN (email, URI, DNS) or RFC 4514 subject; repeatable",
+    )
 
 
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("policy (stricter than model_signing by default)")
-    group.add_argument("--allow-shards", action="store_true",
-                       help="accept 'shards' serialization (blind to added empty files)")
-    group.add_argument("--allowed-ignore-path", action="append", default=[], metavar="PATH",
-                       help="a path the signature may exempt from verification, in addition "
-                            f"to {', '.join(sorted(DEFAULT_ALLOWED_IGNORE_PATHS))}; repeatable")
-    group.add_argument("--allow-symlinks", action="store_true",
-                       help="accept symlinks to regular files inside the model directory "
-                            "(only if the signature allows them too)")
-    group.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="hashing threads (default: the CPUs this process may use)")
+    group.add_argument(
+        "--allow-shards",
+        action="store_true",
+        help="accept 'shards' serialization (blind to added empty files)",
+    )
+    group.add_argument(
+        "--allowed-ignore-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a path the signature may exempt from verification, in addition "
+        f"to {', '.join(sorted(DEFAULT_ALLOWED_IGNORE_PATHS))}; repeatable",
+    )
+    group.add_argument(
+        "--allow-symlinks",
+        action="store_true",
+        help="accept symlinks to regular files inside the model directory "
+        "(only if the signature allows them too)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="hashing threads (default: the CPUs this process may use)",
+    )
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -106,47 +139,76 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     fmt = argparse.RawDescriptionHelpFormatter
 
     verify = subparsers.add_parser(
-        "verify", formatter_class=fmt, epilog=_VERIFY_EPILOG,
+        "verify",
+        formatter_class=fmt,
+        epilog=_VERIFY_EPILOG,
         help="verify a model against an OpenSSF Model Signing signature",
         description="Verify that MODEL_PATH holds exactly the files an authorised signer "
-                    "signed (OpenSSF Model Signing format, as written by model_signing).")
-    verify.add_argument("model_path", metavar="MODEL_PATH",
-                        help="model directory (or single model file)")
-    verify.add_argument("--signature", metavar="SIG",
-                        help="signature bundle (default: MODEL_PATH/model.sig)")
+        "signed (OpenSSF Model Signing format, as written by model_signing).",
+    )
+    verify.add_argument(
+        "model_path", metavar="MODEL_PATH", help="model directory (or single model file)"
+    )
+    verify.add_argument(
+        "--signature", metavar="SIG", help="signature bundle (default: MODEL_PATH/model.sig)"
+    )
     _add_trust_arguments(verify)
     _add_policy_arguments(verify)
     verify.add_argument("--output", choices=("text", "json"), default="text")
     verify.set_defaults(handler=run_verify)
 
     scan = subparsers.add_parser(
-        "scan", formatter_class=fmt, epilog=_SCAN_EPILOG,
+        "scan",
+        formatter_class=fmt,
+        epilog=_SCAN_EPILOG,
         help="scan model files for code-execution payloads (pickle, PyTorch, NumPy, ONNX)",
         description="Detect code-execution payloads without loading anything: the format is "
-                    "decided from content, pickles are walked opcode by opcode against an "
-                    "allowlist of the globals ordinary checkpoints need.")
+        "decided from content, pickles are walked opcode by opcode against an "
+        "allowlist of the globals ordinary checkpoints need.",
+    )
     scan.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
-    scan.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
-                      help="also accept this pickle global (exact name); repeatable")
-    scan.add_argument("--allow-onnx-domain", action="append", default=[], metavar="DOMAIN",
-                      help="also accept ONNX operators of this domain; repeatable")
+    scan.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="also accept this pickle global (exact name); repeatable",
+    )
+    scan.add_argument(
+        "--allow-onnx-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="also accept ONNX operators of this domain; repeatable",
+    )
     scan.add_argument("--output", choices=("text", "json"), default="text")
     scan.set_defaults(handler=run_scan)
 
     pod = subparsers.add_parser(
-        "verify-pod", formatter_class=fmt, epilog=_VERIFY_POD_EPILOG,
+        "verify-pod",
+        formatter_class=fmt,
+        epilog=_VERIFY_POD_EPILOG,
         help="verify (and scan) a model inside a pod; used by the injected init container",
         description="Verify and optionally scan a mounted model, and report the result as a "
-                    "Kubernetes termination message.")
+        "Kubernetes termination message.",
+    )
     pod.add_argument("--model-path", required=True, metavar="DIR")
     pod.add_argument("--signature", required=True, metavar="FILE")
     _add_trust_arguments(pod)
     _add_policy_arguments(pod)
-    pod.add_argument("--scan", action=argparse.BooleanOptionalAction, default=True,
-                     help="scan the verified files for payloads (default: on)")
+    pod.add_argument(
+        "--scan",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scan the verified files for payloads (default: on)",
+    )
     pod.add_argument("--termination-log", default="/dev/termination-log", metavar="PATH")
-    pod.add_argument("--policy", default=None, metavar="NAME",
-                     help="policy that required this check (copied into the result)")
+    pod.add_argument(
+        "--policy",
+        default=None,
+        metavar="NAME",
+        help="policy that required this check (copied into the result)",
+    )
     pod.set_defaults(handler=run_verify_pod)
 
 
@@ -178,9 +240,12 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
     if args.workers is not None and args.workers < 1:
         raise UnusableInputError("--workers must be at least 1")
     allowed = DEFAULT_ALLOWED_IGNORE_PATHS | {p.strip("/") for p in args.allowed_ignore_path}
-    return VerificationPolicy(allowed_ignore_paths=frozenset(allowed),
-                              allow_shards=args.allow_shards,
-                              allow_symlinks=args.allow_symlinks, workers=args.workers)
+    return VerificationPolicy(
+        allowed_ignore_paths=frozenset(allowed),
+        allow_shards=args.allow_shards,
+        allow_symlinks=args.allow_symlinks,
+        workers=args.workers,
+    )
 
 
 def _print(text: str, stream: TextIO | None = None) -> None:
@@ -209,11 +274,15 @@ def format_verification(result: VerificationResult) -> str:
         lines.append(f"  digest:  sha256:{result.subject_digest}")
     if result.serialization is not None:
         s = result.serialization
-        lines.append(f"  format:  {s.method}, {s.hash_type}"
-                     + (f", shard_size {s.shard_size}" if s.shard_size else ""))
+        lines.append(
+            f"  format:  {s.method}, {s.hash_type}"
+            + (f", shard_size {s.shard_size}" if s.shard_size else "")
+        )
     if result.files:
-        lines.append(f"  files:   {len(result.files)} ({result.hashed_bytes / 2**20:.1f} MiB "
-                     f"hashed in {result.duration_s:.2f}s)")
+        lines.append(
+            f"  files:   {len(result.files)} ({result.hashed_bytes / 2**20:.1f} MiB "
+            f"hashed in {result.duration_s:.2f}s)"
+        )
     for f in result.files:
         if f.status != "ok":
             lines.append(f"    {f.status:<8} {f.name}")
@@ -231,9 +300,11 @@ def format_scan(report: ScanReport) -> str:
     for error in report.errors:
         lines.append(f"ERROR  {error}")
     counts = report.counts()
-    lines.append(f"{report.verdict.upper()}: {counts['files']} files scanned "
-                 f"({', '.join(f'{n} {k}' for k, n in sorted(counts['formats'].items()))}), "
-                 f"{len(report.findings)} findings, {len(report.errors)} errors")
+    lines.append(
+        f"{report.verdict.upper()}: {counts['files']} files scanned "
+        f"({', '.join(f'{n} {k}' for k, n in sorted(counts['formats'].items()))}), "
+        f"{len(report.findings)} findings, {len(report.errors)} errors"
+    )
     return "\n".join(lines)
 
 
@@ -242,13 +313,18 @@ def format_scan(report: ScanReport) -> str:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``modelward verify``."""
-    signature = args.signature or (os.path.join(args.model_path, "model.sig")
-                                   if os.path.isdir(args.model_path) else None)
+    signature = args.signature or (
+        os.path.join(args.model_path, "model.sig") if os.path.isdir(args.model_path) else None
+    )
     if signature is None:
         return _fail("--signature is required when MODEL_PATH is a file", args.output)
     try:
-        result = verify_model(model_path=args.model_path, signature_path=signature,
-                              trust=trust_from_args(args), policy=policy_from_args(args))
+        result = verify_model(
+            model_path=args.model_path,
+            signature_path=signature,
+            trust=trust_from_args(args),
+            policy=policy_from_args(args),
+        )
     except UnusableInputError as exc:
         return _fail(str(exc), args.output)
     if args.output == "json":
@@ -264,8 +340,12 @@ def scan_exit_code(report: ScanReport) -> int:
 
 def run_scan(args: argparse.Namespace) -> int:
     """``modelward scan``."""
-    policy = ScanPolicy(extra_allowed_globals=frozenset(args.allow_global),
-                        extra_onnx_domains=frozenset(args.allow_onnx_domain))
+    from modelward.integrity.scanning import ScanPolicy, scan_paths
+
+    policy = ScanPolicy(
+        extra_allowed_globals=frozenset(args.allow_global),
+        extra_onnx_domains=frozenset(args.allow_onnx_domain),
+    )
     report = scan_paths(args.paths, policy=policy)
     if args.output == "json":
         _print(json.dumps(report.to_dict(), indent=2))
@@ -279,8 +359,7 @@ def _scan_summary(report: ScanReport) -> str:
         first = report.findings[0]
         where = first.path + (f"[{first.member}]" if first.member else "")
         more = f" (+{len(report.findings) - 1} more)" if len(report.findings) > 1 else ""
-        return f"unsafe payload in {where}: {first.rule} {first.global_name or ''}".rstrip() \
-            + more
+        return f"unsafe payload in {where}: {first.rule} {first.global_name or ''}".rstrip() + more
     return "; ".join(report.errors[:3])
 
 
@@ -292,39 +371,62 @@ def verify_pod(args: argparse.Namespace) -> tuple[VerifierResult, str]:
         return int((time.monotonic() - started) * 1000)
 
     try:
-        result = verify_model(model_path=args.model_path, signature_path=args.signature,
-                              trust=trust_from_args(args), policy=policy_from_args(args))
+        result = verify_model(
+            model_path=args.model_path,
+            signature_path=args.signature,
+            trust=trust_from_args(args),
+            policy=policy_from_args(args),
+        )
     except UnusableInputError as exc:
-        return VerifierResult(result="error", scan="skipped", reason=str(exc),
-                              duration_ms=elapsed(), policy=args.policy), ""
+        return VerifierResult(
+            result="error",
+            scan="skipped",
+            reason=str(exc),
+            duration_ms=elapsed(),
+            policy=args.policy,
+        ), ""
     except Exception as exc:  # a bug must still produce a termination message
-        return VerifierResult(result="error", scan="skipped",
-                              reason=f"internal error: {type(exc).__name__}: {exc}",
-                              duration_ms=elapsed(), policy=args.policy), ""
+        return VerifierResult(
+            result="error",
+            scan="skipped",
+            reason=f"internal error: {type(exc).__name__}: {exc}",
+            duration_ms=elapsed(),
+            policy=args.policy,
+        ), ""
     common: dict[str, Any] = dict(
         digest=None if result.subject_digest is None else f"sha256:{result.subject_digest}",
         signer=None if result.signer is None else result.signer.short,
-        files=len(result.files), policy=args.policy)
+        files=len(result.files),
+        policy=args.policy,
+    )
     details = format_verification(result)
     if not result.verified:
-        return VerifierResult(result="rejected", scan="skipped", reason=result.reason,
-                              duration_ms=elapsed(), **common), details
+        return VerifierResult(
+            result="rejected", scan="skipped", reason=result.reason, duration_ms=elapsed(), **common
+        ), details
     if not args.scan:
-        return VerifierResult(result="verified", scan="skipped", reason=result.reason,
-                              duration_ms=elapsed(), **common), details
+        return VerifierResult(
+            result="verified", scan="skipped", reason=result.reason, duration_ms=elapsed(), **common
+        ), details
+    from modelward.integrity.scanning import ScanPolicy, scan_paths
+
     root = os.path.realpath(args.model_path)
-    paths = [root] if os.path.isfile(root) else [os.path.join(root, f.name)
-                                                 for f in result.files]
+    paths = [root] if os.path.isfile(root) else [os.path.join(root, f.name) for f in result.files]
     try:
         report = scan_paths(paths, policy=ScanPolicy(), display_root=root)
     except Exception as exc:
-        return VerifierResult(result="verified", scan="error",
-                              reason=f"scan failed: {type(exc).__name__}: {exc}",
-                              duration_ms=elapsed(), **common), details
+        return VerifierResult(
+            result="verified",
+            scan="error",
+            reason=f"scan failed: {type(exc).__name__}: {exc}",
+            duration_ms=elapsed(),
+            **common,
+        ), details
     details += "\n" + format_scan(report)
     scan_reason = result.reason if report.verdict == "clean" else _scan_summary(report)
-    return VerifierResult(result="verified", scan=report.verdict, reason=scan_reason,
-                          duration_ms=elapsed(), **common), details
+    return VerifierResult(
+        result="verified", scan=report.verdict, reason=scan_reason, duration_ms=elapsed(), **common
+    ), details
 
 
 def run_verify_pod(args: argparse.Namespace) -> int:
@@ -335,18 +437,24 @@ def run_verify_pod(args: argparse.Namespace) -> int:
         with open(args.termination_log, "w", encoding="utf-8") as f:
             f.write(message)
     except OSError as exc:
-        _print(f"warning: cannot write termination log {args.termination_log}: "
-               f"{exc.strerror}", sys.stderr)
+        _print(
+            f"warning: cannot write termination log {args.termination_log}: {exc.strerror}",
+            sys.stderr,
+        )
     headline = {"verified": "VERIFIED", "rejected": "REJECTED", "error": "ERROR"}[outcome.result]
-    _print(f"modelward verify-pod: {headline} (scan: {outcome.scan}) in "
-           f"{outcome.duration_ms} ms: {outcome.reason}")
+    _print(
+        f"modelward verify-pod: {headline} (scan: {outcome.scan}) in "
+        f"{outcome.duration_ms} ms: {outcome.reason}"
+    )
     if details:
         _print(textwrap.indent(details, "  "))
-    if outcome.admitted and outcome.result == "verified" and \
-            (outcome.scan == "clean" or not args.scan):
+    if (
+        outcome.admitted
+        and outcome.result == "verified"
+        and (outcome.scan == "clean" or not args.scan)
+    ):
         return EXIT_OK
-    return EXIT_UNUSABLE if outcome.result == "error" or outcome.scan == "error" \
-        else EXIT_REJECTED
+    return EXIT_UNUSABLE if outcome.result == "error" or outcome.scan == "error" else EXIT_REJECTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

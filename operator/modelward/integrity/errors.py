@@ -29,8 +29,9 @@ class BundleFormatError(UnusableInputError):
     """The signature file is not a Sigstore bundle with an OMS statement we can read."""
 
     def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
-        super().__init__(f"signature: {field}: {message}" if field else f"signature: {message}",
-                         fix=fix)
+        super().__init__(
+            f"signature: {field}: {message}" if field else f"signature: {message}", fix=fix
+        )
         self.field = field
 
 
@@ -51,14 +52,6 @@ class ModelPathError(UnusableInputError):
 
     def __init__(self, message: str, *, path: str, fix: str | None = None) -> None:
         super().__init__(f"{path}: {message}", fix=fix)
-        self.path = path
-
-
-class ScanInputError(UnusableInputError):
-    """A path given to the scanner cannot be read at all (missing, permission denied)."""
-
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(f"{path}: {message}")
         self.path = path
 
 

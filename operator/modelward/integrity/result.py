@@ -56,19 +56,29 @@ class VerifierResult:
         return self.result == "verified" and self.scan in ("clean", "skipped")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": self.v, "result": self.result, "digest": self.digest,
-                "signer": self.signer, "files": self.files, "scan": self.scan,
-                "reason": self.reason, "duration_ms": self.duration_ms, "policy": self.policy}
+        return {
+            "v": self.v,
+            "result": self.result,
+            "digest": self.digest,
+            "signer": self.signer,
+            "files": self.files,
+            "scan": self.scan,
+            "reason": self.reason,
+            "duration_ms": self.duration_ms,
+            "policy": self.policy,
+        }
 
     def to_termination_message(self) -> str:
         """Compact JSON, guaranteed to fit in :data:`MAX_MESSAGE_BYTES` bytes."""
-        fitted = replace(self, reason=_truncate(self.reason, _LIMITS["reason"]) or "",
-                         signer=_truncate(self.signer, _LIMITS["signer"]),
-                         policy=_truncate(self.policy, _LIMITS["policy"]))
+        fitted = replace(
+            self,
+            reason=_truncate(self.reason, _LIMITS["reason"]) or "",
+            signer=_truncate(self.signer, _LIMITS["signer"]),
+            policy=_truncate(self.policy, _LIMITS["policy"]),
+        )
         text = _dump(fitted)
         while len(text.encode("utf-8")) > MAX_MESSAGE_BYTES and fitted.reason:
-            fitted = replace(fitted,
-                             reason=_truncate(fitted.reason, len(fitted.reason) // 2) or "")
+            fitted = replace(fitted, reason=_truncate(fitted.reason, len(fitted.reason) // 2) or "")
             text = _dump(fitted)
         return text
 
@@ -83,14 +93,16 @@ def _dump(result: VerifierResult) -> str:
     return json.dumps(result.to_dict(), separators=(",", ":"), ensure_ascii=True)
 
 
-def _field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], *,
-           optional: bool = False) -> Any:
+def _field(
+    doc: dict[str, Any], name: str, kind: type | tuple[type, ...], *, optional: bool = False
+) -> Any:
     value = doc.get(name)
     if value is None and optional:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise TerminationMessageError(f"termination message: field {name!r} is missing or "
-                                      f"has the wrong type")
+        raise TerminationMessageError(
+            f"termination message: field {name!r} is missing or has the wrong type"
+        )
     return value
 
 
@@ -102,14 +114,16 @@ def parse_termination_message(text: str) -> VerifierResult:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise TerminationMessageError(
-            f"termination message is not JSON ({exc}); was the verifier killed before it "
-            "finished?") from exc
+            f"termination message is not JSON ({exc}); was the verifier killed before it finished?"
+        ) from exc
     if not isinstance(doc, dict):
         raise TerminationMessageError("termination message: expected a JSON object")
     version = doc.get("v")
     if version != FORMAT_VERSION or isinstance(version, bool):
-        raise TerminationMessageError(f"termination message: unsupported format version "
-                                      f"{version!r} (expected {FORMAT_VERSION})")
+        raise TerminationMessageError(
+            f"termination message: unsupported format version "
+            f"{version!r} (expected {FORMAT_VERSION})"
+        )
     outcome = _field(doc, "result", str)
     if outcome not in OUTCOMES:
         raise TerminationMessageError(f"termination message: unknown result {outcome!r}")
@@ -118,8 +132,9 @@ def parse_termination_message(text: str) -> VerifierResult:
         raise TerminationMessageError(f"termination message: unknown scan outcome {scan!r}")
     digest = _field(doc, "digest", str, optional=True)
     if digest is not None and not _DIGEST.fullmatch(digest):
-        raise TerminationMessageError(f"termination message: digest {digest!r} is not "
-                                      "sha256:<64 hex>")
+        raise TerminationMessageError(
+            f"termination message: digest {digest!r} is not sha256:<64 hex>"
+        )
     files = _field(doc, "files", int)
     duration = _field(doc, "duration_ms", int)
     if files < 0 or duration < 0:
@@ -136,6 +151,7 @@ def parse_termination_message(text: str) -> VerifierResult:
         policy=_field(doc, "policy", str, optional=True),
     )
     if result.result == "verified" and (result.digest is None or result.signer is None):
-        raise TerminationMessageError("termination message: a verified result must name "
-                                      "the digest and the signer")
+        raise TerminationMessageError(
+            "termination message: a verified result must name the digest and the signer"
+        )
     return result

@@ -126,22 +126,46 @@ class VerificationResult:
             "code": self.code,
             "reason": self.reason,
             "model_path": self.model_path,
-            "subject": None if self.subject_digest is None else {
-                "name": self.subject_name, "digest": f"sha256:{self.subject_digest}"},
-            "signer": None if self.signer is None else {
-                "method": self.signer.method, "fingerprint": self.signer.fingerprint,
-                "subject": self.signer.subject, "issuer": self.signer.issuer},
-            "serialization": None if self.serialization is None else {
+            "subject": None
+            if self.subject_digest is None
+            else {"name": self.subject_name, "digest": f"sha256:{self.subject_digest}"},
+            "signer": None
+            if self.signer is None
+            else {
+                "method": self.signer.method,
+                "fingerprint": self.signer.fingerprint,
+                "subject": self.signer.subject,
+                "issuer": self.signer.issuer,
+            },
+            "serialization": None
+            if self.serialization is None
+            else {
                 "method": self.serialization.method,
                 "hash_type": self.serialization.hash_type,
                 "shard_size": self.serialization.shard_size,
-                "ignore_paths": list(self.serialization.ignore_paths)},
-            "summary": {"files": len(self.files), "missing": len(self.missing),
-                        "extra": len(self.extra), "changed": len(self.changed)},
-            "files": [{k: v for k, v in (("name", f.name), ("status", f.status),
-                                          ("expected", f.expected), ("actual", f.actual),
-                                          ("size", f.size), ("shards", f.shards))
-                       if v is not None} for f in self.files],
+                "ignore_paths": list(self.serialization.ignore_paths),
+            },
+            "summary": {
+                "files": len(self.files),
+                "missing": len(self.missing),
+                "extra": len(self.extra),
+                "changed": len(self.changed),
+            },
+            "files": [
+                {
+                    k: v
+                    for k, v in (
+                        ("name", f.name),
+                        ("status", f.status),
+                        ("expected", f.expected),
+                        ("actual", f.actual),
+                        ("size", f.size),
+                        ("shards", f.shards),
+                    )
+                    if v is not None
+                }
+                for f in self.files
+            ],
             "duration_s": round(self.duration_s, 3),
             "hashed_bytes": self.hashed_bytes,
         }
@@ -156,9 +180,10 @@ def read_signature_file(path: str) -> bytes:
         with open(path, "rb") as f:
             data = f.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
-        raise BundleFormatError(f"cannot read {path}: {exc.strerror}",
-                                fix="pass the signature written by `model_signing sign`"
-                                ) from exc
+        raise BundleFormatError(
+            f"cannot read {path}: {exc.strerror}",
+            fix="pass the signature written by `model_signing sign`",
+        ) from exc
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleFormatError(f"{path} is larger than {MAX_BUNDLE_BYTES} bytes")
     return data
@@ -185,30 +210,33 @@ def verify_bundle_signature(
     message = pae(bundle.envelope.payload_type, bundle.envelope.payload)
     signature = bundle.envelope.signature
     if isinstance(bundle.material, CertificateChain):
-        key, signer = verify_certificate_chain(bundle.material.certificates, policy=trust,
-                                               now=now)
+        key, signer = verify_certificate_chain(bundle.material.certificates, policy=trust, now=now)
         if not _verify_ecdsa(key, signature, message):
-            raise Rejection(f"signature does not verify with the key of {signer.subject}",
-                            code="bad-signature")
+            raise Rejection(
+                f"signature does not verify with the key of {signer.subject}", code="bad-signature"
+            )
         return signer
     if not trust.keys:
-        raise Rejection("the model is signed with a key but no public key is trusted "
-                        "(pass --public-key)", code="wrong-signer")
+        raise Rejection(
+            "the model is signed with a key but no public key is trusted (pass --public-key)",
+            code="wrong-signer",
+        )
     hint = bundle.material.hint
     candidates = key_candidates(trust.keys, hint)
     if not candidates:
-        raise Rejection(f"signed by key sha256:{hint}, which is not a trusted key",
-                        code="wrong-signer")
+        raise Rejection(
+            f"signed by key sha256:{hint}, which is not a trusted key", code="wrong-signer"
+        )
     for candidate in candidates:
         if candidate.key.curve.name != "secp521r1" and len(signature) > 150:
             continue  # a DER ECDSA signature longer than this cannot be for P-256/P-384
         if _verify_ecdsa(candidate.key, signature, message):
             return Signer(method="key", fingerprint=candidate.fingerprint)
     if hint is None and len(candidates) > 1:
-        raise Rejection("signature does not verify with any trusted key",
-                        code="bad-signature")
-    raise Rejection(f"signature does not verify with key {candidates[0].fingerprint}",
-                    code="bad-signature")
+        raise Rejection("signature does not verify with any trusted key", code="bad-signature")
+    raise Rejection(
+        f"signature does not verify with key {candidates[0].fingerprint}", code="bad-signature"
+    )
 
 
 # --------------------------------------------------------------------------- model walk
@@ -253,8 +281,9 @@ def walk_model(
         try:
             entries = list(os.scandir(directory))
         except OSError as exc:
-            raise ModelPathError(f"cannot list directory: {exc.strerror}",
-                                 path=prefix or root) from exc
+            raise ModelPathError(
+                f"cannot list directory: {exc.strerror}", path=prefix or root
+            ) from exc
         for entry in entries:
             name = f"{prefix}{entry.name}"
             if name in skip or _is_ignored(name, ignore):
@@ -301,8 +330,10 @@ def _subject_digest(resources: Iterable[Resource]) -> bytes:
 
 def _check_statement(statement: ModelStatement, policy: VerificationPolicy) -> None:
     if _subject_digest(statement.resources) != statement.subject_digest:
-        raise Rejection("the subject digest does not match the signed resources "
-                        "(inconsistent statement)", code="bad-statement")
+        raise Rejection(
+            "the subject digest does not match the signed resources (inconsistent statement)",
+            code="bad-statement",
+        )
     seen: set[str] = set()
     for r in statement.resources:
         if r.name in seen:
@@ -310,13 +341,18 @@ def _check_statement(statement: ModelStatement, policy: VerificationPolicy) -> N
         seen.add(r.name)
     ser = statement.serialization
     if ser.method == "shards" and not policy.allow_shards:
-        raise Rejection("the signature uses 'shards' serialization, which policy does not "
-                        "accept (it cannot detect added empty files; use --allow-shards)",
-                        code="policy")
+        raise Rejection(
+            "the signature uses 'shards' serialization, which policy does not "
+            "accept (it cannot detect added empty files; use --allow-shards)",
+            code="policy",
+        )
     disallowed = sorted(set(ser.ignore_paths) - policy.allowed_ignore_paths)
     if disallowed:
-        raise Rejection(f"the signature exempts paths policy does not allow to be ignored: "
-                        f"{', '.join(disallowed)}", code="policy")
+        raise Rejection(
+            f"the signature exempts paths policy does not allow to be ignored: "
+            f"{', '.join(disallowed)}",
+            code="policy",
+        )
 
 
 def _single_file_model(path: str, size: int) -> _Walk:
@@ -343,28 +379,54 @@ def verify_model(
     try:
         signer = verify_bundle_signature(bundle, trust=trust, now=now)
     except Rejection as rejection:
-        return VerificationResult(verified=False, code=rejection.code, reason=rejection.message,
-                                  model_path=model_path,
-                                  duration_s=time.perf_counter() - started)
+        return VerificationResult(
+            verified=False,
+            code=rejection.code,
+            reason=rejection.message,
+            model_path=model_path,
+            duration_s=time.perf_counter() - started,
+        )
     statement = parse_statement(bundle.envelope.payload)
     partial = VerificationResult(
-        verified=False, code="", reason="", model_path=model_path, signer=signer,
-        subject_name=statement.subject_name, subject_digest=statement.subject_digest_hex,
-        serialization=statement.serialization)
+        verified=False,
+        code="",
+        reason="",
+        model_path=model_path,
+        signer=signer,
+        subject_name=statement.subject_name,
+        subject_digest=statement.subject_digest_hex,
+        serialization=statement.serialization,
+    )
     try:
         _check_statement(statement, policy)
-        files, hashed = _check_files(model_path=model_path, signature_path=signature_path,
-                                     statement=statement, policy=policy)
+        files, hashed = _check_files(
+            model_path=model_path, signature_path=signature_path, statement=statement, policy=policy
+        )
     except Rejection as rejection:
-        return replace(partial, code=rejection.code, reason=rejection.message,
-                       duration_s=time.perf_counter() - started)
+        return replace(
+            partial,
+            code=rejection.code,
+            reason=rejection.message,
+            duration_s=time.perf_counter() - started,
+        )
     if any(f.status != "ok" for f in files):
-        return replace(partial, code="files-mismatch", reason=_mismatch_reason(files),
-                       files=tuple(files), hashed_bytes=hashed,
-                       duration_s=time.perf_counter() - started)
-    return replace(partial, verified=True, code="verified",
-                   reason=f"{len(files)} files match the signature", files=tuple(files),
-                   hashed_bytes=hashed, duration_s=time.perf_counter() - started)
+        return replace(
+            partial,
+            code="files-mismatch",
+            reason=_mismatch_reason(files),
+            files=tuple(files),
+            hashed_bytes=hashed,
+            duration_s=time.perf_counter() - started,
+        )
+    return replace(
+        partial,
+        verified=True,
+        code="verified",
+        reason=f"{len(files)} files match the signature",
+        files=tuple(files),
+        hashed_bytes=hashed,
+        duration_s=time.perf_counter() - started,
+    )
 
 
 def _mismatch_reason(files: Iterable[FileResult]) -> str:
@@ -375,14 +437,16 @@ def _mismatch_reason(files: Iterable[FileResult]) -> str:
     for status in ("changed", "missing", "extra"):
         names = by_status.get(status, [])
         if names:
-            shown = ", ".join(sorted(names)[:5]) + (f" (+{len(names) - 5} more)"
-                                                   if len(names) > 5 else "")
+            shown = ", ".join(sorted(names)[:5]) + (
+                f" (+{len(names) - 5} more)" if len(names) > 5 else ""
+            )
             parts.append(f"{status}: {shown}")
     return "model does not match the signature: " + "; ".join(parts)
 
 
-def _model_listing(model_path: str, signature_path: str, statement: ModelStatement,
-                   policy: VerificationPolicy) -> _Walk:
+def _model_listing(
+    model_path: str, signature_path: str, statement: ModelStatement, policy: VerificationPolicy
+) -> _Walk:
     try:
         st = os.stat(model_path)
     except OSError as exc:
@@ -397,20 +461,32 @@ def _model_listing(model_path: str, signature_path: str, statement: ModelStateme
     if os.path.commonpath([real_root, real_sig]) == real_root and real_sig != real_root:
         skip.add(os.path.relpath(real_sig, real_root).replace(os.sep, "/"))
     follow = policy.allow_symlinks and statement.serialization.allow_symlinks
-    walk = walk_model(model_path, ignore=frozenset(statement.serialization.ignore_paths),
-                      skip=frozenset(skip), follow_symlinks=follow)
+    walk = walk_model(
+        model_path,
+        ignore=frozenset(statement.serialization.ignore_paths),
+        skip=frozenset(skip),
+        follow_symlinks=follow,
+    )
     if walk.symlinks:
-        why = ("policy does not allow symlinks" if statement.serialization.allow_symlinks
-               else "the signature does not allow symlinks")
-        raise Rejection(f"model contains symlinks ({why}): {', '.join(sorted(walk.symlinks))}",
-                        code="symlink")
+        why = (
+            "policy does not allow symlinks"
+            if statement.serialization.allow_symlinks
+            else "the signature does not allow symlinks"
+        )
+        raise Rejection(
+            f"model contains symlinks ({why}): {', '.join(sorted(walk.symlinks))}", code="symlink"
+        )
     if walk.escaping:
-        raise Rejection("symlinks point outside the model directory: "
-                        f"{', '.join(sorted(walk.escaping))}", code="symlink")
+        raise Rejection(
+            f"symlinks point outside the model directory: {', '.join(sorted(walk.escaping))}",
+            code="symlink",
+        )
     if walk.special:
-        raise Rejection("model contains entries that are not regular files (FIFO, socket, "
-                        f"device or symlink to a directory): {', '.join(sorted(walk.special))}",
-                        code="special-file")
+        raise Rejection(
+            "model contains entries that are not regular files (FIFO, socket, "
+            f"device or symlink to a directory): {', '.join(sorted(walk.special))}",
+            code="special-file",
+        )
     return walk
 
 
@@ -427,8 +503,10 @@ def _check_files(
     results: list[FileResult] = []
     if ser.method == "files":
         expected = {r.path: r for r in statement.resources}
-        items = [HashItem(key=name, path=on_disk[name].path, size=on_disk[name].size)
-                 for name in expected.keys() & on_disk.keys()]
+        items = [
+            HashItem(key=name, path=on_disk[name].path, size=on_disk[name].size)
+            for name in expected.keys() & on_disk.keys()
+        ]
         digests = hash_items(items, hash_type=ser.hash_type, workers=policy.workers)
         for name in sorted(expected.keys() | on_disk.keys()):
             resource = expected.get(name)
@@ -437,13 +515,20 @@ def _check_files(
                 assert local is not None
                 results.append(FileResult(name=name, status="extra", size=local.size))
             elif local is None:
-                results.append(FileResult(name=name, status="missing",
-                                          expected=resource.digest.hex()))
+                results.append(
+                    FileResult(name=name, status="missing", expected=resource.digest.hex())
+                )
             else:
                 actual = digests[name]
-                results.append(FileResult(
-                    name=name, status="ok" if actual == resource.digest else "changed",
-                    expected=resource.digest.hex(), actual=actual.hex(), size=local.size))
+                results.append(
+                    FileResult(
+                        name=name,
+                        status="ok" if actual == resource.digest else "changed",
+                        expected=resource.digest.hex(),
+                        actual=actual.hex(),
+                        size=local.size,
+                    )
+                )
         return results, sum(i.length for i in items)
     return _check_shards(statement, on_disk, policy)
 
@@ -467,11 +552,14 @@ def _check_shards(
             continue
         ranges = sorted((r.start, r.end) for r in resources)
         if ranges != shard_ranges(local.size, ser.shard_size):
-            results[name] = FileResult(name=name, status="changed", size=local.size,
-                                       shards=len(resources))
+            results[name] = FileResult(
+                name=name, status="changed", size=local.size, shards=len(resources)
+            )
             continue
-        items.extend(HashItem(key=r.name, path=local.path, size=local.size, start=r.start or 0,
-                              end=r.end) for r in resources)
+        items.extend(
+            HashItem(key=r.name, path=local.path, size=local.size, start=r.start or 0, end=r.end)
+            for r in resources
+        )
     for name, local in on_disk.items():
         if name not in signed:
             # Includes empty files: a shards signature has no resource for them, so an
@@ -483,6 +571,10 @@ def _check_shards(
         if r.name in digests:
             by_path[r.path] = by_path.get(r.path, True) and digests[r.name] == r.digest
     for name, ok in by_path.items():
-        results[name] = FileResult(name=name, status="ok" if ok else "changed",
-                                   size=on_disk[name].size, shards=len(signed[name]))
+        results[name] = FileResult(
+            name=name,
+            status="ok" if ok else "changed",
+            size=on_disk[name].size,
+            shards=len(signed[name]),
+        )
     return [results[n] for n in sorted(results)], sum(i.length for i in items)

@@ -25,8 +25,9 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 @requires_model_signing
-def test_verify_json_and_exit_codes(signed: tuple[Path, Path],
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_json_and_exit_codes(
+    signed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     model, pub = signed
     assert main(["verify", str(model), "--public-key", str(pub), "--output", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -36,8 +37,9 @@ def test_verify_json_and_exit_codes(signed: tuple[Path, Path],
 
 @pytest.mark.slow
 @requires_model_signing
-def test_verify_rejected_and_unusable(signed: tuple[Path, Path], tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_rejected_and_unusable(
+    signed: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model, pub = signed
     other = make_key(tmp_path, "other")
     assert main(["verify", str(model), "--public-key", str(other.public)]) == 1
@@ -45,19 +47,41 @@ def test_verify_rejected_and_unusable(signed: tuple[Path, Path], tmp_path: Path,
     assert main(["verify", str(model), "--public-key", str(tmp_path / "missing.pub")]) == 2
     assert main(["verify", str(model)]) == 2
     (tmp_path / "garbage.sig").write_text("{}")
-    assert main(["verify", str(model), "--signature", str(tmp_path / "garbage.sig"),
-                 "--public-key", str(pub)]) == 2
+    assert (
+        main(
+            [
+                "verify",
+                str(model),
+                "--signature",
+                str(tmp_path / "garbage.sig"),
+                "--public-key",
+                str(pub),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.slow
 @requires_model_signing
-def test_verify_pod_writes_termination_message(signed: tuple[Path, Path],
-                                               tmp_path: Path) -> None:
+def test_verify_pod_writes_termination_message(signed: tuple[Path, Path], tmp_path: Path) -> None:
     model, pub = signed
     log = tmp_path / "termination-log"
-    code = main(["verify-pod", "--model-path", str(model), "--signature",
-                 str(model / "model.sig"), "--public-key", str(pub), "--termination-log",
-                 str(log), "--policy", "ns/require-signed"])
+    code = main(
+        [
+            "verify-pod",
+            "--model-path",
+            str(model),
+            "--signature",
+            str(model / "model.sig"),
+            "--public-key",
+            str(pub),
+            "--termination-log",
+            str(log),
+            "--policy",
+            "ns/require-signed",
+        ]
+    )
     assert code == 0
     result = parse_termination_message(log.read_text())
     assert result.result == "verified" and result.scan == "clean" and result.files == 5
@@ -73,23 +97,54 @@ def test_verify_pod_unsafe_payload_fails(tmp_path: Path) -> None:
     key = make_key(tmp_path, "k")
     sign_key_cli(model, key, model / "model.sig")
     log = tmp_path / "log"
-    code = main(["verify-pod", "--model-path", str(model), "--signature",
-                 str(model / "model.sig"), "--public-key", str(key.public),
-                 "--termination-log", str(log)])
+    code = main(
+        [
+            "verify-pod",
+            "--model-path",
+            str(model),
+            "--signature",
+            str(model / "model.sig"),
+            "--public-key",
+            str(key.public),
+            "--termination-log",
+            str(log),
+        ]
+    )
     result = parse_termination_message(log.read_text())
     assert code == 1 and result.result == "verified" and result.scan == "unsafe"
     assert "extra.pkl" in result.reason
-    code = main(["verify-pod", "--model-path", str(model), "--signature",
-                 str(model / "model.sig"), "--public-key", str(key.public), "--no-scan",
-                 "--termination-log", str(log)])
+    code = main(
+        [
+            "verify-pod",
+            "--model-path",
+            str(model),
+            "--signature",
+            str(model / "model.sig"),
+            "--public-key",
+            str(key.public),
+            "--no-scan",
+            "--termination-log",
+            str(log),
+        ]
+    )
     assert code == 0 and parse_termination_message(log.read_text()).scan == "skipped"
 
 
 def test_verify_pod_error_still_writes_message(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    code = main(["verify-pod", "--model-path", str(tmp_path / "nope"), "--signature",
-                 str(tmp_path / "nope.sig"), "--public-key", str(tmp_path / "nope.pub"),
-                 "--termination-log", str(log)])
+    code = main(
+        [
+            "verify-pod",
+            "--model-path",
+            str(tmp_path / "nope"),
+            "--signature",
+            str(tmp_path / "nope.sig"),
+            "--public-key",
+            str(tmp_path / "nope.pub"),
+            "--termination-log",
+            str(log),
+        ]
+    )
     result = parse_termination_message(log.read_text())
     assert code == 2 and result.result == "error" and result.reason
 
@@ -100,7 +155,7 @@ def test_scan_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     (tmp_path / "bad.bin").write_bytes(b"cposix\nsystem\n(S'id'\ntR.")
     assert main(["scan", str(tmp_path), "--output", "json"]) == 1
     out = capsys.readouterr().out
-    doc = json.loads(out[out.index("{"):])
+    doc = json.loads(out[out.index("{") :])
     assert doc["result"] == "unsafe" and doc["findings"][0]["global"] == "posix.system"
     assert main(["scan", str(tmp_path / "does-not-exist")]) == 2
 

@@ -17,9 +17,16 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def test_round_trip() -> None:
-    result = VerifierResult(result="verified", scan="clean", reason="5 files match",
-                            digest=DIGEST, signer="key:sha256:" + "0" * 64, files=5,
-                            duration_ms=812, policy="prod/require-signed")
+    result = VerifierResult(
+        result="verified",
+        scan="clean",
+        reason="5 files match",
+        digest=DIGEST,
+        signer="key:sha256:" + "0" * 64,
+        files=5,
+        duration_ms=812,
+        policy="prod/require-signed",
+    )
     text = result.to_termination_message()
     assert json.loads(text)["v"] == 1
     assert parse_termination_message(text) == result
@@ -27,35 +34,46 @@ def test_round_trip() -> None:
 
 
 def test_long_fields_are_truncated_to_fit() -> None:
-    result = VerifierResult(result="rejected", scan="skipped", reason="x" * 100_000,
-                            signer="\u00e9" * 5000, policy="p" * 1000, digest=DIGEST)
+    result = VerifierResult(
+        result="rejected",
+        scan="skipped",
+        reason="x" * 100_000,
+        signer="\u00e9" * 5000,
+        policy="p" * 1000,
+        digest=DIGEST,
+    )
     text = result.to_termination_message()
     assert len(text.encode()) <= MAX_MESSAGE_BYTES
     parsed = parse_termination_message(text)
     assert parsed.result == "rejected" and parsed.reason.endswith("\u2026")
 
 
-@pytest.mark.parametrize("text", [
-    "", "not json", "[]", '{"v": 2, "result": "verified"}',
-    '{"v": 1, "result": "maybe", "scan": "clean", "reason": "", "files": 0, '
-    '"duration_ms": 0}',
-    '{"v": 1, "result": "verified", "scan": "clean", "reason": "", "files": 0, '
-    '"duration_ms": 0, "digest": null, "signer": null}',
-    '{"v": 1, "result": "error", "scan": "clean", "reason": "", "files": -1, '
-    '"duration_ms": 0}',
-    '{"v": 1, "result": "error", "scan": "clean", "reason": "", "files": 0, '
-    '"duration_ms": 0, "digest": "md5:abc"}',
-    '{"v": true, "result": "error", "scan": "clean", "reason": "", "files": 0, '
-    '"duration_ms": 0}',
-    '{"v": 1, "result": "error", "scan": "clean", "reason": "", "files": true, '
-    '"duration_ms": 0}',
-    "x" * 5000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"v": 2, "result": "verified"}',
+        '{"v": 1, "result": "maybe", "scan": "clean", "reason": "", "files": 0, "duration_ms": 0}',
+        '{"v": 1, "result": "verified", "scan": "clean", "reason": "", "files": 0, '
+        '"duration_ms": 0, "digest": null, "signer": null}',
+        '{"v": 1, "result": "error", "scan": "clean", "reason": "", "files": -1, "duration_ms": 0}',
+        '{"v": 1, "result": "error", "scan": "clean", "reason": "", "files": 0, '
+        '"duration_ms": 0, "digest": "md5:abc"}',
+        '{"v": true, "result": "error", "scan": "clean", "reason": "", "files": 0, '
+        '"duration_ms": 0}',
+        '{"v": 1, "result": "error", "scan": "clean", "reason": "", "files": true, '
+        '"duration_ms": 0}',
+        "x" * 5000,
+    ],
+)
 def test_malformed_messages_raise(text: str) -> None:
     with pytest.raises(TerminationMessageError):
         parse_termination_message(text)
 
 
 def test_unsafe_scan_is_not_admitted() -> None:
-    assert not VerifierResult(result="verified", scan="unsafe", reason="r", digest=DIGEST,
-                              signer="s").admitted
+    assert not VerifierResult(
+        result="verified", scan="unsafe", reason="r", digest=DIGEST, signer="s"
+    ).admitted

@@ -8,12 +8,17 @@ import datetime
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from modelward.integrity.errors import BundleFormatError, UnsupportedFormatError
 from modelward.integrity.trust import TrustPolicy, load_ca_certificates, load_public_keys
-from modelward.integrity.verification import VerificationPolicy, verify_model
+from modelward.integrity.verification import (
+    VerificationPolicy,
+    VerificationResult,
+    verify_model,
+)
 
 from .conftest import (
     KeyPair,
@@ -39,8 +44,9 @@ def key_trust(*pairs: KeyPair) -> TrustPolicy:
 
 
 def ca_trust(ca_pem: Path, identities: frozenset[str] = frozenset()) -> TrustPolicy:
-    return TrustPolicy(cas=tuple(load_ca_certificates(ca_pem.read_bytes(), source="ca")),
-                       identities=identities)
+    return TrustPolicy(
+        cas=tuple(load_ca_certificates(ca_pem.read_bytes(), source="ca")), identities=identities
+    )
 
 
 # --------------------------------------------------------------------------- positive interop
@@ -51,15 +57,21 @@ def test_key_method_cli_signature_verifies(tmp_path: Path, curve: str) -> None:
     model = make_model(tmp_path)
     key = make_key(tmp_path, "k", curve)
     sign_key_cli(model, key, model / "model.sig")
-    result = verify_model(model_path=str(model), signature_path=str(model / "model.sig"),
-                          trust=key_trust(key))
+    result = verify_model(
+        model_path=str(model), signature_path=str(model / "model.sig"), trust=key_trust(key)
+    )
     assert result.verified, result.reason
     assert result.signer is not None and result.signer.method == "key"
     assert {f.name for f in result.files} == {
-        "config.json", "weights.bin", "sub/tokenizer.json", "sub/deeper/shard-00001.bin",
-        ".hidden"}
-    payload = json.loads(base64.b64decode(json.loads(
-        (model / "model.sig").read_text())["dsseEnvelope"]["payload"]))
+        "config.json",
+        "weights.bin",
+        "sub/tokenizer.json",
+        "sub/deeper/shard-00001.bin",
+        ".hidden",
+    }
+    payload = json.loads(
+        base64.b64decode(json.loads((model / "model.sig").read_text())["dsseEnvelope"]["payload"])
+    )
     assert result.subject_digest == payload["subject"][0]["digest"]["sha256"]
 
 
@@ -67,30 +79,37 @@ def test_key_method_cli_signature_verifies(tmp_path: Path, curve: str) -> None:
 def test_certificate_method_cli_signature_verifies(tmp_path: Path, curve: str) -> None:
     model = make_model(tmp_path)
     pki = make_pki(tmp_path / "pki", curve)
-    sign_certificate_cli(model, pki.leaf_key.private, pki.leaf_pem, pki.ca_pem,
-                         tmp_path / "model.sig")
-    result = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                          trust=ca_trust(pki.ca_pem))
+    sign_certificate_cli(
+        model, pki.leaf_key.private, pki.leaf_pem, pki.ca_pem, tmp_path / "model.sig"
+    )
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
     assert result.verified, result.reason
     assert result.signer is not None and result.signer.subject is not None
     assert "CN=model signer" in result.signer.subject
 
 
-@pytest.mark.parametrize(("method", "hashing"), [("files", "blake2"), ("shards", "sha256"),
-                                                 ("shards", "blake2")])
+@pytest.mark.parametrize(
+    ("method", "hashing"), [("files", "blake2"), ("shards", "sha256"), ("shards", "blake2")]
+)
 @pytest.mark.parametrize("curve", ["p256", "p384", "p521"])
-def test_api_serializations_verify(tmp_path: Path, method: str, hashing: str,
-                                   curve: str) -> None:
+def test_api_serializations_verify(tmp_path: Path, method: str, hashing: str, curve: str) -> None:
     model = make_model(tmp_path)
     key = make_key(tmp_path, "k", curve)
-    sign_api(model, key, model / "model.sig", method=method, hashing=hashing,
-             shard_size=100_000)
-    sig = json.loads(base64.b64decode(json.loads(
-        (model / "model.sig").read_text())["dsseEnvelope"]["payload"]))
+    sign_api(model, key, model / "model.sig", method=method, hashing=hashing, shard_size=100_000)
+    sig = json.loads(
+        base64.b64decode(json.loads((model / "model.sig").read_text())["dsseEnvelope"]["payload"])
+    )
     assert sig["predicate"]["serialization"]["method"] == method
-    result = verify_model(model_path=str(model), signature_path=str(model / "model.sig"),
-                          trust=key_trust(key),
-                          policy=VerificationPolicy(allow_shards=True))
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(model / "model.sig"),
+        trust=key_trust(key),
+        policy=VerificationPolicy(allow_shards=True),
+    )
     assert result.verified, result.reason
     assert result.serialization is not None
     assert result.serialization.hash_type == ("blake2b" if hashing == "blake2" else "sha256")
@@ -101,8 +120,9 @@ def test_single_file_model(tmp_path: Path) -> None:
     model.write_bytes(os.urandom(50_000))
     key = make_key(tmp_path, "k")
     sign_key_cli(model, key, tmp_path / "model.sig")
-    result = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                          trust=key_trust(key))
+    result = verify_model(
+        model_path=str(model), signature_path=str(tmp_path / "model.sig"), trust=key_trust(key)
+    )
     assert result.verified, result.reason
     assert [f.name for f in result.files] == ["."]
 
@@ -119,9 +139,13 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, KeyPair]:
     return model, key
 
 
-def _verify(model: Path, key: KeyPair, **policy: object):  # type: ignore[no-untyped-def]
-    return verify_model(model_path=str(model), signature_path=str(model / "model.sig"),
-                        trust=key_trust(key), policy=VerificationPolicy(**policy))  # type: ignore[arg-type]
+def _verify(model: Path, key: KeyPair, **policy: Any) -> VerificationResult:
+    return verify_model(
+        model_path=str(model),
+        signature_path=str(model / "model.sig"),
+        trust=key_trust(key),
+        policy=VerificationPolicy(**policy),
+    )
 
 
 def test_tamper_changed_file(signed: tuple[Path, KeyPair], tmp_path: Path) -> None:
@@ -192,9 +216,9 @@ def test_tamper_edited_payload(signed: tuple[Path, KeyPair], tmp_path: Path) -> 
         for r in payload["predicate"]["resources"]:
             if r["name"] == "weights.bin":
                 import hashlib
+
                 r["digest"] = hashlib.sha256(b"backdoored").hexdigest()
-        bundle["dsseEnvelope"]["payload"] = base64.b64encode(
-            json.dumps(payload).encode()).decode()
+        bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
 
     _edit_bundle(model, edit)
     result = _verify(model, signed[1])
@@ -202,8 +226,9 @@ def test_tamper_edited_payload(signed: tuple[Path, KeyPair], tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("bit", [0, 77, 400])
-def test_tamper_flipped_signature_bit(signed: tuple[Path, KeyPair], tmp_path: Path,
-                                      bit: int) -> None:
+def test_tamper_flipped_signature_bit(
+    signed: tuple[Path, KeyPair], tmp_path: Path, bit: int
+) -> None:
     model = copy_model(signed[0], tmp_path / "m")
 
     def edit(bundle: dict) -> None:  # type: ignore[type-arg]
@@ -240,22 +265,36 @@ def test_tamper_duplicated_signature_entries_rejected(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     (model / "model.sig").write_text("{not json")
     with pytest.raises(BundleFormatError):
-        verify_model(model_path=str(model), signature_path=str(model / "model.sig"),
-                     trust=TrustPolicy())
+        verify_model(
+            model_path=str(model), signature_path=str(model / "model.sig"), trust=TrustPolicy()
+        )
 
 
 def test_expired_certificate_rejected_where_model_signing_accepts(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     pki = make_pki(tmp_path / "pki")
     now = datetime.datetime.now(datetime.UTC)
-    pair, cert = pki.leaf("expired", not_before=now - datetime.timedelta(days=30),
-                          not_after=now - datetime.timedelta(days=1))
+    pair, cert = pki.leaf(
+        "expired",
+        not_before=now - datetime.timedelta(days=30),
+        not_after=now - datetime.timedelta(days=1),
+    )
     sign_certificate_cli(model, pair.private, cert, pki.ca_pem, tmp_path / "model.sig")
-    tool = run_model_signing("verify", "certificate", "--signature", tmp_path / "model.sig",
-                             "--certificate_chain", pki.ca_pem, model)
+    tool = run_model_signing(
+        "verify",
+        "certificate",
+        "--signature",
+        tmp_path / "model.sig",
+        "--certificate_chain",
+        pki.ca_pem,
+        model,
+    )
     assert tool.returncode == 0, "model_signing checks validity at notBefore (lax)"
-    result = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                          trust=ca_trust(pki.ca_pem))
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
     assert result.code == "certificate" and "expired" in result.reason
 
 
@@ -264,8 +303,11 @@ def test_certificate_without_code_signing_rejected(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki")
     pair, cert = pki.leaf("keyagreement", code_signing=False)
     sign_certificate_cli(model, pair.private, cert, pki.ca_pem, tmp_path / "model.sig")
-    result = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                          trust=ca_trust(pki.ca_pem))
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
     assert result.code == "certificate"
 
 
@@ -273,22 +315,33 @@ def test_certificate_from_untrusted_ca_rejected(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     pki = make_pki(tmp_path / "pki")
     other = make_pki(tmp_path / "other")
-    sign_certificate_cli(model, pki.leaf_key.private, pki.leaf_pem, pki.ca_pem,
-                         tmp_path / "model.sig")
-    result = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                          trust=ca_trust(other.ca_pem))
+    sign_certificate_cli(
+        model, pki.leaf_key.private, pki.leaf_pem, pki.ca_pem, tmp_path / "model.sig"
+    )
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(other.ca_pem),
+    )
     assert result.code == "wrong-signer"
 
 
 def test_certificate_identity_pinning(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     pki = make_pki(tmp_path / "pki")
-    sign_certificate_cli(model, pki.leaf_key.private, pki.leaf_pem, pki.ca_pem,
-                         tmp_path / "model.sig")
-    good = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                        trust=ca_trust(pki.ca_pem, frozenset({"signer@example.com"})))
-    bad = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                       trust=ca_trust(pki.ca_pem, frozenset({"someone@example.com"})))
+    sign_certificate_cli(
+        model, pki.leaf_key.private, pki.leaf_pem, pki.ca_pem, tmp_path / "model.sig"
+    )
+    good = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem, frozenset({"signer@example.com"})),
+    )
+    bad = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem, frozenset({"someone@example.com"})),
+    )
     assert good.verified and bad.code == "wrong-signer"
 
 
@@ -296,25 +349,44 @@ def test_intermediate_ca_chain(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     pki = make_pki(tmp_path / "pki")
     inter_key = make_key(tmp_path, "inter").key
-    inter = make_cert(subject_key=inter_key, subject="intermediate", issuer_key=pki.ca_key,
-                      issuer="modelward test CA", ca=True)
+    inter = make_cert(
+        subject_key=inter_key,
+        subject="intermediate",
+        issuer_key=pki.ca_key,
+        issuer="modelward test CA",
+        ca=True,
+    )
     leaf_pair = make_key(tmp_path, "leaf")
-    leaf = make_cert(subject_key=leaf_pair.key, subject="leaf", issuer_key=inter_key,
-                     issuer="intermediate", ca=False)
+    leaf = make_cert(
+        subject_key=leaf_pair.key,
+        subject="leaf",
+        issuer_key=inter_key,
+        issuer="intermediate",
+        ca=False,
+    )
     chain = write_pem(tmp_path / "chain.pem", inter)
-    sign_certificate_cli(model, leaf_pair.private, write_pem(tmp_path / "leaf.crt", leaf),
-                         chain, tmp_path / "model.sig")
-    result = verify_model(model_path=str(model), signature_path=str(tmp_path / "model.sig"),
-                          trust=ca_trust(pki.ca_pem))
+    sign_certificate_cli(
+        model,
+        leaf_pair.private,
+        write_pem(tmp_path / "leaf.crt", leaf),
+        chain,
+        tmp_path / "model.sig",
+    )
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
     assert result.verified, result.reason
 
 
-def test_key_signature_with_only_ca_trusted(signed: tuple[Path, KeyPair],
-                                            tmp_path: Path) -> None:
+def test_key_signature_with_only_ca_trusted(signed: tuple[Path, KeyPair], tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki")
-    result = verify_model(model_path=str(signed[0]),
-                          signature_path=str(signed[0] / "model.sig"),
-                          trust=ca_trust(pki.ca_pem))
+    result = verify_model(
+        model_path=str(signed[0]),
+        signature_path=str(signed[0] / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
     assert result.code == "wrong-signer"
 
 
@@ -353,10 +425,13 @@ def test_ignore_paths_restricted(tmp_path: Path) -> None:
     sign_api(model, key, model / "model.sig", ignore=("scratch",))
     result = _verify(model, key)
     assert result.code == "policy" and "scratch" in result.reason
-    allowed = _verify(model, key, allowed_ignore_paths=frozenset({"scratch", "model.sig",
-                                                                   ".git", ".github",
-                                                                   ".gitignore",
-                                                                   ".gitattributes"}))
+    allowed = _verify(
+        model,
+        key,
+        allowed_ignore_paths=frozenset(
+            {"scratch", "model.sig", ".git", ".github", ".gitignore", ".gitattributes"}
+        ),
+    )
     assert allowed.verified, allowed.reason
 
 

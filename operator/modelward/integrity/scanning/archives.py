@@ -25,7 +25,6 @@ from typing import IO, Any, Final
 
 from modelward.integrity.scanning.context import ScanContext
 from modelward.integrity.scanning.pickle_scan import (
-    Call,
     Global,
     Malformed,
     PickleWalker,
@@ -40,11 +39,24 @@ _STORAGE: Final = re.compile(r"(.*/)?data/\d+")
 _BOMB_MIN: Final = 64 << 20
 #: Element sizes of PyTorch storage types (legacy formats store element counts).
 STORAGE_ELEMENT_SIZES: Final = {
-    "FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2,
-    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
-    "BoolStorage": 1, "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16,
-    "QInt8Storage": 1, "QUInt8Storage": 1, "QInt32Storage": 4, "QUInt4x2Storage": 1,
-    "QUInt2x4Storage": 1, "UntypedStorage": 1,
+    "FloatStorage": 4,
+    "DoubleStorage": 8,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+    "QInt8Storage": 1,
+    "QUInt8Storage": 1,
+    "QInt32Storage": 4,
+    "QUInt4x2Storage": 1,
+    "QUInt2x4Storage": 1,
+    "UntypedStorage": 1,
 }
 LEGACY_MAGIC: Final = 0x1950A86A20F9469CFC6C
 
@@ -56,40 +68,65 @@ def scan_zip(f: IO[bytes], ctx: ScanContext, scan_member: ScanMember) -> None:
     try:
         archive = zipfile.ZipFile(f)
         infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
-            NotImplementedError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        NotImplementedError,
+    ) as exc:
         ctx.add("archive-malformed", f"zip cannot be read: {exc}", offset=0)
         return
     if len(infos) > ctx.policy.max_members:
-        ctx.add("archive-bomb", f"zip has {len(infos)} members (limit "
-                f"{ctx.policy.max_members})", offset=0)
+        ctx.add(
+            "archive-bomb",
+            f"zip has {len(infos)} members (limit {ctx.policy.max_members})",
+            offset=0,
+        )
         return
     dupes = [n for n, c in Counter(i.filename for i in infos).items() if c > 1]
     if dupes:
-        ctx.add("archive-malformed", f"duplicate member names {dupes[:5]}: loaders disagree "
-                "about which one counts", offset=0)
-    torch_prefixes = {i.filename[:-len("data.pkl")] for i in infos
-                      if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")}
+        ctx.add(
+            "archive-malformed",
+            f"duplicate member names {dupes[:5]}: loaders disagree about which one counts",
+            offset=0,
+        )
+    torch_prefixes = {
+        i.filename[: -len("data.pkl")]
+        for i in infos
+        if i.filename == "data.pkl" or i.filename.endswith("/data.pkl")
+    }
     for info in infos:
         if info.is_dir():
             continue
-        if torch_prefixes and _STORAGE.fullmatch(info.filename) and \
-                info.filename.rsplit("data/", 1)[0] in torch_prefixes:
+        if (
+            torch_prefixes
+            and _STORAGE.fullmatch(info.filename)
+            and info.filename.rsplit("data/", 1)[0] in torch_prefixes
+        ):
             continue  # raw tensor bytes, never unpickled by torch.load
         member = ctx.nested(info.filename)
         if info.flag_bits & 0x1:
             member.add("archive-unscannable", "member is encrypted", offset=info.header_offset)
             continue
-        if info.file_size > _BOMB_MIN and \
-                info.file_size > ctx.policy.max_ratio * max(1, info.compress_size):
-            member.add("archive-bomb", f"expands {info.compress_size} -> {info.file_size} "
-                       "bytes", offset=info.header_offset)
+        if info.file_size > _BOMB_MIN and info.file_size > ctx.policy.max_ratio * max(
+            1, info.compress_size
+        ):
+            member.add(
+                "archive-bomb",
+                f"expands {info.compress_size} -> {info.file_size} bytes",
+                offset=info.header_offset,
+            )
             continue
         if info.compress_type != zipfile.ZIP_STORED:
             ctx.budget.expanded += info.file_size
             if ctx.budget.expanded > ctx.policy.max_expansion_bytes:
-                member.add("archive-bomb", "total decompressed size exceeds the limit",
-                           offset=info.header_offset)
+                member.add(
+                    "archive-bomb",
+                    "total decompressed size exceeds the limit",
+                    offset=info.header_offset,
+                )
                 return
         try:
             with archive.open(info) as stream:
@@ -98,10 +135,17 @@ def scan_zip(f: IO[bytes], ctx: ScanContext, scan_member: ScanMember) -> None:
                     pass
         except zipfile.BadZipFile as exc:
             member.add("archive-malformed", f"{exc}", offset=info.header_offset)
-        except (OSError, EOFError, ValueError, NotImplementedError, zlib.error,
-                lzma.LZMAError) as exc:
-            member.add("archive-malformed", f"member cannot be read: {exc}",
-                       offset=info.header_offset)
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            NotImplementedError,
+            zlib.error,
+            lzma.LZMAError,
+        ) as exc:
+            member.add(
+                "archive-malformed", f"member cannot be read: {exc}", offset=info.header_offset
+            )
 
 
 # --------------------------------------------------------------------------- tar
@@ -119,7 +163,6 @@ def scan_tar(f: IO[bytes], ctx: ScanContext, scan_member: ScanMember) -> None:
         return
     names = {m.name for m in members}
     legacy_torch = {"pickle", "storages", "tensors"} <= names
-    storage_types: dict[str, str] = {}
     for m in sorted(members, key=lambda m: m.name != "storages"):
         if not m.isfile():
             continue
@@ -129,13 +172,11 @@ def scan_tar(f: IO[bytes], ctx: ScanContext, scan_member: ScanMember) -> None:
         member = ctx.nested(m.name)
         with stream:
             if legacy_torch and m.name == "storages":
-                storage_types = _scan_tar_storages(Reader(stream, offset=m.offset_data),
-                                                   member)
+                _scan_tar_storages(Reader(stream, offset=m.offset_data), member)
             elif legacy_torch and m.name == "tensors":
                 _scan_tar_tensors(Reader(stream, offset=m.offset_data), member)
             else:
                 scan_member(stream, member, m.size)
-    del storage_types
 
 
 def _load_one(reader: Reader, ctx: ScanContext) -> Any:
@@ -144,9 +185,8 @@ def _load_one(reader: Reader, ctx: ScanContext) -> Any:
     return result.value
 
 
-def _scan_tar_storages(reader: Reader, ctx: ScanContext) -> dict[str, str]:
+def _scan_tar_storages(reader: Reader, ctx: ScanContext) -> None:
     """``storages``: count pickle, then (key, location, type) pickle + int64 count + bytes."""
-    types: dict[str, str] = {}
     try:
         count = _load_one(reader, ctx)
         if not isinstance(count, int) or count < 0:
@@ -159,7 +199,6 @@ def _scan_tar_storages(reader: Reader, ctx: ScanContext) -> dict[str, str]:
             size = STORAGE_ELEMENT_SIZES.get(args[2].name)
             if size is None:
                 raise Malformed(f"unknown storage type {args[2].full}", at)
-            types[str(args[0])] = args[2].name
             numel = int.from_bytes(reader.read(8), "little", signed=True)
             if numel < 0:
                 raise Malformed("negative storage size", at)
@@ -167,13 +206,12 @@ def _scan_tar_storages(reader: Reader, ctx: ScanContext) -> dict[str, str]:
         _load_one(reader, ctx)  # storage views
     except Malformed as exc:
         ctx.add("malformed-pickle", f"legacy storages: {exc}", offset=exc.offset)
-        return types
+        return
     except Truncated as exc:
         ctx.add("malformed-pickle", f"legacy storages truncated ({exc})", offset=reader.offset)
-        return types
+        return
     if reader.drain():
         ctx.add("trailing-data", "data after the last legacy storage", offset=reader.offset)
-    return types
 
 
 def _scan_tar_tensors(reader: Reader, ctx: ScanContext) -> None:
@@ -214,14 +252,22 @@ def scan_legacy_torch(reader: Reader, ctx: ScanContext, first: Any) -> None:
         return
     sizes: dict[str, int] = {}
     for pid in main.persistent_ids:
-        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and \
-                isinstance(pid[1], Global) and isinstance(pid[2], str):
+        if (
+            isinstance(pid, tuple)
+            and len(pid) >= 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], Global)
+            and isinstance(pid[2], str)
+        ):
             size = STORAGE_ELEMENT_SIZES.get(pid[1].name)
             if size is not None:
                 sizes[pid[2]] = size
     if not isinstance(keys, list) or getattr(keys, "truncated", False):
-        ctx.add("malformed-pickle", "legacy PyTorch storage key list is missing or too long",
-                offset=reader.offset)
+        ctx.add(
+            "malformed-pickle",
+            "legacy PyTorch storage key list is missing or too long",
+            offset=reader.offset,
+        )
         return
     try:
         for key in keys:
@@ -233,13 +279,19 @@ def scan_legacy_torch(reader: Reader, ctx: ScanContext, first: Any) -> None:
                 raise Malformed("negative storage size", at)
             reader.skip(numel * sizes[key])
     except (Malformed, Truncated) as exc:
-        ctx.add("malformed-pickle", f"legacy PyTorch storages: {exc}",
-                offset=getattr(exc, "offset", reader.offset))
+        ctx.add(
+            "malformed-pickle",
+            f"legacy PyTorch storages: {exc}",
+            offset=getattr(exc, "offset", reader.offset),
+        )
         return
     extra = reader.drain()
     if extra:
-        ctx.add("trailing-data", f"{extra} bytes after the last storage of a legacy PyTorch "
-                "checkpoint", offset=reader.offset - extra)
+        ctx.add(
+            "trailing-data",
+            f"{extra} bytes after the last storage of a legacy PyTorch checkpoint",
+            offset=reader.offset - extra,
+        )
 
 
 def is_legacy_magic(value: Any) -> bool:
@@ -252,8 +304,9 @@ def is_legacy_magic(value: Any) -> bool:
 class _Decompressed:
     """A read-only stream over a decompressor, counting output against the budget."""
 
-    def __init__(self, raw: Any, decompressor: Any, ctx: ScanContext,
-                 compressed_size: int | None) -> None:
+    def __init__(
+        self, raw: Any, decompressor: Any, ctx: ScanContext, compressed_size: int | None
+    ) -> None:
         self._raw = raw
         self._d = decompressor
         self._ctx = ctx
@@ -290,8 +343,10 @@ class _Decompressed:
             self._out += len(out)
             self._ctx.budget.expanded += len(out)
             if self._ctx.budget.expanded > self._ctx.policy.max_expansion_bytes or (
-                    self._compressed and self._out > _BOMB_MIN
-                    and self._out > self._ctx.policy.max_ratio * self._compressed):
+                self._compressed
+                and self._out > _BOMB_MIN
+                and self._out > self._ctx.policy.max_ratio * self._compressed
+            ):
                 self.bomb = True
             self._pending += out
         data, self._pending = self._pending[:want], self._pending[want:]
@@ -312,8 +367,13 @@ def decompressor_for(kind: str) -> Any:
     raise ValueError(kind)
 
 
-def scan_compressed(f: Any, ctx: ScanContext, kind: str, size: int | None,
-                    scan_stream: Callable[[Any, ScanContext, int | None], None]) -> None:
+def scan_compressed(
+    f: Any,
+    ctx: ScanContext,
+    kind: str,
+    size: int | None,
+    scan_stream: Callable[[Any, ScanContext, int | None], None],
+) -> None:
     stream = _Decompressed(f, decompressor_for(kind), ctx, size)
     if kind.endswith("?"):
         # weak magic: only treat it as compressed if the first block decompresses
@@ -326,8 +386,11 @@ def scan_compressed(f: Any, ctx: ScanContext, kind: str, size: int | None,
     while not stream.bomb and stream.error is None and stream.read(CHUNK):
         pass
     if stream.bomb:
-        ctx.add("archive-bomb", f"{kind.rstrip('?')} stream expands beyond the scanner's "
-                "limits", offset=0)
+        ctx.add(
+            "archive-bomb",
+            f"{kind.rstrip('?')} stream expands beyond the scanner's limits",
+            offset=0,
+        )
     elif stream.error is not None:
         ctx.add("archive-malformed", f"{kind.rstrip('?')}: {stream.error}", offset=0)
 
@@ -338,8 +401,12 @@ def scan_pickle_file(reader: Reader, ctx: ScanContext) -> None:
     try:
         first = walker.walk()
     except Malformed as exc:
-        ctx.add("malformed-pickle", f"{exc} (everything before it was scanned; a loader "
-                "would run the opcodes up to this point)", offset=exc.offset)
+        ctx.add(
+            "malformed-pickle",
+            f"{exc} (everything before it was scanned; a loader "
+            "would run the opcodes up to this point)",
+            offset=exc.offset,
+        )
         return
     if is_legacy_magic(first.value):
         ctx.formats[-1] = "pytorch-legacy"
@@ -347,9 +414,3 @@ def scan_pickle_file(reader: Reader, ctx: ScanContext) -> None:
         return
     if continue_after_stop(reader, ctx, first.end):
         scan_pickle_stream(reader, ctx)
-
-
-def describe_value(value: Any) -> str:
-    if isinstance(value, Call) and isinstance(value.func, Global):
-        return f"{value.func.full}(...)"
-    return type(value).__name__

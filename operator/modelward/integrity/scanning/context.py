@@ -9,11 +9,19 @@ from modelward.integrity.scanning.allowlist import Allowlist
 from modelward.integrity.scanning.report import Finding
 
 #: Standard ONNX domains plus ONNX Runtime's built-in contrib domains (no native library).
-DEFAULT_ONNX_DOMAINS: Final = frozenset({
-    "", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.onnx.training",
-    "com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental",
-    "com.ms.internal.nhwc",
-})
+DEFAULT_ONNX_DOMAINS: Final = frozenset(
+    {
+        "",
+        "ai.onnx",
+        "ai.onnx.ml",
+        "ai.onnx.preview.training",
+        "ai.onnx.training",
+        "com.microsoft",
+        "com.microsoft.nchwc",
+        "com.microsoft.experimental",
+        "com.ms.internal.nhwc",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -51,15 +59,24 @@ class ScanContext:
     formats: list[str] = field(default_factory=list)
     _seen: set[tuple[str, str | None, str | None]] = field(default_factory=set)
 
-    def add(self, rule: str, message: str, *, offset: int | None = None,
-            global_name: str | None = None) -> None:
+    def add(
+        self, rule: str, message: str, *, offset: int | None = None, global_name: str | None = None
+    ) -> None:
         """Record a finding; the same rule + global in the same member is reported once."""
         key = (rule, global_name, self.member)
         if global_name is not None and key in self._seen:
             return
         self._seen.add(key)
-        self.findings.append(Finding(path=self.path, member=self.member, offset=offset,
-                                     rule=rule, global_name=global_name, message=message))
+        self.findings.append(
+            Finding(
+                path=self.path,
+                member=self.member,
+                offset=offset,
+                rule=rule,
+                global_name=global_name,
+                message=message,
+            )
+        )
 
     def isolated(self, member: str | None) -> ScanContext:
         """A nested context whose findings are kept apart until :meth:`merge`."""
@@ -79,6 +96,14 @@ class ScanContext:
     def nested(self, member: str) -> ScanContext:
         """A context for something inside the current one (archive member, embedded data)."""
         name = member if self.member is None else f"{self.member}!{member}"
-        return ScanContext(path=self.path, policy=self.policy, allowlist=self.allowlist,
-                           findings=self.findings, member=name, depth=self.depth + 1,
-                           budget=self.budget, formats=self.formats, _seen=self._seen)
+        return ScanContext(
+            path=self.path,
+            policy=self.policy,
+            allowlist=self.allowlist,
+            findings=self.findings,
+            member=name,
+            depth=self.depth + 1,
+            budget=self.budget,
+            formats=self.formats,
+            _seen=self._seen,
+        )

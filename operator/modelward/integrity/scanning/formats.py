@@ -43,8 +43,7 @@ def sniff(head: bytes, size: int | None) -> str:
         return "bz2"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
-    if len(head) >= 3 and head[0] == 0x80 and head[1] in (2, 3, 4, 5) and \
-            looks_like_pickle(head):
+    if len(head) >= 3 and head[0] == 0x80 and head[1] in (2, 3, 4, 5) and looks_like_pickle(head):
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{":
         n = int.from_bytes(head[:8], "little")

@@ -71,8 +71,7 @@ def scan_npy(reader: Reader, ctx: ScanContext) -> None:
             ctx.add("numpy-malformed", f"unknown .npy format version {major}", offset=6)
             return
         if hlen > MAX_HEADER:
-            ctx.add("numpy-malformed", f"header of {hlen} bytes exceeds {MAX_HEADER}",
-                    offset=8)
+            ctx.add("numpy-malformed", f"header of {hlen} bytes exceeds {MAX_HEADER}", offset=8)
             return
         text = reader.read(hlen).decode("utf-8" if major == 3 else "latin-1")
     except (Truncated, UnicodeDecodeError) as exc:
@@ -92,8 +91,12 @@ def scan_npy(reader: Reader, ctx: ScanContext) -> None:
         return
     data_at = reader.offset
     if _has_object(descr):
-        ctx.add("numpy-object-array", f"array of dtype {descr!r} holds Python objects: "
-                "numpy.load(allow_pickle=True) unpickles it (pickle scanned)", offset=data_at)
+        ctx.add(
+            "numpy-object-array",
+            f"array of dtype {descr!r} holds Python objects: "
+            "numpy.load(allow_pickle=True) unpickles it (pickle scanned)",
+            offset=data_at,
+        )
         scan_pickle_stream(reader, ctx)
         return
     itemsize = _itemsize(descr)
@@ -107,10 +110,12 @@ def scan_npy(reader: Reader, ctx: ScanContext) -> None:
     try:
         reader.skip(expected)
     except Truncated:
-        ctx.add("numpy-malformed", f"data shorter than the {expected} bytes the header "
-                "announces (truncated)", offset=data_at)
+        ctx.add(
+            "numpy-malformed",
+            f"data shorter than the {expected} bytes the header announces (truncated)",
+            offset=data_at,
+        )
         return
     extra = reader.drain()
     if extra:
-        ctx.add("trailing-data", f"{extra} bytes after the array data", offset=data_at +
-                expected)
+        ctx.add("trailing-data", f"{extra} bytes after the array data", offset=data_at + expected)

@@ -80,8 +80,14 @@ def _text(buf: bytes | memoryview, start: int, end: int) -> str:
 
 
 class OnnxScanner:
-    def __init__(self, buf: bytes | memoryview, ctx: ScanContext, *, model_dir: str | None,
-                 allowed_domains: frozenset[str]) -> None:
+    def __init__(
+        self,
+        buf: bytes | memoryview,
+        ctx: ScanContext,
+        *,
+        model_dir: str | None,
+        allowed_domains: frozenset[str],
+    ) -> None:
         self.buf = buf
         self.ctx = ctx
         self.model_dir = model_dir
@@ -126,10 +132,16 @@ class OnnxScanner:
     def _domain(self, domain: str, op: str | None, at: int) -> None:
         if domain in self.domains or (op is not None and (domain, op) in self.local_functions):
             return
+        if op is None and any(d == domain for d, _ in self.local_functions):
+            return  # the model imports the domain of its own local functions
         what = f"operator {op!r} of" if op else "opset import of"
-        self.ctx.add("onnx-custom-domain", f"{what} custom domain {domain!r}: running it needs "
-                     "a native custom-op library (allow with --allow-onnx-domain)", offset=at,
-                     global_name=f"{domain}::{op}" if op else domain)
+        self.ctx.add(
+            "onnx-custom-domain",
+            f"{what} custom domain {domain!r}: running it needs "
+            "a native custom-op library (allow with --allow-onnx-domain)",
+            offset=at,
+            global_name=f"{domain}::{op}" if op else domain,
+        )
 
     def _graph(self, start: int, end: int, depth: int) -> None:
         if depth > MAX_NESTING:
@@ -203,27 +215,43 @@ class OnnxScanner:
     def _external(self, tensor: str, entries: dict[str, str], at: int) -> None:
         location = entries.get("location")
         if location is None:
-            self.ctx.add("onnx-external-data", f"tensor {tensor!r} uses external data without "
-                         "a location", offset=at)
+            self.ctx.add(
+                "onnx-external-data",
+                f"tensor {tensor!r} uses external data without a location",
+                offset=at,
+            )
             return
         norm = posixpath.normpath(location.replace("\\", "/"))
-        bad = (location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":")
-               or "://" in location or norm == ".." or norm.startswith("../")
-               or "\x00" in location)
+        bad = (
+            location.startswith(("/", "\\"))
+            or (len(location) > 1 and location[1] == ":")
+            or "://" in location
+            or norm == ".."
+            or norm.startswith("../")
+            or "\x00" in location
+        )
         if not bad and self.model_dir is not None:
             real_dir = os.path.realpath(self.model_dir)
             target = os.path.realpath(os.path.join(real_dir, norm))
             bad = os.path.commonpath([real_dir, target]) != real_dir
         if bad:
-            self.ctx.add("onnx-external-data", f"tensor {tensor!r} reads external data from "
-                         f"{location!r}, outside the model directory", offset=at,
-                         global_name=location)
+            self.ctx.add(
+                "onnx-external-data",
+                f"tensor {tensor!r} reads external data from "
+                f"{location!r}, outside the model directory",
+                offset=at,
+                global_name=location,
+            )
 
 
 def scan_onnx(buf: bytes | memoryview, ctx: ScanContext, *, model_dir: str | None) -> None:
     """Scan an ONNX ModelProto held in ``buf`` (bytes or a memory map)."""
-    scanner = OnnxScanner(buf, ctx, model_dir=model_dir,
-                          allowed_domains=DEFAULT_ONNX_DOMAINS | ctx.policy.extra_onnx_domains)
+    scanner = OnnxScanner(
+        buf,
+        ctx,
+        model_dir=model_dir,
+        allowed_domains=DEFAULT_ONNX_DOMAINS | ctx.policy.extra_onnx_domains,
+    )
     try:
         scanner.scan()
     except ProtobufError as exc:

@@ -35,9 +35,11 @@ MAX_INLINE: Final = 1 << 16
 #: Longest text argument (protocol 0) accepted; CPython has no limit, we fail closed.
 MAX_LINE: Final = 16 << 20
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_OPCODES: Final = frozenset(b"IJKML\x8a\x8bSTUBC\x8e\x96\x97\x98N\x88\x89V\x8cX\x8dFG]ael)t"
-                            b"\x85\x86\x87}dsu\x8f\x90\x9102(1ghjpqr\x94\x82\x83\x84c\x93Rbio"
-                            b"\x81\x92\x80.\x95PQ")
+_OPCODES: Final = frozenset(
+    b"IJKML\x8a\x8bSTUBC\x8e\x96\x97\x98N\x88\x89V\x8cX\x8dFG]ael)t"
+    b"\x85\x86\x87}dsu\x8f\x90\x9102(1ghjpqr\x94\x82\x83\x84c\x93Rbio"
+    b"\x81\x92\x80.\x95PQ"
+)
 
 
 class Malformed(Exception):
@@ -47,13 +49,6 @@ class Malformed(Exception):
         super().__init__(message)
         self.offset = offset
         self.at_end = at_end  # the stream ended (as opposed to: invalid content)
-
-
-class _Mark:
-    __slots__ = ()
-
-
-MARK: Final = _Mark()
 
 
 class Global:
@@ -177,27 +172,39 @@ class PickleWalker:
             return g
         full = g.full
         if "." in n:
-            self.ctx.add("dotted-global", f"global {full!r} traverses attributes "
-                         f"({danger(m, n) or 'not on the allowlist'})", offset=at,
-                         global_name=full)
+            self.ctx.add(
+                "dotted-global",
+                f"global {full!r} traverses attributes ({danger(m, n) or 'not on the allowlist'})",
+                offset=at,
+                global_name=full,
+            )
         elif (why := danger(m, n)) is not None:
-            self.ctx.add("dangerous-global", f"imports {full}: {why}", offset=at,
-                         global_name=full)
+            self.ctx.add("dangerous-global", f"imports {full}: {why}", offset=at, global_name=full)
         else:
-            self.ctx.add("unknown-global", f"imports {full}, which is not on the allowlist "
-                         "(add it with --allow-global if it is expected)", offset=at,
-                         global_name=full)
+            self.ctx.add(
+                "unknown-global",
+                f"imports {full}, which is not on the allowlist "
+                "(add it with --allow-global if it is expected)",
+                offset=at,
+                global_name=full,
+            )
         return g
 
     def _check_callable(self, func: Any, at: int, how: str) -> None:
         if isinstance(func, Global):
             return
         if isinstance(func, Call) and func.func is PERSISTENT:
-            self.ctx.add("computed-callable", f"{how} calls an object returned by the "
-                         "loader's persistent_load hook", offset=at)
+            self.ctx.add(
+                "computed-callable",
+                f"{how} calls an object returned by the loader's persistent_load hook",
+                offset=at,
+            )
             return
-        self.ctx.add("computed-callable", f"{how} calls a value that is not an imported "
-                     f"global ({_describe(func)})", offset=at)
+        self.ctx.add(
+            "computed-callable",
+            f"{how} calls a value that is not an imported global ({_describe(func)})",
+            offset=at,
+        )
 
     def _text_pair(self, at: int) -> tuple[str, str]:
         module = self._line(at).decode("utf-8", "replace")
@@ -210,24 +217,30 @@ class PickleWalker:
         try:
             return self.r.readline(MAX_LINE)
         except Truncated as exc:
-            raise Malformed(f"truncated text argument ({exc})", at,
-                            at_end=self.r.at_eof_after_line()) from exc
+            raise Malformed(
+                f"truncated text argument ({exc})", at, at_end=self.r.at_eof_after_line()
+            ) from exc
 
     def _string(self, n: int, at: int, kind: str) -> Any:
         """Read a length-prefixed string/bytes argument, scanning embedded pickles."""
         if n < 0:
             raise Malformed("negative length", at)
         head = self.r.peek(8)
-        if n >= 16 and len(head) >= 3 and head[0] == 0x80 and head[1] in (2, 3, 4, 5) \
-                and head[2] in _OPCODES and not self.probe:
+        if (
+            n >= 16
+            and len(head) >= 3
+            and head[0] == 0x80
+            and head[1] in (2, 3, 4, 5)
+            and head[2] in _OPCODES
+            and not self.probe
+        ):
             self._scan_embedded(n, at)
             return Opaque(kind, n)
         if n > MAX_INLINE:
             try:
                 self.r.skip(n)
             except Truncated as exc:
-                raise Malformed(f"{kind} argument of {n} bytes runs past the end", at) \
-                    from exc
+                raise Malformed(f"{kind} argument of {n} bytes runs past the end", at) from exc
             return Opaque(kind, n)
         try:
             data = self.r.read(n)
@@ -254,7 +267,8 @@ class PickleWalker:
         # Binary data that merely starts like a pickle fails fast without importing
         # anything: that is not a finding. A real embedded pickle keeps all its findings.
         if (results and results[0].complete) or any(
-                f.rule != "malformed-pickle" for f in inner.findings):
+            f.rule != "malformed-pickle" for f in inner.findings
+        ):
             self.ctx.merge(inner)
         try:
             finish()
@@ -274,8 +288,9 @@ class PickleWalker:
             try:
                 op = r.byte()
             except Truncated:
-                raise Malformed("stream ends before STOP (truncated pickle)", at,
-                                at_end=True) from None
+                raise Malformed(
+                    "stream ends before STOP (truncated pickle)", at, at_end=True
+                ) from None
             res.opcodes += 1
             stack = self.stack
             try:
@@ -371,9 +386,13 @@ class PickleWalker:
                         if self.probe:
                             raise Malformed("computed STACK_GLOBAL", at)
                         res.callables += 1
-                        self.ctx.add("computed-global", "STACK_GLOBAL operands are not "
-                                     f"constant strings (module: {_describe(module)}, name: "
-                                     f"{_describe(name)})", offset=at)
+                        self.ctx.add(
+                            "computed-global",
+                            "STACK_GLOBAL operands are not "
+                            f"constant strings (module: {_describe(module)}, name: "
+                            f"{_describe(name)})",
+                            offset=at,
+                        )
                         push(Global("<computed>", "<computed>", at), at)
                 elif op == 0x63:  # GLOBAL
                     module, name = self._text_pair(at)
@@ -394,9 +413,13 @@ class PickleWalker:
                     if self.probe:
                         raise Malformed("EXT in probe", at)
                     res.callables += 1
-                    self.ctx.add("extension-global", f"EXT opcode loads extension code {code} "
-                                 "from the copyreg registry (an import decided at load time)",
-                                 offset=at, global_name=f"<ext {code}>")
+                    self.ctx.add(
+                        "extension-global",
+                        f"EXT opcode loads extension code {code} "
+                        "from the copyreg registry (an import decided at load time)",
+                        offset=at,
+                        global_name=f"<ext {code}>",
+                    )
                     push(Global("<extension>", str(code), at), at)
                 elif op == 0x51:  # BINPERSID
                     pid = self._pop(at)
@@ -436,8 +459,12 @@ class PickleWalker:
                 elif op == 0x55:  # SHORT_BINSTRING
                     push(self._string(r.byte(), at, "latin1"), at)
                 elif op == 0x54:  # BINSTRING
-                    push(self._string(int.from_bytes(r.read(4), "little", signed=True), at,
-                                      "latin1"), at)
+                    push(
+                        self._string(
+                            int.from_bytes(r.read(4), "little", signed=True), at, "latin1"
+                        ),
+                        at,
+                    )
                 elif op == 0x95:  # FRAME
                     r.skip(8)
                 elif op == 0x80:  # PROTO
@@ -501,8 +528,9 @@ class PickleWalker:
                 else:
                     raise Malformed(f"invalid opcode 0x{op:02x}", at)
             except Truncated:
-                raise Malformed("stream ends inside an opcode argument (truncated pickle)",
-                                at, at_end=True) from None
+                raise Malformed(
+                    "stream ends inside an opcode argument (truncated pickle)", at, at_end=True
+                ) from None
 
     # ------------------------------------------------------------------ opcode helpers
 
@@ -552,20 +580,32 @@ class PickleWalker:
     def _container_target(self, target: Any, at: int) -> None:
         """APPEND/SETITEM on something that is not a container calls its methods."""
         if isinstance(target, Global):
-            self.ctx.add("global-state", f"container opcode mutates the imported global "
-                         f"{target.full}", offset=at, global_name=target.full)
+            self.ctx.add(
+                "global-state",
+                f"container opcode mutates the imported global {target.full}",
+                offset=at,
+                global_name=target.full,
+            )
 
     def _build(self, target: Any, state: Any, at: int) -> None:
         if isinstance(target, Global):
-            self.ctx.add("global-state", f"BUILD sets attributes on the imported global "
-                         f"{target.full} (overwrites module state)", offset=at,
-                         global_name=target.full)
+            self.ctx.add(
+                "global-state",
+                f"BUILD sets attributes on the imported global "
+                f"{target.full} (overwrites module state)",
+                offset=at,
+                global_name=target.full,
+            )
             return
         if isinstance(target, Call):
             target.state = state
             func = target.func
-            if isinstance(func, Global) and func.name == "NumpyArrayWrapper" and \
-                    func.module.endswith("joblib.numpy_pickle") and not self.probe:
+            if (
+                isinstance(func, Global)
+                and func.name == "NumpyArrayWrapper"
+                and func.module.endswith("joblib.numpy_pickle")
+                and not self.probe
+            ):
                 _skip_joblib_array(self, state, at)
 
 
@@ -596,8 +636,7 @@ def _dtype_info(dtype: Any) -> tuple[int, bool] | None:
     state = dtype.state
     flags = state[7] if isinstance(state, tuple) and len(state) > 7 else 0
     has_object = descr.startswith("O") or (isinstance(flags, int) and bool(flags & 1))
-    if isinstance(state, tuple) and len(state) > 5 and isinstance(state[5], int) \
-            and state[5] > 0:
+    if isinstance(state, tuple) and len(state) > 5 and isinstance(state[5], int) and state[5] > 0:
         return state[5], has_object
     m = re.fullmatch(r"[<>|=]?([a-zA-Z?])(\d*)", descr)
     if not m:
@@ -622,13 +661,19 @@ def _skip_joblib_array(walker: PickleWalker, state: Any, at: int) -> None:
     """joblib writes each array's bytes right after the wrapper's BUILD: skip or scan them."""
     shape = _state_get(state, "shape")
     info = _dtype_info(_state_get(state, "dtype"))
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape) \
-            or info is None:
+    if (
+        not isinstance(shape, tuple)
+        or not all(isinstance(d, int) and d >= 0 for d in shape)
+        or info is None
+    ):
         raise Malformed("joblib array wrapper with an unreadable shape or dtype", at)
     itemsize, has_object = info
     if has_object:
-        walker.ctx.add("numpy-object-array", "joblib stores a NumPy object array as a nested "
-                       "pickle (scanned)", offset=at)
+        walker.ctx.add(
+            "numpy-object-array",
+            "joblib stores a NumPy object array as a nested pickle (scanned)",
+            offset=at,
+        )
         inner = PickleWalker(walker.r, walker.ctx.nested(f"<joblib object array @{at}>"))
         try:
             inner.walk()
@@ -648,8 +693,9 @@ def _skip_joblib_array(walker: PickleWalker, state: Any, at: int) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def scan_pickle_stream(reader: Reader, ctx: ScanContext, *,
-                       allow_trailing: bool = False) -> list[PickleResult]:
+def scan_pickle_stream(
+    reader: Reader, ctx: ScanContext, *, allow_trailing: bool = False
+) -> list[PickleResult]:
     """Scan a stream of one or more pickles to its end.
 
     Data after the last STOP that is not itself a pickle is reported (``trailing-data``)
@@ -661,8 +707,12 @@ def scan_pickle_stream(reader: Reader, ctx: ScanContext, *,
         try:
             results.append(walker.walk())
         except Malformed as exc:
-            ctx.add("malformed-pickle", f"{exc} (everything before it was scanned; a loader "
-                    "would run the opcodes up to this point)", offset=exc.offset)
+            ctx.add(
+                "malformed-pickle",
+                f"{exc} (everything before it was scanned; a loader "
+                "would run the opcodes up to this point)",
+                offset=exc.offset,
+            )
             return results
         if allow_trailing or not continue_after_stop(reader, ctx, results[-1].end):
             return results
@@ -676,8 +726,12 @@ def continue_after_stop(reader: Reader, ctx: ScanContext, end: int) -> bool:
     if looks_like_pickle(head):
         return True
     size = reader.drain()
-    ctx.add("trailing-data", f"{size} bytes after the pickle's STOP at offset {end} (a second "
-            "load() or another loader would read them)", offset=end)
+    ctx.add(
+        "trailing-data",
+        f"{size} bytes after the pickle's STOP at offset {end} (a second "
+        "load() or another loader would read them)",
+        offset=end,
+    )
     return False
 
 

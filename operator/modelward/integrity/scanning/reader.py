@@ -40,7 +40,7 @@ class Reader:
             if not data:
                 self._eof = True
                 break
-            self._buf = self._buf[self._i:] + data
+            self._buf = self._buf[self._i :] + data
             self._i = 0
         return len(self._buf) - self._i >= need
 
@@ -57,7 +57,7 @@ class Reader:
         """Exactly ``n`` bytes (raises :class:`Truncated`)."""
         if len(self._buf) - self._i < n and not self._fill(n):
             raise Truncated(f"needed {n} bytes")
-        data = self._buf[self._i:self._i + n]
+        data = self._buf[self._i : self._i + n]
         self._i += n
         self.offset += n
         return data
@@ -65,14 +65,14 @@ class Reader:
     def peek(self, n: int) -> bytes:
         """Up to ``n`` bytes without consuming them."""
         self._fill(n)
-        return self._buf[self._i:self._i + n]
+        return self._buf[self._i : self._i + n]
 
     def readline(self, limit: int = 1 << 16) -> bytes:
         """Bytes up to and excluding ``\\n`` (raises :class:`Truncated` beyond ``limit``)."""
         while True:
             j = self._buf.find(b"\n", self._i)
             if j >= 0:
-                line = self._buf[self._i:j]
+                line = self._buf[self._i : j]
                 if len(line) > limit:
                     raise Truncated("line too long")
                 self.offset += j + 1 - self._i

@@ -17,10 +17,8 @@ RULES: Final[dict[str, str]] = {
     "extension-global": "pickle uses the copyreg extension registry (EXT opcodes)",
     "computed-callable": "pickle calls something that is not an imported global",
     "global-state": "pickle sets state (BUILD) on an imported global",
-    "nested-pickle": "pickle embeds another pickle (scanned, findings reported separately)",
     "malformed-pickle": "pickle stream is truncated, invalid or inconsistent",
     "trailing-data": "data after the end of the pickle stream",
-    "persistent-id": "pickle uses persistent ids outside a PyTorch checkpoint",
     "archive-malformed": "archive is corrupt, has bad CRCs or inconsistent names",
     "archive-bomb": "archive expands beyond the scanner's limits",
     "archive-unscannable": "compressed/archived with a format the scanner cannot open",
@@ -46,10 +44,18 @@ class Finding:
     global_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("path", self.path), ("member", self.member),
-                                   ("offset", self.offset), ("rule", self.rule),
-                                   ("global", self.global_name), ("message", self.message))
-                if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("path", self.path),
+                ("member", self.member),
+                ("offset", self.offset),
+                ("rule", self.rule),
+                ("global", self.global_name),
+                ("message", self.message),
+            )
+            if v is not None
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +91,11 @@ class ScanReport:
         return "clean"
 
     def counts(self) -> dict[str, Any]:
-        return {"files": len(self.files),
-                "formats": dict(Counter(s.format for s in self.files)),
-                "findings": dict(Counter(f.rule for f in self.findings))}
+        return {
+            "files": len(self.files),
+            "formats": dict(Counter(s.format for s in self.files)),
+            "findings": dict(Counter(f.rule for f in self.findings)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,7 +103,14 @@ class ScanReport:
             "summary": self.counts(),
             "findings": [f.to_dict() for f in self.findings],
             "errors": self.errors,
-            "files": [{"path": s.path, "format": s.format, "size": s.size,
-                       "findings": len(s.findings), **({"error": s.error} if s.error else {})}
-                      for s in self.files],
+            "files": [
+                {
+                    "path": s.path,
+                    "format": s.format,
+                    "size": s.size,
+                    "findings": len(s.findings),
+                    **({"error": s.error} if s.error else {}),
+                }
+                for s in self.files
+            ],
         }

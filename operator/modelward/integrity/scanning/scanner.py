@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from modelward.integrity.errors import ScanInputError
 from modelward.integrity.scanning.allowlist import Allowlist
 from modelward.integrity.scanning.archives import (
     scan_compressed,
@@ -37,12 +36,14 @@ _MAX_ONNX_MEMBER = 256 << 20
 _MAX_SAFETENSORS_HEADER = 100 << 20
 
 
-def scan_stream(stream: Any, ctx: ScanContext, size: int | None, *,
-                file_path: str | None = None) -> None:
+def scan_stream(
+    stream: Any, ctx: ScanContext, size: int | None, *, file_path: str | None = None
+) -> None:
     """Scan one stream: sniff it, then hand it to the scanner of its format."""
     if ctx.depth > ctx.policy.max_depth:
-        ctx.add("nesting-too-deep", f"nested more than {ctx.policy.max_depth} levels deep",
-                offset=0)
+        ctx.add(
+            "nesting-too-deep", f"nested more than {ctx.policy.max_depth} levels deep", offset=0
+        )
         return
     reader = Reader(stream)
     head = reader.peek(HEAD)
@@ -70,9 +71,13 @@ def scan_stream(stream: Any, ctx: ScanContext, size: int | None, *,
     elif kind in ("gzip", "bz2", "xz", "zlib?", "lzma?"):
         scan_compressed(_Replay(reader), ctx, kind, size, _member_scanner)
     elif kind in ("7z", "rar", "zstd", "lz4"):
-        ctx.add("archive-unscannable", f"{kind} archives/compression cannot be scanned "
-                "with the standard library; a loader that opens them could run anything "
-                "inside", offset=0)
+        ctx.add(
+            "archive-unscannable",
+            f"{kind} archives/compression cannot be scanned "
+            "with the standard library; a loader that opens them could run anything "
+            "inside",
+            offset=0,
+        )
     elif kind == "onnx":
         _scan_onnx(stream, reader, ctx, size, file_path)
     elif kind == "safetensors":
@@ -97,8 +102,11 @@ class _Replay:
 
 def _seekable(stream: Any, reader: Reader, ctx: ScanContext) -> IO[bytes] | None:
     """zip/tar need random access: use the stream if it can seek, else spool it."""
-    if reader.offset == 0 and hasattr(stream, "seek") and getattr(stream, "seekable",
-                                                                  lambda: False)():
+    if (
+        reader.offset == 0
+        and hasattr(stream, "seek")
+        and getattr(stream, "seekable", lambda: False)()
+    ):
         stream.seek(0)
         return stream  # type: ignore[no-any-return]
     spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (caller's lifetime)
@@ -114,8 +122,9 @@ def _seekable(stream: Any, reader: Reader, ctx: ScanContext) -> IO[bytes] | None
     return spool
 
 
-def _scan_onnx(stream: Any, reader: Reader, ctx: ScanContext, size: int | None,
-               file_path: str | None) -> None:
+def _scan_onnx(
+    stream: Any, reader: Reader, ctx: ScanContext, size: int | None, file_path: str | None
+) -> None:
     model_dir = os.path.dirname(file_path) if file_path else None
     if file_path is not None and ctx.member is None:
         fileno = stream.fileno()
@@ -125,8 +134,9 @@ def _scan_onnx(stream: Any, reader: Reader, ctx: ScanContext, size: int | None,
             scan_onnx(memoryview(mapped), ctx, model_dir=model_dir)
         return
     if size is not None and size > _MAX_ONNX_MEMBER:
-        ctx.add("archive-unscannable", "ONNX model inside an archive is too large to scan",
-                offset=0)
+        ctx.add(
+            "archive-unscannable", "ONNX model inside an archive is too large to scan", offset=0
+        )
         return
     data = _Replay(reader).read(_MAX_ONNX_MEMBER + 1)
     scan_onnx(data, ctx, model_dir=None)
@@ -141,8 +151,7 @@ def _check_safetensors(reader: Reader, ctx: ScanContext, size: int | None) -> No
     try:
         header = json.loads(reader.read(n))
     except Exception as exc:
-        ctx.add("safetensors-malformed", f"header is not JSON ({type(exc).__name__})",
-                offset=8)
+        ctx.add("safetensors-malformed", f"header is not JSON ({type(exc).__name__})", offset=8)
         return
     if not isinstance(header, dict):
         ctx.add("safetensors-malformed", "header is not an object", offset=8)
@@ -152,12 +161,14 @@ def _check_safetensors(reader: Reader, ctx: ScanContext, size: int | None) -> No
         if name == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(o, int) for o in offsets)
-                and 0 <= offsets[0] <= offsets[1]
-                and (data_size is None or offsets[1] <= data_size)):
-            ctx.add("safetensors-malformed", f"tensor {name!r} has invalid data_offsets",
-                    offset=8)
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+            and (data_size is None or offsets[1] <= data_size)
+        ):
+            ctx.add("safetensors-malformed", f"tensor {name!r} has invalid data_offsets", offset=8)
             return
 
 
@@ -184,8 +195,9 @@ def _iter_files(path: str) -> Iterator[str]:
                     yield entry.path
 
 
-def scan_file(path: str, *, policy: ScanPolicy, allowlist: Allowlist,
-              display: str | None = None) -> FileScan:
+def scan_file(
+    path: str, *, policy: ScanPolicy, allowlist: Allowlist, display: str | None = None
+) -> FileScan:
     """Scan one file; I/O problems and scanner bugs become ``FileScan.error``."""
     shown = display or path
     try:
@@ -193,26 +205,37 @@ def scan_file(path: str, *, policy: ScanPolicy, allowlist: Allowlist,
     except OSError as exc:
         return FileScan(path=shown, format="?", size=0, error=f"cannot stat: {exc.strerror}")
     if stat.S_ISLNK(st.st_mode):
-        return FileScan(path=shown, format="symlink", size=0,
-                        error="symlink not followed (scan its target instead)")
+        return FileScan(
+            path=shown,
+            format="symlink",
+            size=0,
+            error="symlink not followed (scan its target instead)",
+        )
     if not stat.S_ISREG(st.st_mode):
-        return FileScan(path=shown, format="special", size=0,
-                        error="not a regular file")
+        return FileScan(path=shown, format="special", size=0, error="not a regular file")
     ctx = ScanContext(path=shown, policy=policy, allowlist=allowlist)
     try:
         with open(path, "rb", buffering=0) as f:
             scan_stream(f, ctx, st.st_size, file_path=path)
     except OSError as exc:
-        return FileScan(path=shown, format=_fmt(ctx), size=st.st_size,
-                        findings=tuple(ctx.findings), error=f"read error: {exc.strerror}")
+        return FileScan(
+            path=shown,
+            format=_fmt(ctx),
+            size=st.st_size,
+            findings=tuple(ctx.findings),
+            error=f"read error: {exc.strerror}",
+        )
     except RecursionError:
         ctx.add("nesting-too-deep", "structure nested too deeply to scan", offset=None)
     except Exception as exc:  # a scanner bug must not turn into "clean"
-        return FileScan(path=shown, format=_fmt(ctx), size=st.st_size,
-                        findings=tuple(ctx.findings),
-                        error=f"could not scan ({type(exc).__name__}: {exc})")
-    return FileScan(path=shown, format=_fmt(ctx), size=st.st_size,
-                    findings=tuple(ctx.findings))
+        return FileScan(
+            path=shown,
+            format=_fmt(ctx),
+            size=st.st_size,
+            findings=tuple(ctx.findings),
+            error=f"could not scan ({type(exc).__name__}: {exc})",
+        )
+    return FileScan(path=shown, format=_fmt(ctx), size=st.st_size, findings=tuple(ctx.findings))
 
 
 def _fmt(ctx: ScanContext) -> str:
@@ -224,8 +247,9 @@ def _fmt(ctx: ScanContext) -> str:
     return top
 
 
-def scan_paths(paths: Sequence[str], *, policy: ScanPolicy | None = None,
-               display_root: str | None = None) -> ScanReport:
+def scan_paths(
+    paths: Sequence[str], *, policy: ScanPolicy | None = None, display_root: str | None = None
+) -> ScanReport:
     """Scan files and directories (recursively); see :class:`ScanReport` for the verdict."""
     policy = policy or ScanPolicy()
     allowlist = Allowlist(policy.extra_allowed_globals)
@@ -234,24 +258,28 @@ def scan_paths(paths: Sequence[str], *, policy: ScanPolicy | None = None,
         try:
             files = list(_iter_files(path))
         except OSError as exc:
-            results.append(FileScan(path=path, format="?", size=0,
-                                    error=f"cannot read: {exc.strerror}"))
+            results.append(
+                FileScan(path=path, format="?", size=0, error=f"cannot read: {exc.strerror}")
+            )
             continue
         for file_path in files:
             display = os.path.relpath(file_path, display_root) if display_root else file_path
-            results.append(scan_file(file_path, policy=policy, allowlist=allowlist,
-                                     display=display))
+            results.append(
+                scan_file(file_path, policy=policy, allowlist=allowlist, display=display)
+            )
     return ScanReport(files=tuple(results))
 
 
-def scan_bytes(data: bytes, *, name: str = "<bytes>",
-               policy: ScanPolicy | None = None) -> ScanReport:
+def scan_bytes(
+    data: bytes, *, name: str = "<bytes>", policy: ScanPolicy | None = None
+) -> ScanReport:
     """Scan an in-memory blob (tests, webhook payloads)."""
     policy = policy or ScanPolicy()
     ctx = ScanContext(path=name, policy=policy, allowlist=Allowlist(policy.extra_allowed_globals))
     scan_stream(io.BytesIO(data), ctx, len(data))
-    return ScanReport(files=(FileScan(path=name, format=_fmt(ctx), size=len(data),
-                                      findings=tuple(ctx.findings)),))
+    return ScanReport(
+        files=(FileScan(path=name, format=_fmt(ctx), size=len(data), findings=tuple(ctx.findings)),)
+    )
 
 
-__all__ = ["ScanInputError", "scan_bytes", "scan_file", "scan_paths", "scan_stream"]
+__all__ = ["scan_bytes", "scan_file", "scan_paths", "scan_stream"]

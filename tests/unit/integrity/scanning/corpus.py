@@ -29,8 +29,11 @@ from typing import Any
 
 def op_str(s: str) -> bytes:
     data = s.encode()
-    return (b"\x8c" + bytes([len(data)]) + data) if len(data) < 256 else \
-        (b"X" + struct.pack("<I", len(data)) + data)
+    return (
+        (b"\x8c" + bytes([len(data)]) + data)
+        if len(data) < 256
+        else (b"X" + struct.pack("<I", len(data)) + data)
+    )
 
 
 def op_bytes(b: bytes) -> bytes:
@@ -77,6 +80,7 @@ def fake_modules(*names: str) -> Iterator[dict[str, types.ModuleType]]:
 def _fn(module: types.ModuleType, name: str) -> Callable[..., Any]:
     def f(*args: Any) -> None:
         raise AssertionError("stand-ins are never called")
+
     f.__module__ = module.__name__
     f.__qualname__ = f.__name__ = name
     setattr(module, name, f)
@@ -96,8 +100,7 @@ class Reduce:
         self.func, self.args, self.state = func, args, state
 
     def __reduce__(self) -> Any:
-        return (self.func, self.args) if self.state is None else \
-            (self.func, self.args, self.state)
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 class Storage:
@@ -105,12 +108,22 @@ class Storage:
         self.cls, self.key, self.numel = cls, key, numel
 
 
-TORCH_MODULES = ("torch", "torch._utils", "numpy", "numpy.core",
-                 "numpy.core.multiarray", "argparse_fake")
+TORCH_MODULES = (
+    "torch",
+    "torch._utils",
+    "numpy",
+    "numpy.core",
+    "numpy.core.multiarray",
+    "argparse_fake",
+)
 
 
-def torch_pickle(obj_builder: Callable[[dict[str, types.ModuleType]], Any], *,
-                 protocol: int = 2, legacy: bool = False) -> tuple[bytes, list[Storage]]:
+def torch_pickle(
+    obj_builder: Callable[[dict[str, types.ModuleType]], Any],
+    *,
+    protocol: int = 2,
+    legacy: bool = False,
+) -> tuple[bytes, list[Storage]]:
     """Pickle a checkpoint the way torch.save does (persistent ids for storages)."""
     with fake_modules(*TORCH_MODULES) as m:
         storages: list[Storage] = []
@@ -130,8 +143,13 @@ def torch_pickle(obj_builder: Callable[[dict[str, types.ModuleType]], Any], *,
         return buf.getvalue(), storages
 
 
-def _tensor(m: dict[str, types.ModuleType], storage_cls: str, key: str, shape: tuple[int, ...],
-            stores: list[Storage] | None = None) -> Reduce:
+def _tensor(
+    m: dict[str, types.ModuleType],
+    storage_cls: str,
+    key: str,
+    shape: tuple[int, ...],
+    stores: list[Storage] | None = None,
+) -> Reduce:
     utils = m["torch._utils"]
     rebuild = getattr(utils, "_rebuild_tensor_v2", None) or _fn(utils, "_rebuild_tensor_v2")
     cls = getattr(m["torch"], storage_cls, None) or _cls(m["torch"], storage_cls)
@@ -139,8 +157,9 @@ def _tensor(m: dict[str, types.ModuleType], storage_cls: str, key: str, shape: t
     for d in shape:
         numel *= d
     stride = tuple(int(numpy_stride) for numpy_stride in _strides(shape))
-    return Reduce(rebuild, (Storage(cls, key, numel), 0, shape, stride, False,
-                            collections.OrderedDict()))
+    return Reduce(
+        rebuild, (Storage(cls, key, numel), 0, shape, stride, False, collections.OrderedDict())
+    )
 
 
 def _strides(shape: tuple[int, ...]) -> list[int]:
@@ -158,6 +177,7 @@ def state_dict(n_tensors: int = 4) -> Callable[[dict[str, types.ModuleType]], An
             sd[f"layers.{i}.weight"] = _tensor(m, "FloatStorage", str(i), (4, 3))
         sd["embed.bias"] = _tensor(m, "HalfStorage", str(n_tensors), (7,))
         return sd
+
     return build
 
 
@@ -170,33 +190,63 @@ def training_checkpoint(m: dict[str, types.ModuleType]) -> Any:
     ns = types.SimpleNamespace  # pickles as types.SimpleNamespace: use argparse instead
     del ns
     import argparse
+
     f8 = Reduce(dtype, ("f8", False, True), (3, "<", None, None, None, -1, -1, 0))
-    rng = Reduce(reconstruct, (ndarray, (0,), b"b"),
-                 (1, (624,), Reduce(dtype, ("u4", False, True),
-                                    (3, "<", None, None, None, -1, -1, 0)), False,
-                  b"\x01\x02" * 1248))
+    rng = Reduce(
+        reconstruct,
+        (ndarray, (0,), b"b"),
+        (
+            1,
+            (624,),
+            Reduce(dtype, ("u4", False, True), (3, "<", None, None, None, -1, -1, 0)),
+            False,
+            b"\x01\x02" * 1248,
+        ),
+    )
     return {
-        "epoch": 12, "global_step": 120_000, "best_metric": Reduce(scalar, (f8, b"\x00" * 8)),
+        "epoch": 12,
+        "global_step": 120_000,
+        "best_metric": Reduce(scalar, (f8, b"\x00" * 8)),
         "model": state_dict(3)(m),
-        "optimizer": {"state": {0: {"step": _tensor(m, "FloatStorage", "100", ()),
-                                    "exp_avg": _tensor(m, "FloatStorage", "101", (4, 3))}},
-                      "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0, 1]}]},
+        "optimizer": {
+            "state": {
+                0: {
+                    "step": _tensor(m, "FloatStorage", "100", ()),
+                    "exp_avg": _tensor(m, "FloatStorage", "101", (4, 3)),
+                }
+            },
+            "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0, 1]}],
+        },
         "args": argparse.Namespace(lr=1e-4, model="toy", layers=[1, 2]),
-        "rng": {"numpy": ("MT19937", rng, 624, 0, 0.0),
-                "torch": _tensor(m, "ByteStorage", "102", (5056,))},
-        "set": {1, 2}, "frozen": frozenset({"a"}), "bytes": b"\x00" * 32,
+        "rng": {
+            "numpy": ("MT19937", rng, 624, 0, 0.0),
+            "torch": _tensor(m, "ByteStorage", "102", (5056,)),
+        },
+        "set": {1, 2},
+        "frozen": frozenset({"a"}),
+        "bytes": b"\x00" * 32,
     }
 
 
-def torch_zip(pickle_bytes: bytes, storages: list[Storage], *, prefix: str = "archive",
-              elsize: int = 4, compress: int = zipfile.ZIP_STORED) -> bytes:
+def torch_zip(
+    pickle_bytes: bytes,
+    storages: list[Storage],
+    *,
+    prefix: str = "archive",
+    elsize: int = 4,
+    compress: int = zipfile.ZIP_STORED,
+) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=compress) as z:
         z.writestr(f"{prefix}/data.pkl", pickle_bytes)
         z.writestr(f"{prefix}/byteorder", "little")
         for s in storages:
-            z.writestr(f"{prefix}/data/{s.key}" if s.key.isdigit() else
-                       f"{prefix}/data/{abs(hash(s.key)) % 10_000}", os.urandom(s.numel * elsize))
+            z.writestr(
+                f"{prefix}/data/{s.key}"
+                if s.key.isdigit()
+                else f"{prefix}/data/{abs(hash(s.key)) % 10_000}",
+                os.urandom(s.numel * elsize),
+            )
         z.writestr(f"{prefix}/version", "3\n")
         z.writestr(f"{prefix}/.data/serialization_id", "1234567890")
     return buf.getvalue()
@@ -206,16 +256,25 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _ELSIZE = {"FloatStorage": 4, "HalfStorage": 2, "ByteStorage": 1, "LongStorage": 8}
 
 
-def torch_legacy(builder: Callable[[dict[str, types.ModuleType]], Any],
-                 trailing: bytes = b"") -> bytes:
+def torch_legacy(
+    builder: Callable[[dict[str, types.ModuleType]], Any], trailing: bytes = b""
+) -> bytes:
     main, storages = torch_pickle(builder, legacy=True)
     keys = sorted({s.key for s in storages})
     by_key = {s.key: s for s in storages}
     out = io.BytesIO()
     out.write(pickle.dumps(LEGACY_MAGIC, protocol=2))
     out.write(pickle.dumps(1001, protocol=2))
-    out.write(pickle.dumps({"protocol_version": 1001, "little_endian": True,
-                            "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2))
+    out.write(
+        pickle.dumps(
+            {
+                "protocol_version": 1001,
+                "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4},
+            },
+            protocol=2,
+        )
+    )
     out.write(main)
     out.write(pickle.dumps(keys, protocol=2))
     for k in keys:
@@ -236,19 +295,26 @@ def torch_tar() -> bytes:
         for s in storages:
             cls = fs if s.cls.__name__ == "FloatStorage" else hs
             st.write(pickle.dumps((s.key, "cpu", cls), protocol=2))
-            st.write(struct.pack("<q", s.numel) + os.urandom(s.numel *
-                                                              _ELSIZE[s.cls.__name__]))
+            st.write(struct.pack("<q", s.numel) + os.urandom(s.numel * _ELSIZE[s.cls.__name__]))
         st.write(pickle.dumps([], protocol=2))
         tensors = io.BytesIO()
         tensors.write(pickle.dumps(1, protocol=2))
         tensors.write(pickle.dumps(("t0", storages[0].key, fs), protocol=2))
-        tensors.write(struct.pack("<i", 2) + b"\x00" * 4 + struct.pack("<2q", 4, 3) +
-                      struct.pack("<2q", 3, 1) + struct.pack("<q", 0))
+        tensors.write(
+            struct.pack("<i", 2)
+            + b"\x00" * 4
+            + struct.pack("<2q", 4, 3)
+            + struct.pack("<2q", 3, 1)
+            + struct.pack("<q", 0)
+        )
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in (("sys_info", pickle.dumps({"little_endian": True}, protocol=2)),
-                           ("pickle", main), ("storages", st.getvalue()),
-                           ("tensors", tensors.getvalue())):
+        for name, data in (
+            ("sys_info", pickle.dumps({"little_endian": True}, protocol=2)),
+            ("pickle", main),
+            ("storages", st.getvalue()),
+            ("tensors", tensors.getvalue()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -276,8 +342,11 @@ def safetensors(tensors: dict[str, tuple[str, tuple[int, ...], bytes]]) -> bytes
     offset = 0
     blobs = []
     for name, (dtype, shape, data) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": list(shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         offset += len(data)
         blobs.append(data)
     h = json.dumps(header).encode()
@@ -287,14 +356,31 @@ def safetensors(tensors: dict[str, tuple[str, tuple[int, ...], bytes]]) -> bytes
 
 def joblib_pickle(*, object_payload: bytes | None = None, after: bytes = b"") -> bytes:
     """What joblib.dump writes for {'coef': float64 array}: wrapper, BUILD, raw bytes."""
+
     def state(dtype_descr: str, shape: tuple[int, ...]) -> bytes:
-        return (b"}(" + op_str("subclass") + stack_global("numpy", "ndarray") +
-                op_str("shape") + b"(" + b"".join(b"K" + bytes([d]) for d in shape) + b"t" +
-                op_str("order") + op_str("C") + op_str("dtype") +
-                stack_global("numpy", "dtype") + op_str(dtype_descr) + b"\x89\x88\x87R" +
-                b"(K\x03" + op_str("<") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb" +
-                op_str("allow_mmap") + b"\x88" + op_str("numpy_array_alignment_bytes") +
-                b"K\x10ub")
+        return (
+            b"}("
+            + op_str("subclass")
+            + stack_global("numpy", "ndarray")
+            + op_str("shape")
+            + b"("
+            + b"".join(b"K" + bytes([d]) for d in shape)
+            + b"t"
+            + op_str("order")
+            + op_str("C")
+            + op_str("dtype")
+            + stack_global("numpy", "dtype")
+            + op_str(dtype_descr)
+            + b"\x89\x88\x87R"
+            + b"(K\x03"
+            + op_str("<")
+            + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+            + op_str("allow_mmap")
+            + b"\x88"
+            + op_str("numpy_array_alignment_bytes")
+            + b"K\x10ub"
+        )
+
     wrapper = stack_global("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81"
     body = b"\x80\x04}(" + op_str("coef") + wrapper + state("f8", (3, 2))
     pos = len(body) + 1  # the padding byte itself
@@ -325,8 +411,12 @@ def pb(field: int, value: bytes | int | str) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(data)) + data
 
 
-def onnx_model(*, nodes: list[bytes] | None = None, initializers: list[bytes] | None = None,
-               opsets: tuple[str, ...] = ("",)) -> bytes:
+def onnx_model(
+    *,
+    nodes: list[bytes] | None = None,
+    initializers: list[bytes] | None = None,
+    opsets: tuple[str, ...] = ("",),
+) -> bytes:
     node = pb(1, "X") + pb(2, "Y") + pb(3, "relu") + pb(4, "Relu")
     graph = b"".join(pb(1, n) for n in (nodes or [node]))
     graph += pb(2, "g")
@@ -358,13 +448,13 @@ def corrupt_crc(data: bytes, member: str) -> bytes:
     z = zipfile.ZipFile(io.BytesIO(data))
     info = z.getinfo(member)
     bad = struct.pack("<I", (info.CRC ^ 0xDEADBEEF) & 0xFFFFFFFF)
-    raw[info.header_offset + 14: info.header_offset + 18] = bad
-    cd = data.rfind(b"PK\x01\x02" + data[data.find(b"PK\x01\x02") + 4:][:0])
+    raw[info.header_offset + 14 : info.header_offset + 18] = bad
+    cd = data.rfind(b"PK\x01\x02" + data[data.find(b"PK\x01\x02") + 4 :][:0])
     pos = data.find(b"PK\x01\x02")
     while pos >= 0:
-        name_len = struct.unpack("<H", data[pos + 28:pos + 30])[0]
-        if data[pos + 46:pos + 46 + name_len] == member.encode():
-            raw[pos + 16:pos + 20] = bad
+        name_len = struct.unpack("<H", data[pos + 28 : pos + 30])[0]
+        if data[pos + 46 : pos + 46 + name_len] == member.encode():
+            raw[pos + 16 : pos + 20] = bad
         pos = data.find(b"PK\x01\x02", pos + 4)
     del cd
     return bytes(raw)

@@ -60,9 +60,17 @@ def test_stack_limit() -> None:
     assert verdict == "unsafe" and rules == {"malformed-pickle"}
 
 
-@pytest.mark.parametrize("opcode", [b"B\xff\xff\xff\x7f", b"\x8e" + b"\xff" * 8,
-                                    b"\x8d" + b"\xff" * 7 + b"\x7f", b"X\xff\xff\xff\xff",
-                                    b"\x8b\xff\xff\xff\x7f", b"\x96" + b"\xff" * 8])
+@pytest.mark.parametrize(
+    "opcode",
+    [
+        b"B\xff\xff\xff\x7f",
+        b"\x8e" + b"\xff" * 8,
+        b"\x8d" + b"\xff" * 7 + b"\x7f",
+        b"X\xff\xff\xff\xff",
+        b"\x8b\xff\xff\xff\x7f",
+        b"\x96" + b"\xff" * 8,
+    ],
+)
 def test_huge_claimed_lengths(opcode: bytes) -> None:
     verdict, rules = _scan(b"\x80\x04" + opcode + b"abc.")
     assert verdict == "unsafe" and "malformed-pickle" in rules
@@ -80,8 +88,10 @@ def test_huge_memo_index_and_long_lines() -> None:
 
 def test_zip_bomb_is_bounded() -> None:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z, \
-            z.open("archive/data.pkl", "w", force_zip64=True) as member:
+    with (
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z,
+        z.open("archive/data.pkl", "w", force_zip64=True) as member,
+    ):
         chunk = b"\x00" * (1 << 20)
         for _ in range(1024):  # 1 GiB of zeros, ~1 MiB compressed
             member.write(chunk)
@@ -117,8 +127,9 @@ def test_embedded_pickles_recursion_bounded() -> None:
 def test_onnx_hostile() -> None:
     graph = c.pb(2, "g")
     for _ in range(100):  # If -> then_branch -> If -> ...
-        graph = c.pb(2, "g") + c.pb(1, c.pb(4, "If") + c.pb(5, c.pb(1, "then_branch") +
-                                                          c.pb(6, graph)))
+        graph = c.pb(2, "g") + c.pb(
+            1, c.pb(4, "If") + c.pb(5, c.pb(1, "then_branch") + c.pb(6, graph))
+        )
     model = c.pb(1, 9) + c.pb(7, graph)
     verdict, rules = _scan(model)
     assert verdict == "unsafe" and "onnx-malformed" in rules
@@ -131,8 +142,10 @@ def test_npy_hostile_headers() -> None:
     assert "numpy-malformed" in _scan(b"\x93NUMPY\x01\x00\x10\x00" + b"(" * 16)[1]
     deep = "{'descr': " + "[" * 5000 + "]" * 5000 + ", 'fortran_order': False, 'shape': ()}"
     header = deep.encode()
-    assert "numpy-malformed" in _scan(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
-                                      + header)[1]
+    assert (
+        "numpy-malformed"
+        in _scan(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header)[1]
+    )
     assert "numpy-malformed" in _scan(c.npy("<f8", (1 << 40,), b"\x00" * 8))[1]
 
 
@@ -143,6 +156,7 @@ def test_safetensors_hostile() -> None:
 
 def test_random_garbage_never_crashes() -> None:
     import random
+
     rng = random.Random(1234)
     base = list(_structured_samples().values())
     for i in range(400):
