@@ -125,7 +125,11 @@ def operator(control_plane: LocalControlPlane, crds: list[Path]) -> Iterator[Ope
 
     The CRDs are installed first: the operator watches its policies from the start.
     """
-    process = OperatorProcess(control_plane=control_plane, keep_work_dir=_keep_workdirs())
+    process = OperatorProcess(
+        control_plane=control_plane,
+        keep_work_dir=_keep_workdirs(),
+        extra_args=("--audit-interval", "10"),  # the audit e2e test waits for a scan
+    )
     process.start()
     try:
         yield process

@@ -37,8 +37,15 @@ def _run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         deadline_seconds=args.deadline,
         events=not args.no_events,
+        audit_interval=args.audit_interval,
         log_level=args.log_level,
         log_format=args.log_format,
+        manage_certificates=args.manage_certificates,
+        certificate_secret=args.certificate_secret,
+        service_name=args.service_name,
+        webhook_configurations=tuple(args.webhook_configuration),
+        certificate_sans=tuple(args.certificate_san),
+        certificate_check_interval=args.certificate_check_interval,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -123,8 +130,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="internal deadline per review in seconds (below the webhook timeout)",
     )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
+    run.add_argument("--audit-interval", type=float, default=300.0, metavar="SECONDS",
+                     help="seconds between background audits of existing pods (PolicyReports); "
+                     "0 turns the audit off")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument(
+        "--manage-certificates",
+        action="store_true",
+        help="create and rotate the serving certificate (self-signed CA) in a Secret, write it "
+        "to --tls-cert-file/--tls-key-file and keep the webhook configurations' caBundle in sync",
+    )
+    run.add_argument(
+        "--certificate-secret",
+        default="modelward-tls",
+        help="Secret in --namespace holding the managed CA and serving certificate",
+    )
+    run.add_argument(
+        "--service-name",
+        default="modelward",
+        help="Service the API server calls; its DNS names go into the serving certificate",
+    )
+    run.add_argument(
+        "--webhook-configuration",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="validating and mutating webhook configuration whose caBundle is kept in sync "
+        "(repeatable)",
+    )
+    run.add_argument(
+        "--certificate-san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP address for the serving certificate (repeatable)",
+    )
+    run.add_argument(
+        "--certificate-check-interval",
+        type=float,
+        default=21600.0,
+        metavar="SECONDS",
+        help="seconds between checks of the certificate's expiry and the caBundle",
+    )
     run.set_defaults(handler=_run)
 
     chk = sub.add_parser(

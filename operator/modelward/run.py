@@ -1,8 +1,9 @@
 """``modelward run``: the operator and the admission server in one process, one event loop.
 
-Start-up order matters for safety: the health server comes first (liveness), the cluster state
-is listed in full before ``/readyz`` turns green (an admission server with empty caches would
-admit what it should deny), then the HTTPS admission server and kopf's watches start.
+Start-up order matters for safety: the health server comes first (liveness), then the serving
+certificate (with ``--manage-certificates``), the cluster state is listed in full before
+``/readyz`` turns green (an admission server with empty caches would admit what it should
+deny), then the HTTPS admission server and kopf's watches start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from aiohttp import web
 
 from modelward.admission.server import ReloadingTLS, make_admission_app, make_health_app
 from modelward.admission.service import AdmissionService
+from modelward.api.webhooks import ALWAYS_EXCLUDED_NAMESPACES
+from modelward.controller.audit import Auditor
+from modelward.controller.certificates import CertificateConfig, CertificateManager
 from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
 from modelward.controller.kube import KubeApi, iter_all
@@ -70,7 +74,15 @@ async def serve(settings: Settings) -> None:
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
     service = AdmissionService(state=state, recorder=recorder)
     verifications = VerificationRecorder(kube=kube, metrics=metrics, events=recorder)
-    tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
+    auditor = Auditor(
+        kube=kube,
+        state=state,
+        metrics=metrics,
+        status=status,
+        events=recorder,
+        excluded_namespaces=(*ALWAYS_EXCLUDED_NAMESPACES, settings.namespace),
+        interval=settings.audit_interval,
+    )
 
     runners: list[web.AppRunner] = []
     health = web.AppRunner(make_health_app(state=state, metrics=metrics), access_log=None)
@@ -78,6 +90,15 @@ async def serve(settings: Settings) -> None:
     runners.append(health)
     await web.TCPSite(health, settings.metrics_host, settings.metrics_port).start()
     log.info("health and metrics on http://%s:%d", settings.metrics_host, settings.metrics_port)
+
+    certificates = None
+    first_check = None
+    if settings.manage_certificates:
+        certificates = CertificateManager(
+            kube=kube, config=CertificateConfig.from_settings(settings)
+        )
+        first_check = await certificates.ensure_at_start()
+    tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
 
     await prime_state(state, kube, status)
 
@@ -116,6 +137,7 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(recorder.run(), name="events"),
         asyncio.create_task(status.run(), name="status"),
         asyncio.create_task(tls.watch(), name="tls-reload"),
+        *([asyncio.create_task(auditor.run(), name="audit")] if settings.audit_interval else []),
         asyncio.create_task(
             kopf.operator(
                 registry=build_registry(state=state, status=status, verifications=verifications),
@@ -127,6 +149,13 @@ async def serve(settings: Settings) -> None:
             name="kopf",
         ),
     ]
+    if certificates is not None:
+        tasks.append(
+            asyncio.create_task(
+                certificates.run(interval=settings.certificate_check_interval, first=first_check),
+                name="certificates",
+            )
+        )
     reclaimer = asyncio.create_task(reclaim_signals(), name="signals")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -25,8 +25,19 @@ class Settings:
     event_rate: float = 10.0
     event_burst: int = 50
     pod_name: str = os.environ.get("POD_NAME", "modelward")
+    #: Seconds between background audits of existing pods; 0 turns the audit off.
+    audit_interval: float = 300.0
     log_level: str = "INFO"
     log_format: str = "text"
+    #: Operator-managed serving certificate (the Helm chart's certificates.mode=operator):
+    #: a self-signed CA and serving certificate in ``certificate_secret``, written to the
+    #: tls files, their CA written into the named webhook configurations' caBundle.
+    manage_certificates: bool = False
+    certificate_secret: str = "modelward-tls"
+    service_name: str = "modelward"
+    webhook_configurations: tuple[str, ...] = ()
+    certificate_sans: tuple[str, ...] = ()
+    certificate_check_interval: float = 6 * 3600.0
 
     def validate(self) -> Settings:
         """Fail at start-up with a message naming the setting, never later on a request."""
@@ -42,16 +53,35 @@ class Settings:
             )
         for name in ("tls_cert_file", "tls_key_file"):
             path: Path = getattr(self, name)
-            if not path.is_file():
+            if self.manage_certificates:
+                if not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+                    raise ConfigurationError(
+                        f"{name.replace('_', '-')} {path}: its folder is not writable",
+                        fix="--manage-certificates writes the serving certificate there: mount "
+                        "a writable emptyDir (the Helm chart does)",
+                    )
+            elif not path.is_file():
                 raise ConfigurationError(
                     f"{name.replace('_', '-')} {path} does not exist",
                     fix="mount the webhook's serving certificate (the Helm chart does) or pass "
                     "--tls-cert-file/--tls-key-file",
                 )
+        if self.manage_certificates and not (
+            self.certificate_secret and self.certificate_check_interval > 0
+        ):
+            raise ConfigurationError(
+                "--manage-certificates needs a Secret name and a positive check interval",
+                fix="pass --certificate-secret NAME and --certificate-check-interval SECONDS",
+            )
         if not 0.1 <= self.deadline_seconds <= 29:
             raise ConfigurationError(
                 f"deadline {self.deadline_seconds}s is out of range",
                 fix="use 0.1-29 seconds, below the webhook timeoutSeconds",
+            )
+        if self.audit_interval and self.audit_interval < 10:
+            raise ConfigurationError(
+                f"audit interval {self.audit_interval}s is too short",
+                fix="use 0 (off) or at least 10 seconds",
             )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigurationError(

@@ -426,11 +426,12 @@ def policy_status() -> Schema:
             "rules": _strings("IDs of the rules this policy enables."),
             "violations": _object(
                 "Admission decisions that found violations of this policy since the "
-                "operator started.",
+                "operator started, and the pods that break it now (background audit).",
                 {
                     "denied": {"type": "integer", "format": "int64"},
                     "patched": {"type": "integer", "format": "int64"},
                     "warned": {"type": "integer", "format": "int64"},
+                    "current": {"type": "integer", "format": "int64"},
                 },
             ),
         },
@@ -473,6 +474,11 @@ def _crd(*, kind: str, plural: str, short_names: list[str], namespaced: bool) ->
                             "name": "Denied",
                             "type": "integer",
                             "jsonPath": ".status.violations.denied",
+                        },
+                        {
+                            "name": "Violating",
+                            "type": "integer",
+                            "jsonPath": ".status.violations.current",
                         },
                         {
                             "name": "Age",
@@ -573,6 +579,84 @@ def deployed_model_crd() -> Schema:
     }
 
 
+POLICY_REPORT_GROUP = "wgpolicyk8s.io"
+POLICY_REPORT_VERSION = "v1alpha2"
+
+
+def policy_report_crd() -> Schema:
+    """PolicyReport (wgpolicyk8s.io/v1alpha2), the format Kyverno and Policy Reporter read.
+
+    modelward writes one per namespace from its background audit. If another project already
+    installed this CRD, keep theirs (Helm skips CRDs that exist; `kubectl apply` would merge).
+    """
+    resource = _object(
+        "An object the result is about.",
+        {k: _string(k) for k in ("apiVersion", "kind", "namespace", "name", "uid")},
+    )
+    result = _object(
+        "One policy rule's result for some resources.",
+        {
+            "source": _string("The engine that produced it."),
+            "policy": _string("Policy name."),
+            "rule": _string("Rule name."),
+            "category": _string("Category."),
+            "severity": _string("Severity.", enum=["critical", "high", "low", "medium", "info"]),
+            "result": _string("Outcome.", enum=["pass", "fail", "warn", "error", "skip"]),
+            "message": _string("Description."),
+            "scored": {"type": "boolean"},
+            "timestamp": _object(
+                "When.",
+                {"seconds": {"type": "integer", "format": "int64"},
+                 "nanos": {"type": "integer", "format": "int32"}},
+            ),
+            "resources": {"type": "array", "items": resource},
+            "properties": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        required=["policy"],
+    )
+    counts = {k: {"type": "integer"} for k in ("pass", "fail", "warn", "error", "skip")}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"policyreports.{POLICY_REPORT_GROUP}"},
+        "spec": {
+            "group": POLICY_REPORT_GROUP,
+            "names": {
+                "kind": "PolicyReport",
+                "listKind": "PolicyReportList",
+                "plural": "policyreports",
+                "singular": "policyreport",
+                "shortNames": ["polr"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": POLICY_REPORT_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        {"name": k.capitalize(), "type": "integer", "jsonPath": f".summary.{k}"}
+                        for k in ("pass", "fail", "warn", "error", "skip")
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "scope": resource,
+                                "results": {"type": "array", "items": result},
+                                "summary": _object("Counts by result.", counts),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def custom_resource_definitions() -> list[Schema]:
     """Every CRD modelward installs, in install order."""
     return [
@@ -586,6 +670,7 @@ def custom_resource_definitions() -> list[Schema]:
             kind="ModelPolicy", plural="modelpolicies", short_names=["mp", "mpol"], namespaced=True
         ),
         deployed_model_crd(),
+        policy_report_crd(),
     ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client, config
@@ -33,6 +33,7 @@ class KubeApi:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.networking = client.NetworkingV1Api(api_client)
+        self.admissionregistration = client.AdmissionregistrationV1Api(api_client)
 
     def _json(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call a list/get method and return the raw JSON (no model objects)."""
@@ -57,6 +58,43 @@ class KubeApi:
 
     def list_services(self) -> list[dict[str, Any]]:
         return list(self._json(self.core.list_service_for_all_namespaces)["items"])
+
+    def iter_pods(self, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Every pod, one page at a time (the audit holds one page in memory, not the cluster)."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size}
+            if token:
+                kwargs["_continue"] = token
+            data = self._json(self.core.list_pod_for_all_namespaces, **kwargs)
+            yield from data.get("items") or []
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def put_namespaced_object(
+        self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> None:
+        """Create a custom object, or replace it if it exists (a report we own)."""
+        name = body["metadata"]["name"]
+        args = (group, version, namespace, plural)
+        try:
+            current = self._json(self.custom.get_namespaced_custom_object, *args, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.custom.create_namespaced_custom_object(*args, dict(body), _request_timeout=TIMEOUT)
+            return
+        replacement = {
+            **body,
+            "metadata": {
+                **body["metadata"],
+                "resourceVersion": current["metadata"]["resourceVersion"],
+            },
+        }
+        self.custom.replace_namespaced_custom_object(
+            *args, name, replacement, _request_timeout=TIMEOUT
+        )
 
     def patch_policy_status(
         self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
@@ -130,6 +168,48 @@ class KubeApi:
     def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         body: Any = dict(event)
         self.core.create_namespaced_event(namespace, body, _request_timeout=TIMEOUT)
+
+    # -- the serving certificate (controller/certificates.py) --
+
+    def _json_or_none(self, method: Any, *args: Any) -> dict[str, Any] | None:
+        try:
+            return self._json(method, *args)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._json_or_none(self.core.read_namespaced_secret, name, namespace)
+
+    def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._json(self.core.create_namespaced_secret, namespace, dict(body))
+
+    def replace_secret(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._json(self.core.replace_namespaced_secret, name, namespace, dict(body))
+
+    def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
+        api = self.admissionregistration
+        read = {
+            "ValidatingWebhookConfiguration": api.read_validating_webhook_configuration,
+            "MutatingWebhookConfiguration": api.read_mutating_webhook_configuration,
+        }[kind]
+        return self._json_or_none(read, name)
+
+    def patch_webhook_configuration(
+        self, kind: str, name: str, patch: Sequence[Mapping[str, Any]]
+    ) -> None:
+        api = self.admissionregistration
+        method = {
+            "ValidatingWebhookConfiguration": api.patch_validating_webhook_configuration,
+            "MutatingWebhookConfiguration": api.patch_mutating_webhook_configuration,
+        }[kind]
+        method(
+            name,
+            [dict(op) for op in patch],
+            _content_type="application/json-patch+json",
+            _request_timeout=TIMEOUT,
+        )
 
 
 def iter_all(kube: KubeApi) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -52,11 +52,18 @@ class PolicyStatusWriter:
         except Exception as exc:
             log.warning("could not update the status of %s %s: %s", kind, name, exc)
 
+    async def set_current(self, key: PolicyKey, count: int) -> None:
+        """Pods that break the policy now (from the background audit)."""
+        counts = self.counts.setdefault(key, {})
+        if counts.get("current") != count:
+            counts["current"] = count
+            await self.sync(key, None)
+
     async def run(self, interval: float = 5.0) -> None:
         """Fold the recorder's decision counts into the policies' status, periodically."""
         while True:
             await asyncio.sleep(interval)
             for ref, counts in self.recorder.take_counts().items():
                 key: PolicyKey = (ref.kind, ref.namespace, ref.name)
-                self.counts[key] = counts
+                self.counts.setdefault(key, {}).update(counts)
                 await self.sync(key, None)

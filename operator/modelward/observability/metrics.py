@@ -28,6 +28,8 @@ class Metrics:
     certificate_expiry: Gauge
     model_verifications: Counter
     model_verification_duration: Histogram
+    audit_violations: Gauge
+    audit_duration: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -91,6 +93,19 @@ class Metrics:
                 "modelward_model_verification_duration_seconds",
                 "How long verifiers took to verify (and scan) a model.",
                 buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+                registry=registry,
+            ),
+            audit_violations=Gauge(
+                "modelward_audit_violations",
+                "Violations found by the last background audit of existing pods, by policy, "
+                "rule and namespace.",
+                ["policy", "rule", "namespace"],
+                registry=registry,
+            ),
+            audit_duration=Histogram(
+                "modelward_audit_duration_seconds",
+                "How long one background audit scan took.",
+                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
                 registry=registry,
             ),
             certificate_expiry=Gauge(
