@@ -159,8 +159,9 @@ def main() -> int:
             ):
                 print(f"    {line}")
         print(
-            f"\n{BOLD}offline, the same engine:{RESET} modelward check -f manifests/examples/workloads "
-            "--policy manifests/examples/policies  (exit 1: something is denied)"
+            f"\n{BOLD}offline, the same engine:{RESET} modelward check "
+            "-f manifests/examples/workloads --policy manifests/examples/policies "
+            "(exit 1: something is denied)"
         )
     finally:
         if operator is not None:
@@ -173,7 +174,8 @@ def main() -> int:
         else:
             LocalControlPlane.stop_reusable()
             print(
-                f"\n{DIM}cleaned up: operator stopped, webhooks removed, control plane stopped{RESET}"
+                f"\n{DIM}cleaned up: operator stopped, webhooks removed, "
+                f"control plane stopped{RESET}"
             )
     return 0
 
