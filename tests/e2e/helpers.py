@@ -10,9 +10,7 @@ from typing import Any
 import yaml
 
 from modelward_dev.controlplane import ToolRunner
-
-DIGEST = "sha256:" + "ab" * 32
-GOOD_IMAGE = f"registry.example.com/serving/server@{DIGEST}"
+from tests.unit.engine.builders import compliant_pod
 
 
 def apply(kubectl: ToolRunner, *objects: dict[str, Any], extra: tuple[str, ...] = ()) -> Any:
@@ -70,33 +68,8 @@ def apply_policy(kubectl: ToolRunner, policy: dict[str, Any]) -> dict[str, Any]:
 
 def pod(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
     """A pod that complies with every rule family at default settings."""
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [
-                {
-                    "name": "server",
-                    "image": GOOD_IMAGE,
-                    "ports": [{"containerPort": 8443}],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                    "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
-                }
-            ],
-            "volumes": [{"name": "tls", "secret": {"secretName": "server-tls"}}],
-        },
-    }
-    body["spec"].update(spec)
+    body = compliant_pod(**spec)
+    body["metadata"] = {"name": name, "namespace": namespace, "labels": {"app": name}}
     return body
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.operator_process import OperatorProcess
-from tests.e2e.helpers import DIGEST, apply, apply_policy, cluster_policy, get_json, pod, wait_for
+from tests.e2e.helpers import apply, apply_policy, cluster_policy, get_json, pod, wait_for
+from tests.unit.engine.builders import DIGEST
+from tests.unit.integrity.conftest import make_key, sign_key_cli
 
 pytestmark = [pytest.mark.usefixtures("operator"), pytest.mark.slow]
 
@@ -37,35 +37,9 @@ def signed_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model.mkdir()
     (model / "config.json").write_text('{"layers": 2}')
     (model / "weights.bin").write_bytes(os.urandom(256 * 1024))
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = root / "key.pem", root / "key.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    subprocess.run(
-        [
-            str(BIN / "model_signing"),
-            "sign",
-            "key",
-            "--private_key",
-            str(private),
-            "--signature",
-            str(model / "model.sig"),
-            str(model),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return {"model": model, "public": public, "root": root}
+    key = make_key(root, "release")
+    sign_key_cli(model, key, model / "model.sig")
+    return {"model": model, "public": key.public, "root": root}
 
 
 def integrity_policy(namespace: str, public_key: str, mode: str) -> dict[str, Any]:

@@ -115,7 +115,7 @@ class EventRecorder:
         summary = "; ".join(f.short() for f in decision.findings[:MAX_RULES_IN_MESSAGE])
         if len(decision.findings) > MAX_RULES_IN_MESSAGE:
             summary += f"; and {len(decision.findings) - MAX_RULES_IN_MESSAGE} more"
-        self._enqueue(subject.namespace, involved, reason, kind, f"{outcome}: {summary}")
+        self.post(subject.namespace, involved, reason, kind, f"{outcome}: {summary}")
         for policy, findings in by_policy.items():
             unique = sorted({f.violation.rule_id for f in findings})
             policy_outcome = policy_outcomes[policy]
@@ -126,7 +126,7 @@ class EventRecorder:
                 **({"namespace": policy.namespace} if policy.namespace else {}),
             }
             message = f"{subject} {policy_outcome}: {', '.join(unique)}"
-            self._enqueue(
+            self.post(
                 policy.namespace or "default",
                 policy_obj,
                 REASONS[policy_outcome],
@@ -144,19 +144,7 @@ class EventRecorder:
         *,
         action: str = "Admission",
     ) -> None:
-        """Queue any Event (deduplicated and rate limited like the admission ones)."""
-        self._enqueue(namespace, involved, reason, kind, message, action=action)
-
-    def _enqueue(
-        self,
-        namespace: str,
-        involved: Mapping[str, Any],
-        reason: str,
-        kind: str,
-        message: str,
-        *,
-        action: str = "Admission",
-    ) -> None:
+        """Queue an Event: deduplicated, rate limited, posted by ``run``."""
         key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason, message)
         now = time.monotonic()
         if now - self.recent.get(key, -DEDUPE_SECONDS) < DEDUPE_SECONDS:
