@@ -389,9 +389,13 @@ def test_install_run_upgrade_uninstall(
         )
         time.sleep(2)  # let kopf's watches and the status writer run with these permissions
         log = process.log_tail(400)
-        assert "Forbidden" not in log and "403" not in log, log
+        # An RBAC refusal names the ServiceAccount (other 403s exist in a shared session:
+        # namespaces of earlier tests never finish terminating here, and refuse new objects).
+        subject = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+        assert subject not in log, log
+        assert "Not enough permissions" not in log, log  # kopf's warning
         assert "could not update the status" not in log, log
-        assert "could not write the PolicyReport" not in log, log
+        assert f"could not write the PolicyReport of {open_}" not in log, log
     finally:
         unregister_cleanup(process.stop)
         process.stop()

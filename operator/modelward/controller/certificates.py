@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes.client.exceptions import ApiException
 
 from modelward.certs import KeyPair, create_ca, issue_certificate
@@ -254,6 +255,10 @@ def plan_material(
     ca = _load_pair(_first_pem(bundle), stored.get(CA_KEY_KEY, b""))
     reasons = []
     horizon = dt.timedelta(days=config.leaf_valid_days) + config.renew_before
+    if ca is not None and not isinstance(
+        serialization.load_pem_private_key(ca.key_pem, password=None), ec.EllipticCurvePrivateKey
+    ):
+        ca = None  # issue_certificate signs with EC keys only (modelward.certs)
     if ca is None:
         reasons.append("no usable CA" if secret is not None else "the Secret does not exist")
         ca = create_ca(common_name=f"{config.service_name}-ca", valid_days=config.ca_valid_days)

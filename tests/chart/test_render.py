@@ -1,0 +1,262 @@
+"""``helm lint --strict`` and ``helm template`` for the default values and a matrix of others.
+
+Each case also checks what its values are for, so a template that ignores a value fails here
+rather than in a cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.chart.conftest import HelmChart, Rendered
+
+CA_BUNDLE = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+ALWAYS_RENDERED = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Deployment",
+    "Service",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+}
+
+
+def webhooks(rendered: Rendered) -> list[dict[str, Any]]:
+    return [
+        hook
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+        for hook in rendered.one(kind)["webhooks"]
+    ]
+
+
+def container(rendered: Rendered) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = rendered.one("Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def check_defaults(r: Rendered) -> None:
+    assert r.kinds() >= ALWAYS_RENDERED
+    deployment = r.one("Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert r.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert r.one("NetworkPolicy")["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ServiceMonitor" not in r.kinds() and "PrometheusRule" not in r.kinds()
+    assert (
+        r.one("ConfigMap", "modelward-dashboard")["metadata"]["labels"]["grafana_dashboard"] == "1"
+    )
+    args = container(r)["args"]
+    assert "--manage-certificates" in args
+    assert "--webhook-configuration=modelward" in args and "--service-name=modelward" in args
+    assert container(r)["image"] == "ghcr.io/modelward/modelward:0.1.0"
+    assert {h["failurePolicy"] for h in webhooks(r) if "failopen" not in h["name"]} == {"Fail"}
+    assert {h["failurePolicy"] for h in webhooks(r) if "failopen" in h["name"]} == {"Ignore"}
+    # mode operator: the operator writes the caBundle; the chart renders none before it exists.
+    assert all("caBundle" not in h["clientConfig"] for h in webhooks(r))
+    assert r.one("Role")["rules"][0]["resourceNames"] == ["modelward-tls"]
+    assert "Certificate" not in r.kinds()
+    assert "kubectl label namespace" in r.notes and "Break-glass" in r.notes
+
+
+def check_cert_manager(r: Rendered) -> None:
+    certificates = {c["metadata"]["name"]: c for c in r.all("Certificate")}
+    assert set(certificates) == {"modelward-ca", "modelward-serving"}
+    serving = certificates["modelward-serving"]["spec"]
+    assert serving["secretName"] == "modelward-tls"
+    assert "modelward.modelward-system.svc" in serving["dnsNames"]
+    assert {i["metadata"]["name"] for i in r.all("Issuer")} == {
+        "modelward-selfsigned",
+        "modelward-ca",
+    }
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        annotations = r.one(kind)["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == "modelward-system/modelward-serving"
+    args = container(r)["args"]
+    assert "--manage-certificates" not in args
+    assert "--tls-cert-file=/etc/modelward/tls/tls.crt" in args
+    volumes = r.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "tls",
+        "secret": {"secretName": "modelward-tls", "defaultMode": 0o440},
+    } in volumes
+    # No certificate Secret access and no webhook patching for the operator in this mode.
+    assert "Role" not in r.kinds()
+    rules = r.one("ClusterRole")["rules"]
+    assert not any("admissionregistration.k8s.io" in rule["apiGroups"] for rule in rules)
+
+
+def check_issuer_ref(r: Rendered) -> None:
+    assert [c["metadata"]["name"] for c in r.all("Certificate")] == ["modelward-serving"]
+    assert "Issuer" not in r.kinds()
+    issuer = r.one("Certificate")["spec"]["issuerRef"]
+    assert issuer == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+def check_files(r: Rendered) -> None:
+    assert {h["clientConfig"]["caBundle"] for h in webhooks(r)} == {CA_BUNDLE.decode()}
+    volumes = r.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0]["secret"]["secretName"] == "my-webhook-tls"
+    assert "Role" not in r.kinds() and "Certificate" not in r.kinds()
+
+
+def check_single_replica(r: Rendered) -> None:
+    assert r.one("Deployment")["spec"]["replicas"] == 1
+    # A PDB with minAvailable 1 over one replica would block every node drain.
+    assert "PodDisruptionBudget" not in r.kinds()
+    assert "WARNING: replicaCount is 1" in r.notes
+
+
+def check_service_monitor(r: Rendered) -> None:
+    monitor = r.one("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == "metrics" and endpoint["interval"] == "15s"
+    assert endpoint["honorLabels"] is True  # keeps the workload's namespace label
+    service_ports = {p["name"] for p in r.one("Service")["spec"]["ports"]}
+    assert "metrics" in service_ports
+    assert monitor["spec"]["selector"]["matchLabels"] == r.one("Service")["spec"]["selector"]
+
+
+def check_ignore(r: Rendered) -> None:
+    assert {h["failurePolicy"] for h in webhooks(r)} == {"Ignore"}
+    assert len(webhooks(r)) == 4
+
+
+def check_fail_open_off(r: Rendered) -> None:
+    assert [h["name"] for h in webhooks(r)] == ["validate.modelward.io", "mutate.modelward.io"]
+
+
+def check_rules_and_names(r: Rendered) -> None:
+    rule = r.one("PrometheusRule", "ml-modelward")
+    exprs = [x["expr"] for g in rule["spec"]["groups"] for x in g["rules"]]
+    assert all('job="ml-modelward"' in e for e in exprs if "modelward_" in e or "up{" in e)
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    assert all(o["metadata"]["name"].startswith("ml-modelward") for o in r.objects)
+    hooks = webhooks(r)
+    assert {h["clientConfig"]["service"]["namespace"] for h in hooks} == {"ml-platform"}
+
+
+def check_lean(r: Rendered) -> None:
+    assert "NetworkPolicy" not in r.kinds() and "ConfigMap" not in r.kinds()
+    assert container(r)["image"] == f"registry.example.com/modelward@{DIGEST}"
+    assert "--no-events" in container(r)["args"]
+
+
+def check_egress_off(r: Rendered) -> None:
+    policy = r.one("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and "egress" not in policy["spec"]
+    ingress = policy["spec"]["ingress"]
+    assert ingress[0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+
+
+CASES: dict[str, tuple[dict[str, Any], Callable[[Rendered], None], dict[str, str]]] = {
+    "defaults": ({}, check_defaults, {}),
+    "cert-manager": ({"certificates": {"mode": "certManager"}}, check_cert_manager, {}),
+    "cert-manager-issuer": (
+        {
+            "certificates": {
+                "mode": "certManager",
+                "certManager": {
+                    "issuerRef": {
+                        "name": "corp-ca",
+                        "kind": "ClusterIssuer",
+                        "group": "cert-manager.io",
+                    }
+                },
+            }
+        },
+        check_issuer_ref,
+        {},
+    ),
+    "files": (
+        {
+            "certificates": {
+                "mode": "files",
+                "secretName": "my-webhook-tls",
+                "files": {"caBundle": CA_BUNDLE.decode()},
+            }
+        },
+        check_files,
+        {},
+    ),
+    "ha-off": ({"replicaCount": 1}, check_single_replica, {}),
+    "service-monitor": (
+        {
+            "serviceMonitor": {
+                "enabled": True,
+                "interval": "15s",
+                "labels": {"release": "kube-prometheus-stack"},
+            }
+        },
+        check_service_monitor,
+        {},
+    ),
+    "failure-policy-ignore": ({"webhook": {"failurePolicy": "Ignore"}}, check_ignore, {}),
+    "fail-open-off": ({"webhook": {"failOpenElsewhere": False}}, check_fail_open_off, {}),
+    "alerts-and-release-name": (
+        {"prometheusRule": {"enabled": True, "labels": {"release": "prom"}}},
+        check_rules_and_names,
+        {"release": "ml", "namespace": "ml-platform"},
+    ),
+    "lean": (
+        {
+            "networkPolicy": {"enabled": False},
+            "grafanaDashboard": {"enabled": False},
+            "image": {"repository": "registry.example.com/modelward", "digest": DIGEST},
+            "operator": {"events": False},
+        },
+        check_lean,
+        {},
+    ),
+    "egress-off": (
+        {
+            "networkPolicy": {
+                "egress": {"enabled": False},
+                "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+            }
+        },
+        check_egress_off,
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lint_and_template(chart: HelmChart, case: str) -> None:
+    values, check, where = CASES[case]
+    lint = chart.lint(values)
+    assert lint.returncode == 0, f"helm lint --strict failed:\n{lint.stdout}\n{lint.stderr}"
+    assert "[WARNING]" not in lint.stdout and "[ERROR]" not in lint.stdout, lint.stdout
+    check(chart.template(values, **where))
+
+
+def test_every_object_is_namespaced_in_the_release_namespace(chart: HelmChart) -> None:
+    """helm does not add namespaces to rendered objects; a missing one lands in "default"."""
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
+    values = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    for obj in chart.template(values, namespace="elsewhere").objects:
+        if obj["kind"] in cluster_scoped:
+            assert "namespace" not in obj["metadata"], obj["kind"]
+        else:
+            assert obj["metadata"]["namespace"] == "elsewhere", obj["kind"]
+
+
+def test_objects_carry_the_standard_labels(chart: HelmChart) -> None:
+    for obj in chart.template({"certificates": {"mode": "certManager"}}).objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "modelward", obj["kind"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", obj["kind"]

@@ -1,0 +1,174 @@
+"""The chart's webhook configurations against ``modelward.api.webhooks``, the single source.
+
+The rules, paths and side-effect class must be exactly those of ``webhook_rules()`` and
+``webhook_configurations()`` (which the test harness registers), so a kind added there and
+forgotten in the chart fails here. The namespace selectors are evaluated on sample namespaces
+to show the split: fail closed where the enforced label is, fail open elsewhere, never in the
+system namespaces or the release namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelward.api.webhooks import (
+    ALWAYS_EXCLUDED_NAMESPACES,
+    MUTATE_PATH,
+    VALIDATE_PATH,
+    webhook_configurations,
+    webhook_rules,
+)
+from modelward.engine.selectors import LabelSelector
+from tests.chart.conftest import HelmChart, Rendered
+
+KINDS = {
+    "ValidatingWebhookConfiguration": ("validate", VALIDATE_PATH, True),
+    "MutatingWebhookConfiguration": ("mutate", MUTATE_PATH, False),
+}
+ENFORCED = "modelward.io/model-serving"
+
+
+def reference_webhooks() -> dict[str, dict[str, Any]]:
+    """The harness's configurations, built by the single source, keyed by kind."""
+    validating, mutating = webhook_configurations(
+        name="reference",
+        client_config_for={"validate": {"url": "https://x"}, "mutate": {"url": "https://x"}},
+        excluded_namespaces=(),
+    )
+    return {
+        "ValidatingWebhookConfiguration": validating["webhooks"][0],
+        "MutatingWebhookConfiguration": mutating["webhooks"][0],
+    }
+
+
+def namespace_labels(name: str, **labels: str) -> dict[str, str]:
+    """A namespace's labels as the API server sets them (the name label is automatic)."""
+    return {"kubernetes.io/metadata.name": name, **labels}
+
+
+def matching(configuration: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    return [
+        hook["name"]
+        for hook in configuration["webhooks"]
+        if LabelSelector.parse(hook["namespaceSelector"]).matches(labels)
+    ]
+
+
+@pytest.fixture(scope="module")
+def rendered(chart: HelmChart) -> Rendered:
+    return chart.template()
+
+
+def test_rules_paths_and_fields_come_from_the_single_source(rendered: Rendered) -> None:
+    reference = reference_webhooks()
+    for kind, (short, path, ingresses) in KINDS.items():
+        configuration = rendered.one(kind, "modelward")
+        hooks = configuration["webhooks"]
+        assert [h["name"] for h in hooks] == [
+            f"{short}.modelward.io",
+            f"{short}-failopen.modelward.io",
+        ]
+        for hook in hooks:
+            assert hook["rules"] == webhook_rules(include_ingresses=ingresses), hook["name"]
+            assert hook["clientConfig"]["service"] == {
+                "name": "modelward",
+                "namespace": "modelward-system",
+                "path": path,
+                "port": 443,
+            }
+            for field in ("admissionReviewVersions", "sideEffects", "matchPolicy", "rules"):
+                assert hook[field] == reference[kind][field], (hook["name"], field)
+            assert hook.get("reinvocationPolicy") == reference[kind].get("reinvocationPolicy")
+            assert 1 <= hook["timeoutSeconds"] <= 10
+
+
+def test_nodes_leases_csrs_and_deletes_are_never_intercepted(rendered: Rendered) -> None:
+    """The deadlock guard: nothing a restarting cluster needs can wait on modelward."""
+    for kind in KINDS:
+        for hook in rendered.one(kind)["webhooks"]:
+            for rule in hook["rules"]:
+                assert rule["scope"] == "Namespaced"
+                assert set(rule["operations"]) <= {"CREATE", "UPDATE"}
+                assert "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+                for forbidden in ("nodes", "leases", "certificatesigningrequests", "namespaces"):
+                    assert not any(r.split("/")[0] == forbidden for r in rule["resources"])
+
+
+@pytest.mark.parametrize("release_namespace", ["modelward-system", "security"])
+@pytest.mark.parametrize("excluded", [[], ["kube-public", "legacy"]])
+def test_system_and_release_namespaces_are_always_excluded(
+    chart: HelmChart, release_namespace: str, excluded: list[str]
+) -> None:
+    """Whatever excludedNamespaces says, the chart keeps its guard namespaces out."""
+    rendered = chart.template(
+        {"webhook": {"excludedNamespaces": excluded}}, namespace=release_namespace
+    )
+    guard = {*ALWAYS_EXCLUDED_NAMESPACES, release_namespace, *excluded}
+    for kind in KINDS:
+        configuration = rendered.one(kind)
+        for hook in configuration["webhooks"]:
+            expressions = hook["namespaceSelector"]["matchExpressions"]
+            names = next(e for e in expressions if e["key"] == "kubernetes.io/metadata.name")
+            assert names["operator"] == "NotIn"
+            assert set(names["values"]) == guard
+        for name in guard:
+            # Even a namespace carrying the enforced label is left alone.
+            assert matching(configuration, namespace_labels(name, **{ENFORCED: "true"})) == []
+
+
+def test_fail_closed_only_where_the_enforced_label_is(rendered: Rendered) -> None:
+    for kind, (short, _, _) in KINDS.items():
+        configuration = rendered.one(kind)
+        policies = {h["name"]: h["failurePolicy"] for h in configuration["webhooks"]}
+        assert policies == {
+            f"{short}.modelward.io": "Fail",
+            f"{short}-failopen.modelward.io": "Ignore",
+        }
+        # Exactly one webhook per configuration sees each ordinary namespace: the enforced one
+        # for labelled namespaces, the fail-open one for the rest (no gap, no double call).
+        assert matching(configuration, namespace_labels("serving", **{ENFORCED: "true"})) == [
+            f"{short}.modelward.io"
+        ]
+        for labels in (
+            namespace_labels("team-a"),
+            namespace_labels("team-b", **{ENFORCED: "false"}),
+            namespace_labels("default"),
+        ):
+            assert matching(configuration, labels) == [f"{short}-failopen.modelward.io"]
+
+
+def test_custom_enforced_label_and_scope(chart: HelmChart) -> None:
+    rendered = chart.template(
+        {
+            "webhook": {
+                "enforcedNamespaceLabel": {"key": "tier", "values": ["prod", "staging"]},
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": "team", "operator": "In", "values": ["ml"]}]
+                },
+            }
+        }
+    )
+    configuration = rendered.one("ValidatingWebhookConfiguration")
+    assert matching(configuration, namespace_labels("a", tier="staging", team="ml")) == [
+        "validate.modelward.io"
+    ]
+    assert matching(configuration, namespace_labels("b", tier="dev", team="ml")) == [
+        "validate-failopen.modelward.io"
+    ]
+    # Outside the scope nothing is intercepted at all.
+    assert matching(configuration, namespace_labels("c", tier="prod", team="web")) == []
+
+
+def test_timeout_is_configurable_and_above_the_internal_deadline(chart: HelmChart) -> None:
+    rendered = chart.template(
+        {"webhook": {"timeoutSeconds": 3}, "operator": {"deadlineSeconds": 2}}
+    )
+    for kind in KINDS:
+        assert {h["timeoutSeconds"] for h in rendered.one(kind)["webhooks"]} == {3}
+    args = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--deadline=2" in args
+    refused = chart.attempt({"webhook": {"timeoutSeconds": 2}, "operator": {"deadlineSeconds": 2}})
+    assert refused.returncode != 0
+    assert "operator.deadlineSeconds (2) must be below webhook.timeoutSeconds (2)" in refused.stderr
