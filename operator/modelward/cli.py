@@ -38,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         deadline_seconds=args.deadline,
         events=not args.no_events,
         audit_interval=args.audit_interval,
+        leader_lease=args.leader_lease,
         log_level=args.log_level,
         log_format=args.log_format,
         manage_certificates=args.manage_certificates,
@@ -130,9 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="internal deadline per review in seconds (below the webhook timeout)",
     )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
-    run.add_argument("--audit-interval", type=float, default=300.0, metavar="SECONDS",
-                     help="seconds between background audits of existing pods (PolicyReports); "
-                     "0 turns the audit off")
+    run.add_argument(
+        "--leader-lease",
+        default="modelward-leader",
+        metavar="NAME",
+        help="Lease in --namespace electing the replica that runs the audit and "
+        "records verifier results (admission is served by every replica)",
+    )
+    run.add_argument(
+        "--audit-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between background audits of existing pods (PolicyReports); "
+        "0 turns the audit off",
+    )
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument(

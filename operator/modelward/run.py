@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 import kopf
@@ -24,6 +25,7 @@ from modelward.controller.certificates import CertificateConfig, CertificateMana
 from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
 from modelward.controller.kube import KubeApi, iter_all
+from modelward.controller.leadership import Leadership
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
@@ -73,7 +75,19 @@ async def serve(settings: Settings) -> None:
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
     service = AdmissionService(state=state, recorder=recorder)
-    verifications = VerificationRecorder(kube=kube, metrics=metrics, events=recorder)
+    leadership = Leadership(
+        kube=kube,
+        namespace=settings.namespace,
+        name=settings.leader_lease,
+        identity=f"{settings.pod_name}-{os.getpid()}",
+    )
+    verifications = VerificationRecorder(
+        kube=kube,
+        metrics=metrics,
+        events=recorder,
+        known_policies=lambda: {str(p.ref) for p in state.active_policies},
+        leader_since=lambda: leadership.since if leadership.is_leader else None,
+    )
     auditor = Auditor(
         kube=kube,
         state=state,
@@ -101,6 +115,9 @@ async def serve(settings: Settings) -> None:
     tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
 
     await prime_state(state, kube, status)
+    # Settle leadership before kopf lists the pods, so that the leader records fresh results
+    # from the first listing on (the renewal loop keeps it afterwards).
+    await leadership.acquire_once()
 
     admission = web.AppRunner(
         make_admission_app(
@@ -137,7 +154,12 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(recorder.run(), name="events"),
         asyncio.create_task(status.run(), name="status"),
         asyncio.create_task(tls.watch(), name="tls-reload"),
-        *([asyncio.create_task(auditor.run(), name="audit")] if settings.audit_interval else []),
+        asyncio.create_task(leadership.run(), name="leadership"),
+        *(
+            [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
+            if settings.audit_interval
+            else []
+        ),
         asyncio.create_task(
             kopf.operator(
                 registry=build_registry(state=state, status=status, verifications=verifications),

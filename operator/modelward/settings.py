@@ -27,6 +27,8 @@ class Settings:
     pod_name: str = os.environ.get("POD_NAME", "modelward")
     #: Seconds between background audits of existing pods; 0 turns the audit off.
     audit_interval: float = 300.0
+    #: The Lease (in ``namespace``) that picks the replica doing cluster-wide background work.
+    leader_lease: str = "modelward-leader"
     log_level: str = "INFO"
     log_format: str = "text"
     #: Operator-managed serving certificate (the Helm chart's certificates.mode=operator):

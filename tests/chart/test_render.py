@@ -62,7 +62,9 @@ def check_defaults(r: Rendered) -> None:
     assert {h["failurePolicy"] for h in webhooks(r) if "failopen" in h["name"]} == {"Ignore"}
     # mode operator: the operator writes the caBundle; the chart renders none before it exists.
     assert all("caBundle" not in h["clientConfig"] for h in webhooks(r))
-    assert r.one("Role")["rules"][0]["resourceNames"] == ["modelward-tls"]
+    assert r.one("Role", "modelward")["rules"][0]["resourceNames"] == ["modelward-tls"]
+    assert r.one("Role", "modelward-leader")["rules"][0]["resourceNames"] == ["modelward-leader"]
+    assert "--leader-lease=modelward-leader" in args
     assert "Certificate" not in r.kinds()
     assert "kubectl label namespace" in r.notes and "Break-glass" in r.notes
 
@@ -89,7 +91,7 @@ def check_cert_manager(r: Rendered) -> None:
         "secret": {"secretName": "modelward-tls", "defaultMode": 0o440},
     } in volumes
     # No certificate Secret access and no webhook patching for the operator in this mode.
-    assert "Role" not in r.kinds()
+    assert [role["metadata"]["name"] for role in r.all("Role")] == ["modelward-leader"]
     rules = r.one("ClusterRole")["rules"]
     assert not any("admissionregistration.k8s.io" in rule["apiGroups"] for rule in rules)
 
@@ -105,7 +107,8 @@ def check_files(r: Rendered) -> None:
     assert {h["clientConfig"]["caBundle"] for h in webhooks(r)} == {CA_BUNDLE.decode()}
     volumes = r.one("Deployment")["spec"]["template"]["spec"]["volumes"]
     assert volumes[0]["secret"]["secretName"] == "my-webhook-tls"
-    assert "Role" not in r.kinds() and "Certificate" not in r.kinds()
+    assert [role["metadata"]["name"] for role in r.all("Role")] == ["modelward-leader"]
+    assert "Certificate" not in r.kinds()
 
 
 def check_single_replica(r: Rendered) -> None:

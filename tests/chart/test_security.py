@@ -47,6 +47,8 @@ ALLOWED_WRITES = {
     ("", "secrets", "update"),
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"),
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
 }
 READ_VERBS = {"get", "list", "watch"}
 
@@ -153,6 +155,9 @@ def test_rbac_is_least_privilege(rendered: Rendered) -> None:
         assert verb not in {"escalate", "bind", "impersonate", "delete", "deletecollection"}
         if verb not in READ_VERBS:
             assert (group, resource, verb) in ALLOWED_WRITES, (kind, group, resource, verb)
+        if resource == "leases":
+            # The leader Lease only, in the release namespace.
+            assert kind == "Role" and (verb == "create" or names == ("modelward-leader",))
         if resource == "secrets":
             # Secrets only in the release namespace, and only the certificate one by name
             # (create cannot be restricted by name: the object does not exist yet).

@@ -8,6 +8,7 @@ the kubelet would (no kubelet runs here), and the operator must record it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -144,6 +145,7 @@ def _run_verifier(signed_model: dict[str, Path], tmp_path: Path, policy: str) ->
 def _report(
     kubectl: ToolRunner, name: str, namespace: str, container: str, message: str, exit_code: int
 ) -> None:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the kubelet writes it
     status = {
         "status": {
             "phase": "Pending",
@@ -159,8 +161,8 @@ def _report(
                             "exitCode": exit_code,
                             "reason": "Completed" if exit_code == 0 else "Error",
                             "message": message,
-                            "startedAt": "2026-11-25T10:00:00Z",
-                            "finishedAt": "2026-11-25T10:00:01Z",
+                            "startedAt": now,
+                            "finishedAt": now,
                         }
                     },
                 }

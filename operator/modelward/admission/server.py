@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -39,10 +40,28 @@ def _error(status: int, message: str, fix: str | None = None) -> web.Response:
     return web.json_response(body, status=status)
 
 
+class _LabelledChildren:
+    """A metric's labelled children, each looked up once: ``labels()`` checks its arguments and
+    takes a lock on every call, and a review counts several (one per finding)."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = self.metric.labels(*values)
+        return child
+
+
 def make_admission_app(
     *, service: AdmissionService, metrics: Metrics, deadline_seconds: float
 ) -> web.Application:
     """``/validate`` and ``/mutate``; everything else is a 404, never an ``allowed: true``."""
+    requests = _LabelledChildren(metrics.admission_requests)
+    violations = _LabelledChildren(metrics.violations)
+    duration = _LabelledChildren(metrics.admission_duration)
 
     def handler(
         webhook: str, decide: Callable[[ReviewRequest], Outcome]
@@ -50,7 +69,9 @@ def make_admission_app(
         async def handle(http: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             try:
-                body = await asyncio.wait_for(http.read(), timeout=deadline_seconds)
+                # asyncio.timeout, not wait_for: no extra task per request.
+                async with asyncio.timeout(deadline_seconds):
+                    body = await http.read()
             except TimeoutError:
                 return _error(408, "the request body did not arrive within the deadline")
             except web.HTTPRequestEntityTooLarge:
@@ -58,7 +79,7 @@ def make_admission_app(
             try:
                 request = parse_review(body)
             except ReviewError as exc:
-                metrics.admission_requests.labels(webhook, "malformed", "", "").inc()
+                requests(webhook, "malformed", "", "").inc()
                 return _error(400, f"malformed AdmissionReview: {exc.message}", exc.fix)
             try:
                 outcome = decide(request)
@@ -66,7 +87,7 @@ def make_admission_app(
                 label = outcome.label
                 if outcome.decision is not None:
                     for f in outcome.decision.findings:
-                        metrics.violations.labels(
+                        violations(
                             f.violation.rule_id, f.policy.label, request.namespace, f.mode.value
                         ).inc()
             except Exception as exc:
@@ -82,8 +103,8 @@ def make_admission_app(
                     "See the modelward logs; this request was refused to stay safe.",
                 )
                 label = "error"
-            metrics.admission_requests.labels(webhook, label, request.kind, request.operation).inc()
-            metrics.admission_duration.labels(webhook).observe(time.perf_counter() - started)
+            requests(webhook, label, request.kind, request.operation).inc()
+            duration(webhook).observe(time.perf_counter() - started)
             return web.Response(body=json.dumps(review).encode(), content_type="application/json")
 
         return handle

@@ -521,8 +521,9 @@ def deployed_model_crd() -> Schema:
             "signer": _string("Key fingerprint or certificate subject that signed it."),
             "files": {"type": "integer", "description": "Number of files in the model."},
             "scan": _string("Payload scan verdict.", enum=["clean", "unsafe", "skipped", "error"]),
-            "lastResult": _string("Last verification result.",
-                                  enum=["verified", "rejected", "error"]),
+            "lastResult": _string(
+                "Last verification result.", enum=["verified", "rejected", "error"]
+            ),
             "firstSeen": _string("First verification.", format="date-time"),
             "lastSeen": _string("Latest verification.", format="date-time"),
             "verifications": {"type": "integer", "description": "Verifications recorded."},
@@ -606,8 +607,10 @@ def policy_report_crd() -> Schema:
             "scored": {"type": "boolean"},
             "timestamp": _object(
                 "When.",
-                {"seconds": {"type": "integer", "format": "int64"},
-                 "nanos": {"type": "integer", "format": "int32"}},
+                {
+                    "seconds": {"type": "integer", "format": "int64"},
+                    "nanos": {"type": "integer", "format": "int32"},
+                },
             ),
             "resources": {"type": "array", "items": resource},
             "properties": {"type": "object", "additionalProperties": {"type": "string"}},

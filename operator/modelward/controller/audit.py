@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,11 +250,12 @@ class Auditor:
         )
         return result
 
-    async def run(self, initial_delay: float = 5.0) -> None:
+    async def run(self, *, is_leader: Callable[[], bool], initial_delay: float = 5.0) -> None:
         await asyncio.sleep(initial_delay)
         while True:
             try:
-                await self.scan()
+                if is_leader():
+                    await self.scan()
             except Exception as exc:
                 log.warning("audit scan failed: %s (next in %.0fs)", exc, self.interval)
             await asyncio.sleep(self.interval)

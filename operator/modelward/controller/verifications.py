@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,17 +77,48 @@ def verifier_messages(pod: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
                 break
 
 
+RECORD_GRACE = dt.timedelta(minutes=2)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _finished(value: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 class VerificationRecorder:
-    def __init__(self, *, kube: KubeApi | None, metrics: Metrics, events: EventRecorder) -> None:
+    """Records verifier results, once per cluster: only while ``is_leader()`` holds, and only
+    results that finished after this replica became the leader (less a grace period), so that
+    a restart or a new leader does not record the same verification again."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeApi | None,
+        metrics: Metrics,
+        events: EventRecorder,
+        known_policies: Callable[[], set[str]] = set,
+        leader_since: Callable[[], dt.datetime | None] = lambda: EPOCH,
+    ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.events = events
+        self.known_policies = known_policies
+        self.leader_since = leader_since
         self.seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     def new_records(self, pod: Mapping[str, Any]) -> list[VerificationRecord]:
+        since = self.leader_since()
+        if since is None:
+            return []  # another replica records
         meta = pod.get("metadata") or {}
         records = []
         for container, finished_at, message in verifier_messages(pod):
+            finished = _finished(finished_at)
+            if finished is not None and finished < since - RECORD_GRACE:
+                continue  # recorded before this replica led (or before a restart)
             try:
                 result = parse_termination_message(message)
             except IntegrityError as exc:
@@ -119,7 +150,8 @@ class VerificationRecorder:
 
     async def record(self, record: VerificationRecord) -> None:
         r = record.result
-        policy = r.policy or "unknown"
+        # The message comes from the pod: only a policy modelward knows becomes a label value.
+        policy = r.policy if r.policy in self.known_policies() else "unknown"
         self.metrics.model_verifications.labels(r.result, policy, record.namespace).inc()
         self.metrics.model_verification_duration.observe(r.duration_ms / 1000)
         admitted = r.admitted

@@ -1,8 +1,9 @@
 """Remedies to targeted JSONPatch operations.
 
 Only the fields a remedy sets are touched (never a whole-object diff). A missing parent is
-created with one ``add`` of the nested value; the pod spec is copied lazily, and only when there
-is something to patch, so that admitting a clean object costs no copy.
+created with one ``add`` of the nested value; the pod spec is copied lazily, and only the parts
+a remedy writes into, so that admitting a clean object costs no copy and patching a large one
+costs little.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ def _op(op: str, tokens: tuple[str | int, ...], value: Any) -> dict[str, Any]:
     return {"op": op, "path": json_pointer(tokens), "value": copy.deepcopy(value)}
 
 
+def _own(owned: dict[int, Any], parent: Any, token: str | int, child: Any) -> Any:
+    """``parent[token]`` as the working document's own copy, made the first time it is needed.
+
+    ``owned`` maps the id of every copy to the copy, which keeps it alive (so ids stay unique).
+    """
+    if id(child) in owned:
+        return child
+    if isinstance(child, Mapping):
+        mine: Any = dict(child)
+    elif isinstance(child, list):
+        mine = list(child)
+    else:
+        return child
+    parent[token] = mine
+    owned[id(mine)] = mine
+    return mine
+
+
 def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> JsonPatch:
     """JSONPatch operations (relative to the whole object) applying ``remedies`` in order.
 
@@ -37,9 +56,13 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
     remedies = list(remedies)
     if not remedies:
         return []
-    doc: dict[str, Any] = {"spec": copy.deepcopy(dict(workload.pod_spec))}
+    # The working document shares the object's dicts and lists until a remedy writes into one:
+    # only what lies on a remedy's path is copied, shallowly (a deep copy of a large pod spec
+    # cost more than evaluating every rule on it).
+    doc: dict[str, Any] = {"spec": workload.pod_spec}
     if workload.template_metadata is not None:
-        doc["metadata"] = copy.deepcopy(dict(workload.template_metadata))
+        doc["metadata"] = workload.template_metadata
+    owned: dict[int, Any] = {id(doc): doc}
     prefix: tuple[str | int, ...] = workload.template_pointer
     ops: JsonPatch = []
     for remedy in remedies:
@@ -54,7 +77,7 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
                 parent[token] = value
                 ops.append(_op("add", (*prefix, *tokens[: depth + 1]), value))
                 break
-            parent = child
+            parent = _own(owned, parent, token, child)
         else:
             last = tokens[-1]
             existing = parent.get(last) if isinstance(parent, Mapping) else parent[last]
@@ -63,7 +86,7 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
                     parent[last] = [remedy.value]
                     ops.append(_op("add", (*prefix, *tokens), [remedy.value]))
                 elif remedy.value not in existing:
-                    existing.append(remedy.value)
+                    _own(owned, parent, last, existing).append(remedy.value)
                     ops.append(_op("add", (*prefix, *tokens, "-"), remedy.value))
             elif existing != remedy.value:
                 op = "add" if isinstance(parent, Mapping) and last not in parent else "replace"

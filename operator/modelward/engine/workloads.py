@@ -6,6 +6,7 @@ rule is written once against a pod spec and applies to every controller (the Con
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,12 +97,18 @@ class Workload:
 
     def containers(self) -> Iterator[ContainerRef]:
         """Init, regular and ephemeral containers, in that order."""
-        for list_name in CONTAINER_LISTS:
-            items = self.pod_spec.get(list_name) or []
-            if isinstance(items, list):
-                for index, spec in enumerate(items):
-                    if isinstance(spec, Mapping):
-                        yield ContainerRef(list_name, index, spec)
+        return iter(self._containers)
+
+    @functools.cached_property
+    def _containers(self) -> tuple[ContainerRef, ...]:
+        """Listed once per workload: every rule family of every policy walks them."""
+        return tuple(
+            ContainerRef(list_name, index, spec)
+            for list_name in CONTAINER_LISTS
+            if isinstance(items := self.pod_spec.get(list_name) or [], list)
+            for index, spec in enumerate(items)
+            if isinstance(spec, Mapping)
+        )
 
     def serving_containers(self) -> Iterator[ContainerRef]:
         """The long-running containers (not init, not ephemeral)."""

@@ -56,7 +56,9 @@ def _recorder() -> VerificationRecorder:
     events = EventRecorder(
         kube=None, metrics=metrics, component="modelward", instance="t", rate=100, burst=100
     )
-    return VerificationRecorder(kube=None, metrics=metrics, events=events)
+    return VerificationRecorder(
+        kube=None, metrics=metrics, events=events, known_policies=lambda: {"p"}
+    )
 
 
 def test_owning_workload() -> None:

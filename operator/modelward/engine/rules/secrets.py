@@ -143,8 +143,10 @@ def env_verdict(name: str, value: str) -> tuple[bool, str | None]:
 
 def _literal_env(c: ContainerRef) -> Iterator[tuple[str, str]]:
     for item in c.spec.get("env") or []:
-        if isinstance(item, Mapping) and isinstance(item.get("value"), str) and item["value"]:
-            yield str(item.get("name", "")), item["value"]
+        if type(item) is dict or isinstance(item, Mapping):  # dict first: the ABC check is slow
+            value = item.get("value")
+            if isinstance(value, str) and value:
+                yield str(item.get("name", "")), value
 
 
 def check_secrets(w: Workload, ns: NamespaceFacts, cfg: SecretsConfig) -> Iterator[Violation]:
