@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-integrity
 
 ## demo: build or reuse the local control plane, run modelward, show what it denies, patches, records
 demo: venv binaries
@@ -17,6 +17,17 @@ test: venv binaries system-deps lint
 ## test-fast: unit and contract tests only (no control plane)
 test-fast: venv
 	$(PY) -m pytest -m "not e2e and not slow"
+
+## bench: admission benchmarks (engine, HTTPS vs a no-op webhook, through kube-apiserver, memory)
+bench: venv binaries
+	$(PY) -m bench.admission
+
+## bench-integrity: verify vs model_signing and the SHA-256 limit; scan vs picklescan/modelscan
+bench-integrity: venv
+	$(PY) bench/integrity/bench_verify.py
+	test -x /tmp/bench-venv/bin/python || ($(PYTHON) -m venv /tmp/bench-venv && \
+		/tmp/bench-venv/bin/pip install --quiet picklescan modelscan)
+	$(PY) bench/integrity/bench_scan.py
 
 lint: venv
 	$(VENV)/bin/ruff check operator hack tests bench
