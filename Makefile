@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-integrity
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity
 
 ## demo: build or reuse the local control plane, run modelward, show what it denies, patches, records
 demo: venv binaries
@@ -21,6 +21,9 @@ test-fast: venv
 ## bench: admission benchmarks (engine, HTTPS vs a no-op webhook, through kube-apiserver, memory)
 bench: venv binaries
 	$(PY) -m bench.admission
+
+bench-quick: venv binaries
+	$(PY) -m bench.admission --quick
 
 ## bench-integrity: verify vs model_signing and the SHA-256 limit; scan vs picklescan/modelscan
 bench-integrity: venv
