@@ -42,7 +42,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Protocol, Self
 
 import yaml
@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives import serialization
 
 from modelward.certs import KeyPair, create_ca, issue_certificate
 from modelward_dev.binaries import ControlPlaneBinaries, cache_dir, find_binaries
+from modelward_dev.lifecycle import StartStop
 
 __all__ = [
     "DEFAULT_STARTUP_TIMEOUT",
@@ -433,7 +434,7 @@ class _Ports:
     apiserver: int
 
 
-class LocalControlPlane:
+class LocalControlPlane(StartStop):
     """etcd + kube-apiserver on free loopback ports, with an admin kubeconfig.
 
     The API server serves a certificate with IP SAN 127.0.0.1 (Go ignores the CN), authorises
@@ -485,18 +486,6 @@ class LocalControlPlane:
         self._lock = threading.RLock()
 
     # -- lifecycle --
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start etcd and kube-apiserver and wait until the ``default`` namespace exists.

@@ -25,8 +25,7 @@ import time
 import urllib.error
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from modelward.api.webhooks import MUTATE_PATH, VALIDATE_PATH, webhook_configurations
 from modelward.certs import create_ca, issue_certificate
@@ -39,6 +38,7 @@ from modelward_dev.controlplane import (
     register_cleanup,
     unregister_cleanup,
 )
+from modelward_dev.lifecycle import StartStop
 
 __all__ = [
     "DEFAULT_CONFIGURATION_NAME",
@@ -64,7 +64,7 @@ class OperatorError(RuntimeError):
     """The operator did not become ready or its webhooks were not used; carries its log tail."""
 
 
-class OperatorProcess:
+class OperatorProcess(StartStop):
     """``python -m modelward run`` against a ``LocalControlPlane``, with webhooks registered.
 
     Attributes valid after ``start()``: ``webhook_url`` (``https://127.0.0.1:P``),
@@ -141,18 +141,6 @@ class OperatorProcess:
         self._lock = threading.RLock()
 
     # -- lifecycle --
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start the operator, wait for ``/readyz``, register the webhooks, wait until used.

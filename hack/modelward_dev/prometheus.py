@@ -29,8 +29,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
@@ -41,6 +40,7 @@ from modelward_dev.controlplane import (
     register_cleanup,
     unregister_cleanup,
 )
+from modelward_dev.lifecycle import StartStop
 
 __all__ = [
     "GRAFANA_BUILTINS",
@@ -87,7 +87,7 @@ class ScrapeTarget:
     honor_labels: bool = True
 
 
-class PrometheusProcess:
+class PrometheusProcess(StartStop):
     """``prometheus`` on a free loopback port with a generated configuration.
 
     Attributes valid after ``start()``: ``url``, ``port``, ``work_dir``, ``log_path``.
@@ -119,18 +119,6 @@ class PrometheusProcess:
         self._lock = threading.RLock()
 
     # -- lifecycle --
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Write the configuration, start Prometheus and wait until ``/-/ready`` answers.
