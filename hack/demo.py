@@ -94,7 +94,8 @@ def main() -> int:
         )
 
         step(3, "modelward operator + admission webhooks (a local process, HTTPS on 127.0.0.1)")
-        operator = OperatorProcess(control_plane=plane)
+        # A short audit period so that the demo shows a PolicyReport (the default is 5 minutes).
+        operator = OperatorProcess(control_plane=plane, extra_args=("--audit-interval", "10"))
         operator.start()
         print(f"    webhooks at {operator.webhook_url}, metrics at {operator.metrics_url}/metrics")
 
@@ -133,9 +134,19 @@ def main() -> int:
         }
         shown["containers[0].securityContext"] = spec["containers"][0].get("securityContext")
         print(indent(json.dumps(shown, indent=2)))
+        deployment = json.loads(
+            plane.kubectl(
+                "get", "deployment", "llm-signed", "-n", "serving-demo", "-o", "json"
+            ).stdout
+        )
+        template = deployment["spec"]["template"]["spec"]
+        verifier = template["initContainers"][-1]
+        print(f"\n    Deployment llm-signed: verifier init container {verifier['name']} injected")
+        print(indent(" ".join(verifier["args"]), "      "))
+        print(f"      model mount read-only: {template['containers'][0]['volumeMounts'][0]}")
 
         step(7, "what was recorded: Events, policy status, metrics")
-        time.sleep(6)  # events are posted off the hot path; status counts fold in every 5s
+        time.sleep(12)  # events post off the hot path; status folds in every 5s; audit every 10s
         print(
             indent(
                 plane.kubectl(
@@ -150,6 +161,8 @@ def main() -> int:
         )
         print()
         print(indent(plane.kubectl("get", "cmp,mp", "-A").stdout))
+        print("\n    background audit of existing pods (wgpolicyk8s.io PolicyReport):")
+        print(indent(plane.kubectl("get", "policyreport", "-A").stdout))
         with urllib.request.urlopen(operator.metrics_url + "/metrics", timeout=5) as response:
             metrics = response.read().decode()
         print()
