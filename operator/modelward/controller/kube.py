@@ -72,29 +72,46 @@ class KubeApi:
             if not token:
                 return
 
+    def _json_or_none(self, method: Any, *args: Any) -> dict[str, Any] | None:
+        try:
+            return self._json(method, *args)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _read_custom(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any] | None:
+        return self._json_or_none(
+            self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
+        )
+
+    def _create_or_replace(
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        body: Mapping[str, Any],
+        current: Mapping[str, Any] | None,
+    ) -> None:
+        """Create ``body``, or replace ``current`` with it (conditional on its resourceVersion)."""
+        args = (group, version, namespace, plural)
+        if current is None:
+            self.custom.create_namespaced_custom_object(*args, dict(body), _request_timeout=TIMEOUT)
+            return
+        metadata = {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
+        self.custom.replace_namespaced_custom_object(
+            *args, metadata["name"], {**body, "metadata": metadata}, _request_timeout=TIMEOUT
+        )
+
     def put_namespaced_object(
         self, group: str, version: str, plural: str, namespace: str, body: Mapping[str, Any]
     ) -> None:
         """Create a custom object, or replace it if it exists (a report we own)."""
-        name = body["metadata"]["name"]
-        args = (group, version, namespace, plural)
-        try:
-            current = self._json(self.custom.get_namespaced_custom_object, *args, name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.custom.create_namespaced_custom_object(*args, dict(body), _request_timeout=TIMEOUT)
-            return
-        replacement = {
-            **body,
-            "metadata": {
-                **body["metadata"],
-                "resourceVersion": current["metadata"]["resourceVersion"],
-            },
-        }
-        self.custom.replace_namespaced_custom_object(
-            *args, name, replacement, _request_timeout=TIMEOUT
-        )
+        current = self._read_custom(group, version, namespace, plural, body["metadata"]["name"])
+        self._create_or_replace(group, version, namespace, plural, body, current)
 
     def patch_policy_status(
         self, kind: str, namespace: str | None, name: str, status: Mapping[str, Any]
@@ -130,38 +147,13 @@ class KubeApi:
         digest = str(update["digest"])
         name = digest.replace(":", "-")
         for _ in range(5):
-            try:
-                current = self._json(
-                    self.custom.get_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    "deployedmodels",
-                    name,
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                current = None
+            current = self._read_custom(GROUP, VERSION, namespace, "deployedmodels", name)
             body = merge_deployed_model(current, update, name=name, namespace=namespace)
             try:
-                if current is None:
-                    self.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, namespace, "deployedmodels", body, _request_timeout=TIMEOUT
-                    )
-                else:
-                    self.custom.replace_namespaced_custom_object(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        "deployedmodels",
-                        name,
-                        body,
-                        _request_timeout=TIMEOUT,
-                    )
+                self._create_or_replace(GROUP, VERSION, namespace, "deployedmodels", body, current)
                 return
             except ApiException as exc:
-                if exc.status not in (409,):
+                if exc.status != 409:
                     raise
         raise RuntimeError(f"DeployedModel {namespace}/{name}: too many conflicting writers")
 
@@ -170,14 +162,6 @@ class KubeApi:
         self.core.create_namespaced_event(namespace, body, _request_timeout=TIMEOUT)
 
     # -- the serving certificate (controller/certificates.py) --
-
-    def _json_or_none(self, method: Any, *args: Any) -> dict[str, Any] | None:
-        try:
-            return self._json(method, *args)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._json_or_none(self.core.read_namespaced_secret, name, namespace)
