@@ -8,9 +8,8 @@ import json
 import uuid
 from typing import Any
 
-from modelward.engine.patches import apply_json_patch
 from tests.contract.conftest import Server
-from tests.unit.engine.builders import compliant_pod
+from tests.unit.engine.builders import apply_json_patch, compliant_pod
 
 
 def review(

@@ -93,26 +93,3 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
                 parent[last] = remedy.value
                 ops.append(_op(op, (*prefix, *tokens), remedy.value))
     return ops
-
-
-def apply_json_patch(document: Any, ops: JsonPatch) -> Any:
-    """A small RFC 6902 applier for add/replace (what modelward emits), for tests and the CLI."""
-    result = copy.deepcopy(document)
-    for op in ops:
-        tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
-        parent = result
-        for token in tokens[:-1]:
-            parent = parent[int(token)] if isinstance(parent, list) else parent[token]
-        last = tokens[-1]
-        if isinstance(parent, list):
-            if last == "-":
-                parent.append(op["value"])
-            elif op["op"] == "add":
-                parent.insert(int(last), op["value"])
-            else:
-                parent[int(last)] = op["value"]
-        else:
-            if op["op"] == "replace" and last not in parent:
-                raise KeyError(f"replace of missing {op['path']}")
-            parent[last] = op["value"]
-    return result

@@ -7,6 +7,7 @@ from typing import Any
 
 from modelward.engine import Decision, Policy, StaticFacts, evaluate_workload, parse_policy
 from modelward.engine.facts import NamespaceFacts
+from modelward.engine.patches import JsonPatch
 from modelward.engine.workloads import workload_from_object
 
 DIGEST = "sha256:" + "ab" * 32
@@ -86,3 +87,27 @@ def decide(obj: dict[str, Any], *policies: Policy, **fact_args: Any) -> Decision
 
 def rule_ids(decision: Decision) -> list[str]:
     return sorted(f.violation.rule_id for f in decision.findings)
+
+
+def apply_json_patch(document: Any, ops: JsonPatch) -> Any:
+    """A small RFC 6902 applier for add/replace (what modelward emits): the tests apply
+    emitted patches with it and judge the result again."""
+    result = copy.deepcopy(document)
+    for op in ops:
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
+        parent = result
+        for token in tokens[:-1]:
+            parent = parent[int(token)] if isinstance(parent, list) else parent[token]
+        last = tokens[-1]
+        if isinstance(parent, list):
+            if last == "-":
+                parent.append(op["value"])
+            elif op["op"] == "add":
+                parent.insert(int(last), op["value"])
+            else:
+                parent[int(last)] = op["value"]
+        else:
+            if op["op"] == "replace" and last not in parent:
+                raise KeyError(f"replace of missing {op['path']}")
+            parent[last] = op["value"]
+    return result

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from modelward.engine.decision import Remedy
-from modelward.engine.patches import apply_json_patch, remedies_to_json_patch
+from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.workloads import workload_from_object
+from tests.unit.engine.builders import apply_json_patch
 
 
 def _pod() -> dict[str, object]:

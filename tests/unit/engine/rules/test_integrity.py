@@ -5,10 +5,17 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelward.engine.patches import apply_json_patch, remedies_to_json_patch
+from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.rules.integrity import MODEL_VOLUME
 from modelward.engine.workloads import workload_from_object
-from tests.unit.engine.builders import DIGEST, compliant_pod, decide, policy, rule_ids
+from tests.unit.engine.builders import (
+    DIGEST,
+    apply_json_patch,
+    compliant_pod,
+    decide,
+    policy,
+    rule_ids,
+)
 
 KEY = "-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n"
 SECTION = {

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from modelward.engine.patches import apply_json_patch, remedies_to_json_patch
+from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.workloads import workload_from_object
-from tests.unit.engine.builders import compliant_pod, decide, policy, rule_ids
+from tests.unit.engine.builders import apply_json_patch, compliant_pod, decide, policy, rule_ids
 
 ISOLATION = policy({"isolation": {}})
 
