@@ -23,6 +23,7 @@ from modelward.integrity.verification import (
 from .conftest import (
     KeyPair,
     copy_model,
+    flip_byte,
     make_cert,
     make_key,
     make_model,
@@ -150,9 +151,7 @@ def _verify(model: Path, key: KeyPair, **policy: Any) -> VerificationResult:
 
 def test_tamper_changed_file(signed: tuple[Path, KeyPair], tmp_path: Path) -> None:
     model = copy_model(signed[0], tmp_path / "m")
-    with open(model / "weights.bin", "r+b") as f:
-        f.seek(1000)
-        f.write(b"\x00\x01\x02")
+    flip_byte(model / "weights.bin", 1000)
     result = _verify(model, signed[1])
     assert not result.verified and result.code == "files-mismatch"
     assert result.changed == ["weights.bin"] and not result.missing and not result.extra
@@ -408,9 +407,7 @@ def test_shards_tampered_shard(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     key = make_key(tmp_path, "k")
     sign_api(model, key, model / "model.sig", method="shards", shard_size=50_000)
-    with open(model / "weights.bin", "r+b") as f:
-        f.seek(120_000)
-        f.write(b"!")
+    flip_byte(model / "weights.bin", 120_000)
     assert _verify(model, key, allow_shards=True).changed == ["weights.bin"]
     with open(model / "weights.bin", "ab") as f:
         f.write(b"more")
