@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from modelward.console import emit
 from modelward.integrity.errors import UnusableInputError
 from modelward.integrity.result import VerifierResult
 from modelward.integrity.trust import (
@@ -249,15 +250,14 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
 
 
 def _print(text: str, stream: TextIO | None = None) -> None:
-    out = stream or sys.stdout
-    out.write(text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+    emit(text, stream=stream)
 
 
 def _fail(message: str, output: str) -> int:
     if output == "json":
         _print(json.dumps({"result": "error", "reason": message}))
     else:
-        _print(f"error: {message}", sys.stderr)
+        _print(f"error: {' '.join(message.split())}", sys.stderr)
     return EXIT_UNUSABLE
 
 
