@@ -69,15 +69,18 @@ def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
 
     from modelward.controller.kube import KubeApi
 
+    configuration = client.Configuration()  # not the library's global default
     try:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             where = "the in-cluster service account"
         else:
             paths = _kubeconfig_paths()
             for path in paths:
                 _check_kubeconfig(path)
-            config.load_kube_config(config_file=os.pathsep.join(paths))  # type: ignore[no-untyped-call]
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.pathsep.join(paths), client_configuration=configuration
+            )
             where = f"kubeconfig {os.pathsep.join(paths)}"
     except ConfigException as exc:
         raise ConfigurationError(
@@ -88,7 +91,7 @@ def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
             f"cannot load cluster credentials ({type(exc).__name__}: {exc})", fix=KUBECONFIG_FIX
         ) from exc
     try:
-        return KubeApi(client.ApiClient()).list_deployed_models(namespace)
+        return KubeApi(client.ApiClient(configuration)).list_deployed_models(namespace)
     except ApiException as exc:
         fix = (
             "install modelward's CRDs (`modelward crds | kubectl apply -f -`)"
