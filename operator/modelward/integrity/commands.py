@@ -182,6 +182,15 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         metavar="DOMAIN",
         help="also accept ONNX operators of this domain; repeatable",
     )
+    scan.add_argument(
+        "--max-expansion",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="expansion budget per file in MiB (bytes decompressed or read from archive "
+        "members); default: 100x the file's size, at least 256 MiB, at most 16 GiB more than "
+        "its size. Raise it only for files you trust",
+    )
     scan.add_argument("--output", choices=("text", "json"), default="text")
     scan.set_defaults(handler=run_scan)
 
@@ -342,9 +351,17 @@ def run_scan(args: argparse.Namespace) -> int:
     """``modelward scan``."""
     from modelward.integrity.scanning import ScanPolicy, scan_paths
 
+    limits: dict[str, int] = {}
+    if args.max_expansion is not None:
+        if args.max_expansion < 1:
+            return _fail("--max-expansion must be at least 1 (MiB)", args.output)
+        limits = dict(
+            expansion_floor=args.max_expansion << 20, max_expansion_bytes=args.max_expansion << 20
+        )
     policy = ScanPolicy(
         extra_allowed_globals=frozenset(args.allow_global),
         extra_onnx_domains=frozenset(args.allow_onnx_domain),
+        **limits,
     )
     report = scan_paths(args.paths, policy=policy)
     if args.output == "json":
