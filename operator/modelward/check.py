@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from modelward import safeyaml
 from modelward.engine import (
     Decision,
     Finding,
@@ -27,7 +28,6 @@ from modelward.engine import (
     parse_policy,
     workload_from_object,
 )
-from modelward import safeyaml
 from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 from modelward.errors import ManifestError, ModelwardError
 
@@ -55,7 +55,7 @@ def _files(paths: Sequence[str]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = []
+            found: list[Path] = []
             for root, dirs, names in os.walk(path, onerror=_walk_error):
                 dirs.sort()
                 found.extend(Path(root, n) for n in names if Path(n).suffix in SUFFIXES)

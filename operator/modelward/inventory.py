@@ -44,9 +44,7 @@ def _check_kubeconfig(path: str) -> None:
             f"kubeconfig {path}: cannot read: {exc.strerror}", fix=KUBECONFIG_FIX
         ) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigurationError(
-            f"kubeconfig {path}: not UTF-8 text", fix=KUBECONFIG_FIX
-        ) from exc
+        raise ConfigurationError(f"kubeconfig {path}: not UTF-8 text", fix=KUBECONFIG_FIX) from exc
     except safeyaml.UnsafeYaml as exc:
         raise ConfigurationError(
             f"kubeconfig {path}: YAML refused: {safeyaml.describe(exc)}", fix=safeyaml.ALIAS_FIX

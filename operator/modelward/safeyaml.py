@@ -58,8 +58,8 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         alias = self.check_event(AliasEvent)
-        where = _where(self.peek_event().start_mark) if alias else ""
-        node: Node | None = super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        where = _where(self.peek_event().start_mark) if alias else ""  # type: ignore[no-untyped-call]
+        node: Node | None = super().compose_node(parent, index)
         if node is None:
             return None
         if alias:
@@ -108,14 +108,14 @@ def load_all(text: str) -> list[Any]:
         raise UnsafeYaml(f"larger than {MAX_YAML_BYTES >> 20} MiB")
     loader = _BoundedLoader(text)
     try:
-        documents = []
+        documents: list[Any] = []
         while loader.check_data():  # type: ignore[no-untyped-call]
-            documents.append(loader.get_data())  # type: ignore[no-untyped-call]
+            documents.append(loader.get_data())
         return documents
     except RecursionError:
         raise UnsafeYaml("nested too deeply") from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def load(text: str) -> Any:

@@ -240,8 +240,18 @@ def test_closed_output_pipe_is_quiet_and_keeps_the_verdict(output: str) -> None:
     os.close(read_end)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "modelward", "check", "-f", str(EXAMPLES / "workloads")]
-            + ["--policy", POLICIES, "-o", output],
+            [
+                sys.executable,
+                "-m",
+                "modelward",
+                "check",
+                "-f",
+                str(EXAMPLES / "workloads"),
+                "--policy",
+                POLICIES,
+                "-o",
+                output,
+            ],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

@@ -64,6 +64,12 @@ def _kubeconfig(server: str) -> str:
     )
 
 
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n"
+    for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [
@@ -71,13 +77,7 @@ def _kubeconfig(server: str) -> str:
         ("clusters: [unclosed", "not valid YAML"),
         ("- a\n- list\n", "not a kubeconfig map"),
         ("apiVersion: v1\nkind: Config\n", "cannot load cluster credentials"),
-        (
-            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-            + "".join(
-                f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
-            ),
-            "aliases",
-        ),
+        (ALIAS_BOMB, "aliases"),
         ("UNREACHABLE", "cannot reach the API server"),
     ],
 )

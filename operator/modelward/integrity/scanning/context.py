@@ -55,7 +55,9 @@ class ScanPolicy:
         than its size. A file that needs more is reported (``archive-bomb``), never "clean".
         """
         size = max(0, size or 0)
-        return max(self.expansion_floor, min(self.expansion_factor * size, self.max_expansion_bytes + size))
+        return max(
+            self.expansion_floor, min(self.expansion_factor * size, self.max_expansion_bytes + size)
+        )
 
 
 class BudgetExceeded(Exception):
