@@ -229,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the inventory of deployed model hashes",
         description="List the DeployedModel records the operator wrote from verifier results "
         "(uses KUBECONFIG or the in-cluster service account).",
-        epilog="example: modelward inventory --output cyclonedx > ml-bom.json",
+        epilog="example: modelward inventory --output cyclonedx > ml-bom.json\n\n"
+        "exit codes: 0 listed, 2 no usable kubeconfig or the API server cannot be read "
+        "(one line names which)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inventory.add_argument("--namespace", "-n", default=None, help="one namespace (default: all)")
     inventory.add_argument("--output", "-o", choices=("text", "json", "cyclonedx"), default="text")

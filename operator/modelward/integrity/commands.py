@@ -61,7 +61,9 @@ examples:
   modelward scan pytorch_model.bin --output json
   modelward scan model/ --allow-global mypkg.config.ModelConfig
 
-exit codes: 0 clean, 1 unsafe (findings printed), 2 a path could not be scanned
+exit codes: 0 clean, 1 unsafe (findings printed; a file that spends its expansion budget
+is an archive-bomb finding), 2 a path could not be scanned (an unreadable file or folder is
+named; the rest is still scanned)
 """
 
 _VERIFY_POD_EPILOG = """\
