@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelward import __version__
+from modelward.console import discard_output, emit
 from modelward.errors import ModelwardError
+
+EXIT_UNUSABLE = 2
 
 EPILOG = """\
 examples:
@@ -17,7 +20,14 @@ examples:
   modelward check -f deploy/ --policy policies/ --output json
   modelward crds --write
 
-exit codes: 0 success / nothing denied, 1 something denied or rejected, 2 unusable input.
+exit codes (every command):
+  0  success: nothing denied, verified, clean
+  1  something denied, rejected or unsafe (the findings are printed)
+  2  unusable input: a file, signature, key, kubeconfig or cluster that cannot be read or
+     judged (one line on stderr names it and the fix), or an internal error
+  130 interrupted (Ctrl-C)
+A closed output pipe (`modelward check ... | head`) is not an error: the exit code is still
+the verdict.
 docs: README.md, docs/policies.md, docs/rules.md
 """
 
@@ -58,17 +68,21 @@ def _check(args: argparse.Namespace) -> int:
 
     policies = load_policies(args.policy)
     results, judged = check(args.filename, policies)
-    print(render_json(results, judged) if args.output == "json" else render_text(results, judged))
+    emit(render_json(results, judged) if args.output == "json" else render_text(results, judged))
     return 1 if any(r.action == "deny" for r in results) else 0
 
 
 def _inventory(args: argparse.Namespace) -> int:
-    from modelward.controller.kube import KubeApi
-    from modelward.inventory import render_cyclonedx, render_json, render_text
+    from modelward.inventory import (
+        fetch_deployed_models,
+        render_cyclonedx,
+        render_json,
+        render_text,
+    )
 
-    items = KubeApi().list_deployed_models(args.namespace)
+    items = fetch_deployed_models(args.namespace)
     render = {"json": render_json, "cyclonedx": render_cyclonedx, "text": render_text}
-    print(render[args.output](items))
+    emit(render[args.output](items))
     return 0
 
 
@@ -77,9 +91,9 @@ def _crds(args: argparse.Namespace) -> int:
 
     if args.write:
         for path in write_crds(Path(args.repo_root)):
-            print(f"wrote {path}")
+            emit(f"wrote {path}")
     else:
-        print("---\n".join(render_crd_files().values()), end="")
+        emit("---\n".join(render_crd_files().values()).rstrip("\n"))
     return 0
 
 
@@ -215,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the inventory of deployed model hashes",
         description="List the DeployedModel records the operator wrote from verifier results "
         "(uses KUBECONFIG or the in-cluster service account).",
-        epilog="example: modelward inventory --output cyclonedx > ml-bom.json",
+        epilog="example: modelward inventory --output cyclonedx > ml-bom.json\n\n"
+        "exit codes: 0 listed, 2 no usable kubeconfig or the API server cannot be read "
+        "(one line names which)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inventory.add_argument("--namespace", "-n", default=None, help="one namespace (default: all)")
     inventory.add_argument("--output", "-o", choices=("text", "json", "cyclonedx"), default="text")
@@ -232,14 +249,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str, message: str) -> int:
+    emit(f"modelward {command}: error: {' '.join(message.split())}", stream=sys.stderr)
+    return EXIT_UNUSABLE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (see ``EPILOG``): never a traceback, except
+    from ``run``, whose crash a supervisor should see in full."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
-        return code
     except ModelwardError as exc:
-        print(f"modelward {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args.command, str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # a write that bypassed emit(); the reader left
+        discard_output(sys.stdout)
+        return EXIT_UNUSABLE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(args.command, f"{where}{exc.strerror or exc}")
+    except (MemoryError, RecursionError) as exc:
+        return _error(args.command, f"input too large or too deeply nested ({type(exc).__name__})")
+    except Exception as exc:
+        if args.command == "run":
+            raise
+        return _error(
+            args.command,
+            f"internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it with "
+            "the command line that caused it",
+        )
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_output(sys.stdout)
+    return code
