@@ -1,8 +1,8 @@
 """A benchmark HTTPS admission server, run as its own process.
 
 ``--app modelward`` serves exactly what ``modelward run`` serves on its webhook port: the same
-``make_admission_app``, ``AdmissionService`` with an ``EventRecorder`` (no API server: its queue
-is drained and dropped), ``Metrics``, ``ReloadingTLS`` context and ``access_log=None``, over a
+``make_admission_app``, ``AdmissionService`` with an ``EventRecorder`` behind the
+``DeferredRecorder`` (no API server: its queue is drained and dropped), ``Metrics``, ``ReloadingTLS`` context and ``access_log=None``, over a
 ``ClusterState`` filled as the watches would fill it from the bench objects.
 
 ``--app noop`` is the floor on the same stack: an aiohttp HTTPS app with the same TLS context
@@ -54,6 +54,7 @@ async def serve(
 ) -> None:
     from bench.admission.workloads import cluster_state
 
+    from modelward.admission.evaluation import DeferredRecorder
     from modelward.admission.server import ReloadingTLS, make_admission_app
     from modelward.admission.service import AdmissionService
     from modelward.controller.events import EventRecorder
@@ -72,7 +73,7 @@ async def serve(
             burst=50,
         )
         tasks.append(asyncio.create_task(recorder.run()))
-        service = AdmissionService(state=cluster_state(), recorder=recorder)
+        service = AdmissionService(state=cluster_state(), recorder=DeferredRecorder(recorder))
         app = make_admission_app(service=service, metrics=metrics, deadline_seconds=2.5)
     else:
         app = noop_app(warning)

@@ -91,7 +91,7 @@ async def test_reviews_beyond_the_bound_are_refused_at_once_not_queued() -> None
             while evaluator.in_flight < 2:
                 await asyncio.sleep(0.01)
             # The third review neither waits for the 20 s budget nor for the stuck ones.
-            status, answer = await server.post("/validate", review(_pod("third")))
+            _status, answer = await server.post("/validate", review(_pod("third")))
             response = answer["response"]
             assert response["allowed"] is False and response["status"]["code"] == 429
             assert "already judging 2 reviews" in response["status"]["message"]
@@ -116,8 +116,7 @@ async def test_one_users_slow_reviews_leave_room_for_others() -> None:
     async with start_server(options) as server:
         try:
             stuck = [
-                asyncio.create_task(server.post("/validate", review(_pod(STUCK))))
-                for _ in range(3)
+                asyncio.create_task(server.post("/validate", review(_pod(STUCK)))) for _ in range(3)
             ]
             await _entered(judge, 3)
             for i in range(5):

@@ -61,7 +61,9 @@ async def test_requests_the_engine_cannot_judge_are_denied_with_the_reason(
             response = answer["response"]
             assert status == 200 and response["allowed"] is False, (path, words)
             assert response["status"]["code"] == 400
-            assert words in response["status"]["message"] and "Fix:" in response["status"]["message"]
+            assert (
+                words in response["status"]["message"] and "Fix:" in response["status"]["message"]
+            )
 
 
 async def test_deletes_connects_and_subresources_stay_admitted(server: Server) -> None:
@@ -70,7 +72,9 @@ async def test_deletes_connects_and_subresources_stay_admitted(server: Server) -
         review(None, kind="Pod", operation="DELETE"),
         review(None, kind="Pod", operation="CONNECT"),
         review(scale, kind="Scale", operation="UPDATE", sub_resource="scale"),
-        review({"kind": "Deployment"}, kind="Deployment", operation="UPDATE", sub_resource="status"),
+        review(
+            {"kind": "Deployment"}, kind="Deployment", operation="UPDATE", sub_resource="status"
+        ),
     ):
         _, answer = await server.post("/validate", body)
         assert answer["response"]["allowed"] is True, body
@@ -91,7 +95,7 @@ async def test_objects_beyond_the_bounds_are_denied_cheaply_with_the_limit() -> 
             (env, "it has 51 environment entries"),
             (big, "bytes in its AdmissionReview (1 object), more than the 262144"),
         ):
-            status, answer = await server.post("/validate", review(pod))
+            _status, answer = await server.post("/validate", review(pod))
             response = answer["response"]
             assert response["allowed"] is False and response["status"]["code"] == 413
             assert words in response["status"]["message"], response["status"]["message"]

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modelward.admission.review import ReviewRequest, parse_review, review_response
 from modelward.admission.evaluation import Evaluator, HeldRecord, Judge
 from modelward.admission.intake import ReviewLimits, check_review
+from modelward.admission.review import ReviewRequest, parse_review, review_response
 from modelward.admission.service import Outcome
 from modelward.api.webhooks import MUTATE_PATH, VALIDATE_PATH
 from modelward.certs import KeyPair
@@ -85,9 +85,7 @@ def make_admission_app(
 
     ``deadline_seconds`` is each review's whole budget, from the first byte read to the answer.
     """
-    evaluator = evaluator or Evaluator(
-        workers=4, queue=16, on_change=metrics.reviews_in_flight.set
-    )
+    evaluator = evaluator or Evaluator(workers=4, queue=16, on_change=metrics.reviews_in_flight.set)
     limits = limits or ReviewLimits()
     namespaces = service.state.namespaces
     requests = _LabelledChildren(metrics.admission_requests)

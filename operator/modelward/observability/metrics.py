@@ -32,6 +32,7 @@ def namespace_label(namespace: str, known: Container[str]) -> str:
     """A request's namespace as a label value: one the cluster has, or ``other``."""
     return namespace if namespace in known else OTHER
 
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
