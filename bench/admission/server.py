@@ -2,8 +2,10 @@
 
 ``--app modelward`` serves exactly what ``modelward run`` serves on its webhook port: the same
 ``make_admission_app``, ``AdmissionService`` with an ``EventRecorder`` behind the
-``DeferredRecorder`` (no API server: its queue is drained and dropped), ``Metrics``, ``ReloadingTLS`` context and ``access_log=None``, over a
-``ClusterState`` filled as the watches would fill it from the bench objects.
+``DeferredRecorder`` (no API server: its queue is drained and dropped), ``Metrics``,
+``ReloadingTLS`` context and ``access_log=None``, over a ``ClusterState`` filled as the
+watches would fill it from the bench objects. (The connection guard is not used here: this
+bench compares the app with a no-op app on the same plain TCPSite; ``bench.soak`` runs it.)
 
 ``--app noop`` is the floor on the same stack: an aiohttp HTTPS app with the same TLS context
 and runner settings that reads the body, parses it (it must, to answer with the request's uid)
