@@ -57,6 +57,12 @@ def _run(args: argparse.Namespace) -> int:
         webhook_configurations=tuple(args.webhook_configuration),
         certificate_sans=tuple(args.certificate_san),
         certificate_check_interval=args.certificate_check_interval,
+        review_workers=args.review_workers,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        max_object_bytes=args.max_object_bytes,
+        max_containers=args.max_containers,
+        client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -142,7 +148,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--deadline",
         type=float,
         default=2.5,
-        help="internal deadline per review in seconds (below the webhook timeout)",
+        help="budget per review in seconds, body read and evaluation; past it the review is "
+        "denied (keep it below the webhook timeoutSeconds)",
+    )
+    run.add_argument(
+        "--review-workers",
+        type=int,
+        default=4,
+        help="threads evaluating reviews; 16 more reviews may wait for one, further ones are "
+        "denied at once as overloaded",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections to the webhook port; more are closed at once",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a webhook connection that has not sent a complete request header within "
+        "this long of opening or of its last response (also the TLS handshake deadline)",
+    )
+    run.add_argument(
+        "--max-object-bytes",
+        type=int,
+        default=3 * 1024 * 1024,
+        help="AdmissionReview bytes per object judged; larger objects are denied",
+    )
+    run.add_argument(
+        "--max-containers",
+        type=int,
+        default=100,
+        help="containers (init and ephemeral included) per object judged; more are denied",
+    )
+    run.add_argument(
+        "--client-ca-file",
+        default=None,
+        metavar="PEM",
+        help="require a client certificate signed by this CA on the webhook port (the API "
+        "server's, configured in its AdmissionConfiguration); see docs/security.md",
     )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
     run.add_argument(

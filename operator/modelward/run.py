@@ -17,6 +17,9 @@ import signal
 import kopf
 from aiohttp import web
 
+from modelward.admission.connections import ConnectionGuard, GuardedTLSSite
+from modelward.admission.evaluation import DeferredRecorder, Evaluator
+from modelward.admission.intake import ReviewLimits
 from modelward.admission.server import ReloadingTLS, make_admission_app, make_health_app
 from modelward.admission.service import AdmissionService
 from modelward.api.webhooks import ALWAYS_EXCLUDED_NAMESPACES
@@ -74,7 +77,8 @@ async def serve(settings: Settings) -> None:
         burst=settings.event_burst,
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
-    service = AdmissionService(state=state, recorder=recorder)
+    # Evaluations run in worker threads; their records are replayed on this loop.
+    service = AdmissionService(state=state, recorder=DeferredRecorder(recorder))
     leadership = Leadership(
         kube=kube,
         namespace=settings.namespace,
@@ -99,7 +103,11 @@ async def serve(settings: Settings) -> None:
     )
 
     runners: list[web.AppRunner] = []
-    health = web.AppRunner(make_health_app(state=state, metrics=metrics), access_log=None)
+    health = web.AppRunner(
+        make_health_app(state=state, metrics=metrics),
+        access_log=None,
+        keepalive_timeout=settings.idle_timeout,
+    )
     await health.setup()
     runners.append(health)
     await web.TCPSite(health, settings.metrics_host, settings.metrics_port).start()
@@ -112,7 +120,12 @@ async def serve(settings: Settings) -> None:
             kube=kube, config=CertificateConfig.from_settings(settings)
         )
         first_check = await certificates.ensure_at_start()
-    tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
+    tls = ReloadingTLS(
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        metrics,
+        client_ca_file=settings.client_ca_file,
+    )
 
     await prime_state(state, kube, status)
     # Settle leadership before kopf lists the pods, so that the leader records fresh results
@@ -121,14 +134,37 @@ async def serve(settings: Settings) -> None:
 
     admission = web.AppRunner(
         make_admission_app(
-            service=service, metrics=metrics, deadline_seconds=settings.deadline_seconds
+            service=service,
+            metrics=metrics,
+            deadline_seconds=settings.deadline_seconds,
+            evaluator=Evaluator(
+                workers=settings.review_workers,
+                queue=settings.review_queue,
+                on_change=metrics.reviews_in_flight.set,
+            ),
+            limits=ReviewLimits(
+                max_object_bytes=settings.max_object_bytes,
+                max_containers=settings.max_containers,
+            ),
         ),
         access_log=None,
+        keepalive_timeout=settings.idle_timeout,
+        # Bounds draining a body the handler did not read (after a 408 or 413).
+        lingering_time=1.0,
     )
     await admission.setup()
     runners.append(admission)
-    await web.TCPSite(
-        admission, settings.webhook_host, settings.webhook_port, ssl_context=tls.context
+    await GuardedTLSSite(
+        admission,
+        settings.webhook_host,
+        settings.webhook_port,
+        ssl_context=tls.context,
+        guard=ConnectionGuard(
+            max_connections=settings.max_connections,
+            on_change=metrics.connections.set,
+            on_refused=metrics.connections_refused.inc,
+        ),
+        handshake_timeout=settings.tls_handshake_timeout,
     ).start()
     metrics.ready.set(1)
     log.info("admission webhooks on https://%s:%d", settings.webhook_host, settings.webhook_port)
