@@ -25,8 +25,8 @@ from modelward.api.webhooks import ALWAYS_EXCLUDED_NAMESPACES
 from modelward.controller.audit import Auditor
 from modelward.controller.certificates import CertificateConfig, CertificateManager
 from modelward.controller.events import EventRecorder
-from modelward.controller.keys import KeyReader
 from modelward.controller.handlers import build_registry, operator_settings
+from modelward.controller.keys import KeyReader
 from modelward.controller.kube import KubeApi, iter_all
 from modelward.controller.leadership import Leadership
 from modelward.controller.observe import observe_object, policy_key
@@ -92,6 +92,7 @@ async def serve(settings: Settings) -> None:
         """A cluster policy's referenced key changed in modelward's namespace."""
         if observe_object(state, key[0], obj, keys=material) is not None:
             await status.sync(key, None)
+
     service = AdmissionService(state=state, recorder=recorder)
     leadership = Leadership(
         kube=kube,

@@ -180,7 +180,9 @@ def test_trusted_keys_are_readable_by_name_in_the_release_namespace_only(
     table = grants(rendered)
     assert ("Role", "", "configmaps", "get", ("release-keys",)) in table
     assert ("Role", "", "secrets", "get", ("partner-ca",)) in table
-    role = next(r for r in rendered.all("Role") if any("configmaps" in x["resources"] for x in r["rules"]))
+    role = next(
+        r for r in rendered.all("Role") if any("configmaps" in x["resources"] for x in r["rules"])
+    )
     assert role["metadata"]["namespace"] == "modelward-system"
 
 
@@ -200,9 +202,14 @@ def test_rbac_is_least_privilege(rbac_rendered: Rendered) -> None:
             # Secrets only in the release namespace, and only the certificate one by name
             # (create cannot be restricted by name: the object does not exist yet).
             assert kind == "Role", "no cluster-wide access to Secrets"
-            assert verb == "create" or names == ("modelward-tls",) or (verb, names) == (
-                "get",
-                TRUSTED_KEY_SECRETS,
+            assert (
+                verb == "create"
+                or names == ("modelward-tls",)
+                or (verb, names)
+                == (
+                    "get",
+                    TRUSTED_KEY_SECRETS,
+                )
             )
         if resource == "configmaps":
             # Only the named trusted-key ConfigMaps, in the release namespace, read-only.

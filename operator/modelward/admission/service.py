@@ -10,8 +10,9 @@
   too; the model declaration, keys and verifier stay as admitted (MW-INT-006).
 - Validation denies Enforce findings and Patch findings that have no safe fix; mutation applies
   the safe fixes of Patch findings on CREATE, on workload UPDATEs and to the ephemeral
-  containers a Pod UPDATE adds; Audit findings become admission warnings. Both webhooks answer the same engine, so a fix that another mutating
-  webhook undoes is still caught by validation.
+  containers a Pod UPDATE adds; Audit findings become admission warnings. Both webhooks
+  answer the same engine, so a fix that another mutating webhook undoes is still caught by
+  validation.
 """
 
 from __future__ import annotations

@@ -6,10 +6,9 @@ namespaced policy can add requirements but never remove a cluster policy's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
-
-import dataclasses
 
 from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
 from modelward.engine.facts import ClusterFacts, NamespaceFacts

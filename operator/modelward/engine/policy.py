@@ -503,9 +503,7 @@ def _integrity(
                 fix="give each signer one source of its PEM",
             )
         signers.append(
-            _signer(
-                item, where=f"{where}.trustedSigners.{index}", label=label, ref=ref, keys=keys
-            )
+            _signer(item, where=f"{where}.trustedSigners.{index}", label=label, ref=ref, keys=keys)
         )
     require = bool(raw.get("requireSignature", True))
     verifier = (raw.get("verifier") or {}).get("image")

@@ -130,9 +130,7 @@ def public_key_pem(curve: Any = None) -> str:
     key = ec.generate_private_key(curve or ec.SECP256R1())
     return (
         key.public_key()
-        .public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
 

@@ -127,9 +127,7 @@ def test_a_model_policy_reads_keys_from_its_own_namespace_by_volume() -> None:
     )
     assert p.integrity is not None and p.integrity.signers[0].pem is None
     sources = keys_volume(p.integrity)["projected"]["sources"]
-    assert sources == [
-        {"configMap": {"name": "keys", "items": [{"key": "k", "path": "team.pem"}]}}
-    ]
+    assert sources == [{"configMap": {"name": "keys", "items": [{"key": "k", "path": "team.pem"}]}}]
     with pytest.raises(PolicyError) as err:  # no namespace field on a ModelPolicy's refs
         policy(
             _cluster_ref({"name": "keys", "key": "k", "namespace": "other"}),

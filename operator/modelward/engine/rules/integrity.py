@@ -476,7 +476,9 @@ def _protected_annotations(w: Workload) -> dict[str, str]:
 
 
 def _verifiers(w: Workload) -> dict[str, Mapping[str, Any]]:
-    return {c.name: c.spec for c in w.containers() if c.is_init and c.name.startswith(VERIFIER_PREFIX)}
+    return {
+        c.name: c.spec for c in w.containers() if c.is_init and c.name.startswith(VERIFIER_PREFIX)
+    }
 
 
 def check_integrity_update(old: Workload, new: Workload) -> Iterator[Violation]:
@@ -491,9 +493,7 @@ def check_integrity_update(old: Workload, new: Workload) -> Iterator[Violation]:
     before, after = _protected_annotations(old), _protected_annotations(new)
     for key in sorted(before.keys() | after.keys()):
         if before.get(key) != after.get(key):
-            change = (
-                "added" if key not in before else "removed" if key not in after else "changed"
-            )
+            change = "added" if key not in before else "removed" if key not in after else "changed"
             yield Violation(
                 "MW-INT-006",
                 f"annotation {key} is {change}; the model declaration and trusted keys are "
@@ -510,4 +510,3 @@ def check_integrity_update(old: Workload, new: Workload) -> Iterator[Violation]:
                 "recreate the pod (or roll out its workload) to change its verifier",
                 container=f'init container "{name}"',
             )
-

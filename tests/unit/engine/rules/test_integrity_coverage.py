@@ -160,9 +160,7 @@ def test_native_sidecars_and_the_coverage_switch() -> None:
         },
     )
     assert denied_ids(pod, ENFORCE) == ["MW-INT-005"]
-    lenient = policy(
-        {"integrity": {**SECTION["integrity"], "requireVerifiedModelVolumes": False}}
-    )
+    lenient = policy({"integrity": {**SECTION["integrity"], "requireVerifiedModelVolumes": False}})
     assert denied_ids(pod, lenient) == []  # same policy name: the same verifier, no coverage
 
 
