@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,6 +63,16 @@ def _template(obj: Mapping[str, Any] | None, request: ReviewRequest) -> Any:
     except UnsupportedKind:
         return None
     return (w.pod_spec, w.labels, w.annotations)
+
+
+def _without_fixes(decision: Decision) -> Decision:
+    """The same findings with no remedies: in Patch mode they are denied, not patched."""
+    return Decision(
+        tuple(
+            dataclasses.replace(f, violation=dataclasses.replace(f.violation, remedies=()))
+            for f in decision.findings
+        )
+    )
 
 
 def subject_of(request: ReviewRequest) -> Subject:
@@ -119,7 +130,11 @@ class AdmissionService:
                 workload.annotations,
             ):
                 return None
-            if workload.kind == "Pod" and request.old_obj is not None:
+            if workload.kind == "Pod":
+                if request.old_obj is None:
+                    # The API server always sends oldObject on UPDATE; without it nothing can
+                    # be fixed in place, so nothing is offered as a fix.
+                    return _without_fixes(evaluate_workload(workload, self.state, policies))
                 old = workload_from_object(request.old_obj, namespace=request.namespace)
                 return evaluate_pod_update(old, workload, self.state, policies)
         return evaluate_workload(workload, self.state, policies)

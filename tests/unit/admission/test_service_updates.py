@@ -80,3 +80,13 @@ def test_a_new_ephemeral_container_is_patched_then_admitted() -> None:
     assert "ALL" in debug["securityContext"]["capabilities"]["drop"]
     response = svc.validate(request(old, fixed, "ephemeralcontainers")).review["response"]
     assert response["allowed"] is True
+
+
+def test_a_pod_update_without_old_object_is_never_patched_and_is_denied() -> None:
+    new = admitted()
+    new["spec"]["ephemeralContainers"] = [_debug_container()]
+    svc = service()
+    broken = request(new, new)
+    broken = ReviewRequest(**{**broken.__dict__, "old_obj": None})
+    assert "patch" not in svc.mutate(broken).review["response"]
+    assert svc.validate(broken).review["response"]["allowed"] is False
