@@ -6,6 +6,8 @@ with cluster facts (namespaces, NetworkPolicies, Services) taken from the manife
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import os
@@ -22,6 +24,7 @@ from modelward.engine import (
     Finding,
     Policy,
     StaticFacts,
+    StaticKeySource,
     UnsupportedKind,
     evaluate_ingress,
     evaluate_workload,
@@ -266,13 +269,38 @@ def _cannot_judge(located: Located) -> Iterator[None]:
         ) from exc
 
 
+def _key_material(objects: Sequence[Located]) -> StaticKeySource:
+    """ConfigMap and Secret keys given with the policies, standing in for what the operator
+    reads from its namespace (which is unknown offline: any namespace given here counts)."""
+    values: dict[tuple[str, str, str, str], str] = {}
+    for located in objects:
+        obj = located.obj
+        kind = obj.get("kind")
+        if kind not in ("ConfigMap", "Secret"):
+            continue
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+        text = obj.get("stringData") if isinstance(obj.get("stringData"), dict) else {}
+        for key, value in {**(data or {}), **(text or {})}.items():
+            if kind == "Secret" and key not in (text or {}):
+                try:
+                    value = base64.b64decode(str(value)).decode()
+                except (binascii.Error, UnicodeDecodeError):
+                    continue
+            values[(str(kind), namespace, name, str(key))] = str(value)
+    return StaticKeySource("", values)
+
+
 def load_policies(paths: Sequence[str]) -> list[Policy]:
     """Compile every policy in the files; a broken one raises ``PolicyError``."""
     policies = []
-    for located in load_objects(paths):
+    objects = load_objects(paths)
+    keys = _key_material(objects)
+    for located in objects:
         if located.obj.get("kind") in ("ClusterModelPolicy", "ModelPolicy"):
             with _cannot_judge(located):
-                policies.append(parse_policy(located.obj))
+                policies.append(parse_policy(located.obj, keys=keys))
     if not policies:
         raise ManifestError(
             f"no ClusterModelPolicy or ModelPolicy in {', '.join(paths)}",

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 from aiohttp import web
@@ -27,11 +29,13 @@ from modelward.controller.audit import Auditor
 from modelward.controller.certificates import CertificateConfig, CertificateManager
 from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
+from modelward.controller.keys import KeyReader
 from modelward.controller.kube import KubeApi, iter_all
 from modelward.controller.leadership import Leadership
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
+from modelward.engine import StaticKeySource
 from modelward.observability.metrics import Metrics
 from modelward.settings import Settings
 from modelward.state import ClusterState
@@ -39,7 +43,9 @@ from modelward.state import ClusterState
 log = logging.getLogger("modelward")
 
 
-async def prime_state(state: ClusterState, kube: KubeApi, status: PolicyStatusWriter) -> None:
+async def prime_state(
+    state: ClusterState, kube: KubeApi, status: PolicyStatusWriter, keys: KeyReader
+) -> None:
     """List everything once, retrying until the API server answers."""
     delay = 1.0
     while True:
@@ -51,7 +57,11 @@ async def prime_state(state: ClusterState, kube: KubeApi, status: PolicyStatusWr
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
     for kind, obj in objects:
-        observe_object(state, kind, obj)
+        material = None
+        if kind == "ClusterModelPolicy":
+            material = await asyncio.to_thread(keys.fetch, obj)
+            keys.remember(policy_key(kind, obj), obj, material)
+        observe_object(state, kind, obj, keys=material)
     state.ready = True
     for kind, obj in objects:
         if kind in ("ClusterModelPolicy", "ModelPolicy"):
@@ -77,6 +87,15 @@ async def serve(settings: Settings) -> None:
         burst=settings.event_burst,
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
+    keys = KeyReader(kube=kube, namespace=settings.namespace)
+
+    async def recompile(
+        key: tuple[str, str | None, str], obj: Mapping[str, Any], material: StaticKeySource
+    ) -> None:
+        """A cluster policy's referenced key changed in modelward's namespace."""
+        if observe_object(state, key[0], obj, keys=material) is not None:
+            await status.sync(key, None)
+
     # Evaluations run in worker threads; their records are replayed on this loop.
     service = AdmissionService(state=state, recorder=DeferredRecorder(recorder))
     leadership = Leadership(
@@ -127,7 +146,7 @@ async def serve(settings: Settings) -> None:
         client_ca_file=settings.client_ca_file,
     )
 
-    await prime_state(state, kube, status)
+    await prime_state(state, kube, status, keys)
     # Settle leadership before kopf lists the pods, so that the leader records fresh results
     # from the first listing on (the renewal loop keeps it afterwards).
     await leadership.acquire_once()
@@ -191,6 +210,7 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(status.run(), name="status"),
         asyncio.create_task(tls.watch(), name="tls-reload"),
         asyncio.create_task(leadership.run(), name="leadership"),
+        asyncio.create_task(keys.run(recompile), name="trusted-keys"),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
             if settings.audit_interval
@@ -198,7 +218,9 @@ async def serve(settings: Settings) -> None:
         ),
         asyncio.create_task(
             kopf.operator(
-                registry=build_registry(state=state, status=status, verifications=verifications),
+                registry=build_registry(
+                    state=state, status=status, verifications=verifications, keys=keys
+                ),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,

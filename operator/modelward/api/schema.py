@@ -97,8 +97,11 @@ def _selection(description: str) -> Schema:
             "namespaceSelector": label_selector("Selects namespaces by their labels."),
             "podSelector": label_selector(
                 "Narrows the selection to pods (or pod templates) with these labels. A pod's "
-                "labels are written by whoever writes the pod, so this can only narrow a "
-                "namespace-based selection."
+                "labels are written by whoever writes the pod: a pod that leaves a label out "
+                "is not selected, so use this only for rules a pod's author may opt out of. "
+                "It cannot widen a namespace selection, and a ClusterModelPolicy may not use it "
+                "under exclude. To cover model pods whatever their labels, select their "
+                "namespaces and set integrity.modelPods: ModelVolumes."
             ),
         },
     )
@@ -268,15 +271,57 @@ def _secrets() -> Schema:
     )
 
 
-def _key_ref(description: str) -> Schema:
+def _key_ref(description: str, *, namespaced: bool) -> Schema:
+    if namespaced:
+        return _object(
+            description + " It is read from the policy's own namespace (the pod's), whose "
+            "writers own the policy too.",
+            {"name": _string("Object name."), "key": _string("Data key.")},
+            required=["name", "key"],
+        )
     return _object(
-        description,
-        {"name": _string("Object name (in the pod's namespace)."), "key": _string("Data key.")},
-        required=["name", "key"],
+        description + " A ClusterModelPolicy reads it from modelward's own namespace "
+        "(`namespace` must name it; the operator reads the key and injects it like an inline "
+        "one): a key in the pod's namespace could be replaced by the pod's author.",
+        {
+            "name": _string("Object name."),
+            "key": _string("Data key."),
+            "namespace": _string(
+                "modelward's own namespace (e.g. modelward-system); any other is refused "
+                "(policy Ready=False, reason UntrustedKeySource)."
+            ),
+        },
+        required=["name", "key", "namespace"],
     )
 
 
-def _integrity() -> Schema:
+PEM_SHAPES = {
+    "publicKey": "PUBLIC KEY",
+    "caCertificate": "CERTIFICATE",
+}
+MAX_PEM_LENGTH = 16384
+
+
+def _pem(description: str, label: str, *, several: bool) -> Schema:
+    block = f"-----BEGIN {label}-----[A-Za-z0-9+/=\\\\s]+-----END {label}-----\\\\s*"
+    pattern = f"^\\\\s*({block})+$" if several else f"^\\\\s*{block}$"
+    return _string(
+        description,
+        maxLength=MAX_PEM_LENGTH,
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches('{pattern}')",
+                    "message": f"must be PEM: -----BEGIN {label}----- base64 -----END {label}----- "
+                    "(the operator also parses it and reports a bad key in the policy's Ready "
+                    "condition)",
+                }
+            ]
+        },
+    )
+
+
+def _integrity(*, namespaced: bool) -> Schema:
     signer = _object(
         "A trusted signer: one public key or CA certificate (PEM), inline or by reference.",
         {
@@ -285,10 +330,18 @@ def _integrity() -> Schema:
                 pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
                 maxLength=40,
             ),
-            "publicKey": _string("PEM public key (ECDSA P-256/P-384/P-521) of a signer."),
-            "caCertificate": _string("PEM certificate of a CA whose certificates may sign."),
-            "configMapKeyRef": _key_ref("A ConfigMap key holding the PEM."),
-            "secretKeyRef": _key_ref("A Secret key holding the PEM."),
+            "publicKey": _pem(
+                "PEM public key (ECDSA P-256/P-384/P-521) of a signer.",
+                PEM_SHAPES["publicKey"],
+                several=False,
+            ),
+            "caCertificate": _pem(
+                "PEM certificate of a CA whose certificates may sign (one or more).",
+                PEM_SHAPES["caCertificate"],
+                several=True,
+            ),
+            "configMapKeyRef": _key_ref("A ConfigMap key holding the PEM.", namespaced=namespaced),
+            "secretKeyRef": _key_ref("A Secret key holding the PEM.", namespaced=namespaced),
             "type": _string(
                 "What a referenced PEM is (inline values say it by their field).",
                 enum=["publicKey", "caCertificate"],
@@ -319,7 +372,24 @@ def _integrity() -> Schema:
                 "Pods must declare a model and run the verifier (MW-INT-001, MW-INT-004).", True
             ),
             "requireReadOnlyModel": _boolean(
-                "Serving containers mount the model volume read-only (MW-INT-002).", True
+                "Long-running containers mount the model's storage read-only, under any "
+                "volume name (same claim, host path, CSI volume or image: MW-INT-002).",
+                True,
+            ),
+            "requireVerifiedModelVolumes": _boolean(
+                "Every model-like volume (PVC, ephemeral, image, hostPath, CSI or other network "
+                "storage, or an emptyDir an init container writes) that a long-running container "
+                "mounts must be the verified model, or be listed in the pod annotation "
+                "modelward.io/unverified-volumes and mounted read-only (MW-INT-005).",
+                True,
+            ),
+            "modelPods": _string(
+                "Which selected pods are model pods: All (every selected pod must declare a "
+                "model, MW-INT-001) or ModelVolumes (pods that declare a model or mount a "
+                "model-like volume; others are left alone). Decided by what the pod is, never "
+                "by its labels.",
+                enum=["All", "ModelVolumes"],
+                default="All",
             ),
             "trustedSigners": {
                 "type": "array",
@@ -376,6 +446,22 @@ def policy_spec(*, namespaced: bool) -> Schema:
                 "podSelector can only narrow that selection",
             }
         ]
+    exclude = _selection(
+        "Exceptions to match."
+        + (
+            ""
+            if namespaced
+            else " By namespace only: a podSelector here would let a pod's author opt out."
+        )
+    )
+    if not namespaced:
+        exclude["x-kubernetes-validations"] = [
+            {
+                "rule": "!has(self.podSelector)",
+                "message": "exclude.podSelector is not allowed in a ClusterModelPolicy (a pod's "
+                "labels are written by its author); exclude by namespace",
+            }
+        ]
     spec = _object(
         "The policy: what it selects, how it acts, and its rule sections.",
         {
@@ -387,12 +473,12 @@ def policy_spec(*, namespaced: bool) -> Schema:
                 default="Enforce",
             ),
             "match": match,
-            "exclude": _selection("Exceptions to match."),
+            "exclude": exclude,
             "isolation": _isolation(),
             "images": _images(),
             "transport": _transport(),
             "secrets": _secrets(),
-            "integrity": _integrity(),
+            "integrity": _integrity(namespaced=namespaced),
         },
     )
     if not namespaced:

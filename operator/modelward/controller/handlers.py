@@ -6,11 +6,13 @@ logic never sees kopf's keyword arguments.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 
 from modelward.api.schema import GROUP, VERSION
+from modelward.controller.keys import KeyReader
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
@@ -28,7 +30,11 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
 
 
 def build_registry(
-    *, state: ClusterState, status: PolicyStatusWriter, verifications: VerificationRecorder
+    *,
+    state: ClusterState,
+    status: PolicyStatusWriter,
+    verifications: VerificationRecorder,
+    keys: KeyReader,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -40,7 +46,15 @@ def build_registry(
         async def on_event(*, event: kopf.RawEvent, **_: Any) -> None:
             obj = event.get("object") or {}
             deleted = event.get("type") == "DELETED"
-            entry = observe_object(state, kind, obj, deleted=deleted)
+            material = None
+            if kind == "ClusterModelPolicy":
+                key = policy_key(kind, obj)
+                if deleted:
+                    keys.referencing.pop(key, None)
+                else:
+                    material = await asyncio.to_thread(keys.fetch, obj)
+                    keys.remember(key, obj, material)
+            entry = observe_object(state, kind, obj, deleted=deleted, keys=material)
             if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
                 await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))
 

@@ -163,6 +163,9 @@ class KubeApi:
 
     # -- the serving certificate (controller/certificates.py) --
 
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._json_or_none(self.core.read_namespaced_config_map, name, namespace)
+
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._json_or_none(self.core.read_namespaced_secret, name, namespace)
 

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from modelward.engine import NamespaceFacts, parse_policy
+from modelward.engine import KeySource, NamespaceFacts, parse_policy
 from modelward.engine.facts import is_default_deny
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
@@ -23,9 +23,18 @@ def policy_key(kind: str, obj: Mapping[str, Any]) -> PolicyKey:
 
 
 def observe_object(
-    state: ClusterState, kind: str, obj: Mapping[str, Any], *, deleted: bool = False
+    state: ClusterState,
+    kind: str,
+    obj: Mapping[str, Any],
+    *,
+    deleted: bool = False,
+    keys: KeySource | None = None,
 ) -> PolicyEntry | None:
-    """Apply one object (or its deletion) to the state; returns a policy's new entry."""
+    """Apply one object (or its deletion) to the state; returns a policy's new entry.
+
+    ``keys``: the key material a ClusterModelPolicy references, read beforehand from
+    modelward's namespace (``controller.keys.KeyReader``).
+    """
     meta = obj.get("metadata") or {}
     name = str(meta.get("name", ""))
     namespace = str(meta.get("namespace") or "")
@@ -37,7 +46,7 @@ def observe_object(
             return None
         body = {**obj, "kind": kind, "apiVersion": obj.get("apiVersion", "modelward.io/v1alpha1")}
         try:
-            policy, error = parse_policy(body), None
+            policy, error = parse_policy(body, keys=keys), None
         except PolicyError as exc:
             policy, error = None, exc
         return state.put_policy(
@@ -75,7 +84,7 @@ def desired_status(
         ready, reason = "True", "Loaded"
         message = "the policy is enforced as written"
     else:
-        ready, reason = "False", "InvalidPolicy"
+        ready, reason = "False", entry.error.reason
         message = str(entry.error)
         if entry.policy is not None:
             message += f" (still enforcing the last valid generation {entry.policy.generation})"

@@ -61,6 +61,17 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-INT-002", "integrity", "The model volume is mounted read-only", True),
         RuleInfo("MW-INT-003", "integrity", "OCI model images are referenced by digest"),
         RuleInfo("MW-INT-004", "integrity", "The model is verified before serving starts", True),
+        RuleInfo(
+            "MW-INT-005",
+            "integrity",
+            "Every model-like volume served from is the verified one, or declared and read-only",
+            True,
+        ),
+        RuleInfo(
+            "MW-INT-006",
+            "integrity",
+            "The model declaration, keys and verifier do not change after admission",
+        ),
     )
 }
 
