@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -169,6 +169,7 @@ class Leadership:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = _utc_now,
         on_elected: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not 0 < renew_seconds < renew_deadline < lease_seconds:
             raise ValueError(
@@ -184,6 +185,7 @@ class Leadership:
         self.clock = clock
         self.now = now
         self.on_elected = on_elected
+        self.sleep = sleep
         self.is_leader = False
         #: When this replica last became the leader (wall clock, for logs and Events).
         self.since: dt.datetime | None = None
@@ -308,5 +310,5 @@ class Leadership:
     async def run(self) -> None:
         """Renew every ``renew_seconds`` while leading; poll every ``retry_seconds`` otherwise."""
         while True:
-            await asyncio.sleep(self.renew_seconds if self.is_leader else self.retry_seconds)
+            await self.sleep(self.renew_seconds if self.is_leader else self.retry_seconds)
             await self.acquire_once()
