@@ -272,7 +272,9 @@ def test_a_tampered_model_is_recorded_as_rejected(
     subprocess.run(["cp", "-r", str(signed_model["model"]), str(copy)], check=True)
     (copy / "config.json").write_text('{"layers": 3}')
     message = _run_verifier(
-        {**signed_model, "model": copy}, tmp_path, f"ClusterModelPolicy {policy['metadata']['name']}"
+        {**signed_model, "model": copy},
+        tmp_path,
+        f"ClusterModelPolicy {policy['metadata']['name']}",
     )
     assert json.loads(message)["result"] == "rejected"
     _report(kubectl, "tampered", namespace, container, message, 1)

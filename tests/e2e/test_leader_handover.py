@@ -142,7 +142,7 @@ def test_a_result_that_arrives_without_a_leader_is_recorded_once(
     plane: LocalControlPlane,
     operators: Operators,
     namespace: str,
-    signed_model: dict[str, Path],
+    signed_model: dict[str, Path],  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
 ) -> None:
     kubectl = plane.kubectl

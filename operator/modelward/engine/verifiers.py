@@ -8,7 +8,7 @@ say anything but the truth about that model. So the operator recomputes, with th
 mutating webhook injects with (``engine.rules.integrity``), the verifier each policy that
 selects the pod would inject now, and believes a termination message only from a container
 that is exactly that: nothing changed and nothing added (``command``, ``env``, ``workingDir``,
-another mount …) except the defaults the API server fills in (:data:`API_DEFAULTS`).
+another mount …) except the defaults the API server fills in (``engine.exact``).
 
 Consequences worth knowing: a result is judged against the policies as they are when it
 arrives, so a verifier injected before a key rotation is not believed after it (its result is
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from modelward.engine.decision import PolicyRef
+from modelward.engine.exact import differs
 from modelward.engine.facts import NamespaceFacts
 from modelward.engine.policy import IntegrityConfig, Policy
 from modelward.engine.rules.integrity import (
@@ -32,14 +33,6 @@ from modelward.engine.rules.integrity import (
     verifier_container,
 )
 from modelward.engine.workloads import Workload
-
-#: Fields the API server adds to a stored container or volume, with the values it may add;
-#: every other field the injected verifier does not set makes the container a different one.
-API_DEFAULTS: Final[Mapping[str, tuple[object, ...]]] = {
-    "terminationMessagePath": ("/dev/termination-log",),
-    "imagePullPolicy": ("Always", "IfNotPresent", "Never"),
-    "apiVersion": ("v1",),  # fieldRef in the keys volume
-}
 
 
 @dataclass(frozen=True)
@@ -59,40 +52,6 @@ class PodVerifiers:
     injected: Mapping[str, InjectedVerifier] = field(default_factory=dict)
     #: Container name → why it is not the verifier of the policy that names it.
     mismatches: Mapping[str, str] = field(default_factory=dict)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def differs(actual: Any, expected: Any, *, where: str) -> str | None:
-    """Why ``actual`` is not exactly ``expected`` (API-server defaults aside), or None."""
-    if isinstance(expected, Mapping):
-        if not isinstance(actual, Mapping):
-            return f"{where} is not an object"
-        for key, value in expected.items():
-            if key not in actual:
-                return f"{where}.{key} is missing"
-            problem = differs(actual[key], value, where=f"{where}.{key}")
-            if problem:
-                return problem
-        for key in sorted(set(actual) - set(expected), key=str):
-            value = actual[key]
-            if value is not None and value not in API_DEFAULTS.get(str(key), ()):
-                return f"{where}.{key} is set to {_short(value)}; the injected verifier has none"
-        return None
-    if isinstance(expected, list):
-        if not isinstance(actual, list) or len(actual) != len(expected):
-            return f"{where} is {_short(actual)}, not the {len(expected)} items injected"
-        for index, (a, b) in enumerate(zip(actual, expected, strict=True)):
-            problem = differs(a, b, where=f"{where}[{index}]")
-            if problem:
-                return problem
-        return None
-    if type(actual) is not type(expected) or actual != expected:
-        return f"{where} is {_short(actual)}, the policy injects {_short(expected)}"
-    return None
 
 
 def _writes(container: Mapping[str, Any], volume: str) -> bool:

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from modelward.engine.exact import differs
 from modelward.engine.facts import NamespaceFacts
-from modelward.engine.verifiers import differs, pod_verifiers
+from modelward.engine.verifiers import pod_verifiers
 from modelward.engine.workloads import workload_from_object
-from tests.unit.engine.builders import policy
-from tests.unit.engine.rules.test_integrity import PATCH, SECTION, _patched, model_pod
+from tests.unit.engine.builders import decide, policy, rule_ids
+from tests.unit.engine.rules.test_integrity import ENFORCE, PATCH, SECTION, _patched, model_pod
 
 NAMESPACE = NamespaceFacts("serving-a", {}, {})
 
@@ -155,3 +156,15 @@ def test_differs_allows_only_the_api_servers_defaults() -> None:
     assert differs({"a": [1, {"b": "c"}], "imagePullPolicy": "Always"}, expected, where="x") is None
     assert differs({"a": [True, {"b": "c"}]}, expected, where="x")  # a bool is not 1
     assert differs({"a": [1]}, expected, where="x") == "x.a is [1], not the 2 items injected"
+
+
+@pytest.mark.parametrize("tamper", [_command, _env, _message_path])
+def test_the_webhook_refuses_a_verifier_with_anything_added(tamper: Any) -> None:
+    """The same exactness at admission: a verifier whose image and arguments are right but
+    whose ``command`` (or env, or message path) is the author's would never verify anything."""
+    pod = _injected()
+    tamper(pod)
+    assert "MW-INT-004" in rule_ids(decide(pod, ENFORCE))
+    repaired = _patched(pod, PATCH)
+    assert rule_ids(decide(repaired, PATCH)) == []
+    assert _verifiers(repaired).injected
