@@ -31,7 +31,7 @@ from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
 from modelward.controller.keys import KeyReader
 from modelward.controller.kube import KubeApi, iter_all
-from modelward.controller.leadership import Leadership
+from modelward.controller.leadership import KubeLeaseApi, Leadership
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
@@ -98,18 +98,19 @@ async def serve(settings: Settings) -> None:
 
     # Evaluations run in worker threads; their records are replayed on this loop.
     service = AdmissionService(state=state, recorder=DeferredRecorder(recorder))
-    leadership = Leadership(
-        kube=kube,
-        namespace=settings.namespace,
-        name=settings.leader_lease,
-        identity=f"{settings.pod_name}-{os.getpid()}",
-    )
     verifications = VerificationRecorder(
         kube=kube,
         metrics=metrics,
         events=recorder,
-        known_policies=lambda: {str(p.ref) for p in state.active_policies},
-        leader_since=lambda: leadership.since if leadership.is_leader else None,
+        facts=state,
+        policies=lambda: state.active_policies,
+        is_leader=lambda: leadership.is_leader,
+        handover=lambda: leadership.handover,
+    )
+    leadership = Leadership(
+        api=KubeLeaseApi(kube=kube, namespace=settings.namespace, name=settings.leader_lease),
+        identity=f"{settings.pod_name}-{os.getpid()}",
+        on_elected=verifications.request_catch_up,
     )
     auditor = Auditor(
         kube=kube,
@@ -147,8 +148,8 @@ async def serve(settings: Settings) -> None:
     )
 
     await prime_state(state, kube, status, keys)
-    # Settle leadership before kopf lists the pods, so that the leader records fresh results
-    # from the first listing on (the renewal loop keeps it afterwards).
+    # Settle leadership before kopf lists the pods, so that the leader records results from
+    # the first listing on (the renewal loop keeps it; becoming the leader starts a catch-up).
     await leadership.acquire_once()
 
     admission = web.AppRunner(
@@ -211,6 +212,7 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(tls.watch(), name="tls-reload"),
         asyncio.create_task(leadership.run(), name="leadership"),
         asyncio.create_task(keys.run(recompile), name="trusted-keys"),
+        asyncio.create_task(verifications.run(), name="verifications"),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
             if settings.audit_interval
@@ -254,3 +256,5 @@ async def serve(settings: Settings) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    # Last: hand the Lease over at once rather than leaving the others to wait it out.
+    await leadership.release_on_shutdown()

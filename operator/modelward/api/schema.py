@@ -613,7 +613,14 @@ def deployed_model_crd() -> Schema:
             "firstSeen": _string("First verification.", format="date-time"),
             "lastSeen": _string("Latest verification.", format="date-time"),
             "verifications": {"type": "integer", "description": "Verifications recorded."},
-            "policies": _strings("Policies whose verifier checked it."),
+            "policies": _strings(
+                "Policies whose verifier checked it (the 16 most recent).", maxItems=16
+            ),
+            "recorded": _strings(
+                "Verifier results counted, as <pod UID>/<container>/<result> (the 512 most "
+                "recent): a result listed here is never counted again.",
+                maxItems=512,
+            ),
             "workloads": {"type": "array", "items": workload, "maxItems": 64},
         },
         required=["digest"],

@@ -142,16 +142,22 @@ class KubeApi:
             )
         return list(data["items"])
 
-    def upsert_deployed_model(self, namespace: str, update: Mapping[str, Any]) -> None:
-        """Create or merge the DeployedModel for ``update["digest"]`` (optimistic retries)."""
+    def upsert_deployed_model(self, namespace: str, update: Mapping[str, Any]) -> bool:
+        """Create or merge the DeployedModel for ``update["digest"]`` (optimistic retries).
+
+        False when the object already lists ``update["record"]``: that verifier result was
+        recorded before (by this replica, an earlier leader, or a catch-up), so nothing is
+        written and the caller posts no Event either."""
         digest = str(update["digest"])
         name = digest.replace(":", "-")
         for _ in range(5):
             current = self._read_custom(GROUP, VERSION, namespace, "deployedmodels", name)
+            if already_recorded(current, str(update.get("record") or "")):
+                return False
             body = merge_deployed_model(current, update, name=name, namespace=namespace)
             try:
                 self._create_or_replace(GROUP, VERSION, namespace, "deployedmodels", body, current)
-                return
+                return True
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -213,25 +219,53 @@ def iter_all(kube: KubeApi) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 MAX_WORKLOADS = 64
+#: Policies that verified a model: the most recent ones, each once.
+MAX_POLICIES = 16
+#: Verifier results (pod UID/container/result) already counted: enough to cover every pod of
+#: a large Deployment, so that a new leader's catch-up does not count a result twice.
+MAX_RECORDED = 512
+
+
+def already_recorded(current: Mapping[str, Any] | None, record: str) -> bool:
+    """True when the DeployedModel ``current`` already counted the verifier result ``record``."""
+    recorded = ((current or {}).get("spec") or {}).get("recorded") or []
+    return bool(record) and record in recorded
+
+
+def _bounded_append(items: list[Any], item: Any, limit: int) -> list[Any]:
+    """``items`` with ``item`` moved to (or added at) the end, keeping the ``limit`` newest."""
+    kept = [i for i in items if i != item]
+    kept.append(item)
+    return kept[-limit:]
 
 
 def merge_deployed_model(
     current: Mapping[str, Any] | None, update: Mapping[str, Any], *, name: str, namespace: str
 ) -> dict[str, Any]:
-    """The DeployedModel after one more verification: counts, first/last seen, workloads."""
+    """The DeployedModel after one more verification: counts, first/last seen, workloads.
+
+    Only an admitted verification names the signer (``update["signer"]`` is empty otherwise):
+    a rejection never replaces the signer of record. Lists stay bounded whatever the input.
+    """
     spec: dict[str, Any] = dict((current or {}).get("spec") or {})
     spec.update(
         digest=update["digest"],
-        signer=update["signer"],
         files=update["files"],
         scan=update["scan"],
         lastResult=update["lastResult"],
         lastSeen=update["lastSeen"],
     )
+    if update.get("signer"):
+        spec["signer"] = update["signer"]
     spec.setdefault("firstSeen", update["lastSeen"])
     spec["verifications"] = int(spec.get("verifications") or 0) + 1
-    if update.get("policy") and update["policy"] not in spec.setdefault("policies", []):
-        spec["policies"].append(update["policy"])
+    policies = [p for p in spec.get("policies") or [] if isinstance(p, str)]
+    if update.get("policy"):
+        policies = _bounded_append(policies, update["policy"], MAX_POLICIES)
+    spec["policies"] = policies[-MAX_POLICIES:]
+    if update.get("record"):
+        recorded = [r for r in spec.get("recorded") or [] if isinstance(r, str)]
+        spec["recorded"] = _bounded_append(recorded, update["record"], MAX_RECORDED)
     workloads = spec.setdefault("workloads", [])
     if update["workload"] not in workloads and len(workloads) < MAX_WORKLOADS:
         workloads.append(update["workload"])

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelward.engine.decision import Remedy, Violation
+from modelward.engine.exact import differs
 from modelward.engine.facts import NamespaceFacts
 from modelward.engine.policy import VERIFIER_PREFIX, IntegrityConfig, TrustedSigner
 from modelward.engine.rules.images import DIGEST, ImageReference
@@ -165,19 +166,10 @@ def verifier_container(cfg: IntegrityConfig, model: ModelDeclaration) -> dict[st
 
 
 def _matches(existing: Any, expected: Any) -> bool:
-    """The API server adds defaults to stored objects (``fieldRef.apiVersion``,
-    ``imagePullPolicy``...): compare only what modelward sets, at every depth."""
-    if isinstance(expected, Mapping):
-        return isinstance(existing, Mapping) and all(
-            k in existing and _matches(existing[k], v) for k, v in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(existing, list)
-            and len(existing) == len(expected)
-            and all(_matches(a, b) for a, b in zip(existing, expected, strict=True))
-        )
-    return bool(existing == expected)
+    """Exactly what modelward sets, at every depth: nothing changed, nothing added (a verifier
+    with an added ``command`` is not the verifier) except the API server's defaults
+    (``fieldRef.apiVersion``, ``imagePullPolicy``...; see ``engine.exact``)."""
+    return differs(existing, expected, where="") is None
 
 
 #: Volume types that can hold a model: storage that outlives the pod or comes from outside it.
