@@ -12,7 +12,14 @@ from modelward.engine.facts import NamespaceFacts
 from modelward.engine.verifiers import pod_verifiers
 from modelward.engine.workloads import workload_from_object
 from tests.unit.engine.builders import decide, policy, rule_ids
-from tests.unit.engine.rules.test_integrity import ENFORCE, PATCH, SECTION, _patched, model_pod
+from tests.unit.engine.rules.test_integrity import (
+    ENFORCE,
+    KEYS,
+    PATCH,
+    SECTION,
+    _patched,
+    model_pod,
+)
 
 NAMESPACE = NamespaceFacts("serving-a", {}, {})
 
@@ -31,6 +38,16 @@ def _injected() -> dict[str, Any]:
 
 def _verifiers(pod: dict[str, Any], *policies: Any) -> Any:
     return pod_verifiers(workload_from_object(pod), NAMESPACE, policies or (PATCH,))
+
+
+def _another_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def _name() -> str:
@@ -81,7 +98,7 @@ def _key_annotation(pod: dict[str, Any]) -> None:
 
 def _keys_volume(pod: dict[str, Any]) -> None:
     keys = next(v for v in pod["spec"]["volumes"] if v["name"].endswith("-keys"))
-    keys["projected"]["sources"][1]["configMap"]["name"] = "attacker-ca"
+    keys["projected"]["sources"].append({"configMap": {"name": "attacker-ca"}})
 
 
 def _later_writer(pod: dict[str, Any]) -> None:
@@ -112,7 +129,7 @@ def _writing_sidecar(pod: dict[str, Any]) -> None:
         (_message_path, "terminationMessagePath is set"),
         (_extra_mount, "volumeMounts is"),
         (_key_annotation, "does not hold the policy's key 'release'"),
-        (_keys_volume, "attacker-ca"),
+        (_keys_volume, "not the 1 items injected"),
         (_later_writer, "init container rewrite can change the model"),
         (_writing_sidecar, "init container sidecar can change the model"),
     ],
@@ -136,13 +153,13 @@ def test_a_pod_no_integrity_policy_selects_has_no_verifier_to_believe() -> None:
 
 def test_a_policy_changed_since_injection_no_longer_vouches_for_the_old_verifier() -> None:
     rotated = copy.deepcopy(SECTION)
-    rotated["integrity"]["trustedSigners"][0]["publicKey"] = "-----BEGIN PUBLIC KEY-----\nnew\n"
-    found = _verifiers(_injected(), policy(rotated, mode="Patch"))
+    rotated["integrity"]["trustedSigners"][0]["publicKey"] = _another_key()
+    found = _verifiers(_injected(), policy(rotated, mode="Patch", keys=KEYS))
     assert found.injected == {} and "release" in found.mismatches[_name()]
 
 
 def test_two_policies_each_vouch_only_for_their_own_verifier() -> None:
-    other = policy(SECTION, mode="Patch", name="q")
+    other = policy(SECTION, mode="Patch", name="q", keys=KEYS)
     pod = _patched(model_pod(), PATCH, other)
     assert sorted(_verifiers(pod, PATCH, other).injected) == sorted(
         [p.integrity.container_name for p in (PATCH, other) if p.integrity is not None]
