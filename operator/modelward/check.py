@@ -20,8 +20,9 @@ from modelward.engine import (
     Policy,
     StaticFacts,
     UnsupportedKind,
-    evaluate_ingress,
+    evaluate_exposure,
     evaluate_workload,
+    is_exposure,
     parse_policy,
     workload_from_object,
 )
@@ -117,7 +118,8 @@ class CheckResult:
 
 
 def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
-    """Findings for every workload and Ingress in ``manifests``; also how many were judged."""
+    """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``;
+    also how many were judged."""
     objects = load_objects(manifests)
     facts = StaticFacts()
     for located in objects:
@@ -133,8 +135,8 @@ def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[Ch
             "name": str(meta.get("name") or meta.get("generateName") or ""),
         }
         decision: Decision
-        if obj.get("kind") == "Ingress":
-            decision = evaluate_ingress(
+        if is_exposure(obj):
+            decision = evaluate_exposure(
                 {**obj, "metadata": {**meta, "namespace": resource["namespace"]}}, facts, policies
             )
         else:

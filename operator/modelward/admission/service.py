@@ -23,8 +23,9 @@ from modelward.engine import (
     Finding,
     Subject,
     UnsupportedKind,
-    evaluate_ingress,
+    evaluate_exposure,
     evaluate_workload,
+    is_exposure,
     workload_from_object,
 )
 from modelward.engine.patches import remedies_to_json_patch
@@ -57,6 +58,11 @@ def _template(obj: Mapping[str, Any] | None, request: ReviewRequest) -> Any:
     except UnsupportedKind:
         return None
     return (w.pod_spec, w.labels, w.annotations)
+
+
+def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The object's metadata with the request's namespace (a create request may omit it)."""
+    return {**(obj.get("metadata") or {}), "namespace": namespace}
 
 
 def subject_of(request: ReviewRequest) -> Subject:
@@ -101,8 +107,12 @@ class AdmissionService:
         policies = self.state.active_policies
         if not policies:
             return None
-        if request.kind == "Ingress":
-            return evaluate_ingress(request.obj, self.state, policies)
+        if is_exposure(request.obj):
+            return evaluate_exposure(
+                {**request.obj, "metadata": _with_namespace(request.obj, request.namespace)},
+                self.state,
+                policies,
+            )
         try:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:

@@ -5,9 +5,10 @@ the controller and the offline ``modelward check`` CLI all call the same functio
 """
 
 from modelward.engine.decision import Decision, Finding, Mode, PolicyRef, Subject, Violation
-from modelward.engine.evaluate import evaluate_ingress, evaluate_workload
+from modelward.engine.evaluate import evaluate_exposure, evaluate_workload
 from modelward.engine.facts import ClusterFacts, NamespaceFacts, StaticFacts
 from modelward.engine.policy import Policy, parse_policy
+from modelward.engine.rules.transport import is_exposure
 from modelward.engine.workloads import UnsupportedKind, Workload, workload_from_object
 
 __all__ = [
@@ -23,8 +24,9 @@ __all__ = [
     "UnsupportedKind",
     "Violation",
     "Workload",
-    "evaluate_ingress",
+    "evaluate_exposure",
     "evaluate_workload",
+    "is_exposure",
     "parse_policy",
     "workload_from_object",
 ]

@@ -29,6 +29,19 @@ class Requirement:
             return self.key in labels
         return self.key not in labels  # DoesNotExist
 
+    def satisfiable_with(self, labels: Mapping[str, str]) -> bool:
+        """Whether some label set containing ``labels`` (and maybe more) meets it."""
+        if self.key in labels or self.operator == "DoesNotExist":
+            return self.matches(labels)
+        return True  # the missing key can be added (In, Exists) or stay absent (NotIn)
+
+    def holds_for_every_superset_of(self, labels: Mapping[str, str]) -> bool:
+        """Whether every label set containing ``labels`` meets it (added labels cannot break
+        it)."""
+        if self.operator == "DoesNotExist":
+            return False  # any superset may carry the key
+        return self.key in labels and self.matches(labels)
+
 
 @dataclass(frozen=True)
 class LabelSelector:
@@ -38,6 +51,19 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
+
+    def could_match_superset_of(self, labels: Mapping[str, str]) -> bool:
+        """Whether a pod carrying ``labels`` and perhaps others could be selected.
+
+        A Service selector or an unknown backend only tells which labels the pods behind it
+        carry at least; judging their exposure by the selector alone would let one extra pod
+        label (that the selector does not mention) take the pods out of a policy.
+        """
+        return all(r.satisfiable_with(labels) for r in self.requirements)
+
+    def matches_every_superset_of(self, labels: Mapping[str, str]) -> bool:
+        """Whether every pod carrying at least ``labels`` is selected."""
+        return all(r.holds_for_every_superset_of(labels) for r in self.requirements)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> LabelSelector:
