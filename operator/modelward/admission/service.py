@@ -5,6 +5,7 @@
 - Workloads are judged on the whole new template, so ``kubectl apply`` of a bad Deployment is
   refused at once. A Pod UPDATE (a new image, an ephemeral container) is judged on what it adds:
   violations the running pod already had cannot be fixed by an update and do not block it.
+  Services, Ingresses and routes (exposures) are judged the same way on UPDATE.
 - Validation denies Enforce findings and Patch findings that have no safe fix; mutation applies
   the safe fixes of Patch findings on CREATE and on workload UPDATEs; Audit findings become
   admission warnings. Both webhooks answer the same engine, so a fix that another mutating
@@ -21,6 +22,7 @@ from modelward.admission.review import AdmissionReviewWire, ReviewRequest, revie
 from modelward.engine import (
     Decision,
     Finding,
+    Policy,
     Subject,
     UnsupportedKind,
     evaluate_exposure,
@@ -108,11 +110,7 @@ class AdmissionService:
         if not policies:
             return None
         if is_exposure(request.obj):
-            return evaluate_exposure(
-                {**request.obj, "metadata": _with_namespace(request.obj, request.namespace)},
-                self.state,
-                policies,
-            )
+            return self._decide_exposure(request, request.obj, policies)
         try:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:
@@ -130,6 +128,22 @@ class AdmissionService:
                     evaluate_workload(old, self.state, policies)
                 )
         return evaluate_workload(workload, self.state, policies)
+
+    def _decide_exposure(
+        self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
+    ) -> Decision:
+        """An exposure is judged whole on CREATE, and on UPDATE by what the update adds: an
+        exposure admitted before a policy existed must still take its controllers' updates
+        (a cloud controller removing its load-balancer finalizer on deletion, say)."""
+
+        def judge(o: Mapping[str, Any]) -> Decision:
+            body = {**o, "metadata": _with_namespace(o, request.namespace)}
+            return evaluate_exposure(body, self.state, policies)
+
+        decision = judge(obj)
+        if request.operation == "UPDATE" and request.old_obj is not None:
+            return decision.only_new(judge(request.old_obj))
+        return decision
 
     def _record(self, request: ReviewRequest, decision: Decision, outcome: str) -> None:
         if self.recorder is not None and not request.dry_run and decision.findings:

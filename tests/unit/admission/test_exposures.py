@@ -57,6 +57,19 @@ def test_a_load_balancer_to_model_pods_is_denied_on_create_and_update() -> None:
     assert service.validate(_request(_service())).label == "allowed"
 
 
+def test_an_exposure_admitted_before_the_policy_still_takes_updates() -> None:
+    # A load balancer from before the policy: its controller's finalizer update (and removal,
+    # on deletion) must not be refused; a change that adds a violation still is.
+    old = _service("LoadBalancer")
+    with_finalizer = _service("LoadBalancer")
+    with_finalizer["metadata"]["finalizers"] = ["service.kubernetes.io/load-balancer-cleanup"]
+    service = _service_state()
+    assert service.validate(_request(with_finalizer, old=old)).label == "allowed"
+    external_ips = _service("LoadBalancer")
+    external_ips["spec"]["externalIPs"] = ["203.0.113.7"]
+    assert service.validate(_request(external_ips, old=old)).label == "denied"
+
+
 def test_other_groups_kinds_named_service_are_not_exposures() -> None:
     knative = _service("LoadBalancer", api_version="serving.knative.dev/v1")
     assert _service_state().validate(_request(knative)).label == "allowed"
