@@ -26,8 +26,9 @@ from modelward.engine import (
     StaticFacts,
     StaticKeySource,
     UnsupportedKind,
-    evaluate_ingress,
+    evaluate_exposure,
     evaluate_workload,
+    is_exposure,
     parse_policy,
     workload_from_object,
 )
@@ -337,7 +338,8 @@ class CheckResult:
 
 
 def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
-    """Findings for every workload and Ingress in ``manifests``; also how many were judged."""
+    """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``;
+    also how many were judged."""
     objects = load_objects(manifests)
     facts = StaticFacts()
     for located in objects:
@@ -355,8 +357,8 @@ def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[Ch
         }
         decision: Decision
         with _cannot_judge(located):
-            if obj.get("kind") == "Ingress":
-                decision = evaluate_ingress(
+            if is_exposure(obj):
+                decision = evaluate_exposure(
                     {**obj, "metadata": {**meta, "namespace": resource["namespace"]}},
                     facts,
                     policies,

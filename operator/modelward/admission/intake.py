@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelward.admission.review import ReviewRequest
+from modelward.engine.rules.transport import EXPOSURE_KINDS
 from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 
-JUDGED_KINDS = frozenset({*TEMPLATE_POINTERS, "Ingress"})
+#: Exposures (Services, Ingresses, Gateway API routes) are judged on their spec; the rest on
+#: the pod template the workload abstraction points at.
+EXPOSURE_KIND_NAMES = frozenset(kind for _, kind in EXPOSURE_KINDS)
+JUDGED_KINDS = frozenset({*TEMPLATE_POINTERS, *EXPOSURE_KIND_NAMES})
 #: Subresources whose request object is the pod itself (judged on what it adds).
 POD_SUBRESOURCES = frozenset({"ephemeralcontainers"})
 MiB = 1024 * 1024
@@ -116,9 +120,11 @@ def check_review(
             f"request.kind is {request.kind!r} but the object's kind is {obj.get('kind')!r}",
             "send the object the request names",
         )
-    if request.kind == "Ingress":
+    if request.kind in EXPOSURE_KIND_NAMES:
         if not isinstance(obj.get("spec"), Mapping):
-            return _unjudgeable(request, "spec is not an object", "send an Ingress with a spec")
+            return _unjudgeable(
+                request, "spec is not an object", f"send a {request.kind} with a spec"
+            )
         return None
     spec = _pod_spec(request, obj)
     if isinstance(spec, Refusal):

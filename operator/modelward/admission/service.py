@@ -8,6 +8,7 @@
   fixed by an update and do not block it; those it introduces are fixed only where the update
   can carry the fix (a new ephemeral container's spec) and denied otherwise, in Patch mode
   too; the model declaration, keys and verifier stay as admitted (MW-INT-006).
+  Services, Ingresses and routes (exposures) are judged the same way on UPDATE.
 - Validation denies Enforce findings and Patch findings that have no safe fix; mutation applies
   the safe fixes of Patch findings on CREATE, on workload UPDATEs and to the ephemeral
   containers a Pod UPDATE adds; Audit findings become admission warnings. Both webhooks
@@ -26,11 +27,13 @@ from modelward.admission.review import AdmissionReviewWire, ReviewRequest, revie
 from modelward.engine import (
     Decision,
     Finding,
+    Policy,
     Subject,
     UnsupportedKind,
-    evaluate_ingress,
+    evaluate_exposure,
     evaluate_pod_update,
     evaluate_workload,
+    is_exposure,
     workload_from_object,
 )
 from modelward.engine.patches import remedies_to_json_patch
@@ -75,6 +78,11 @@ def _without_fixes(decision: Decision) -> Decision:
     )
 
 
+def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The object's metadata with the request's namespace (a create request may omit it)."""
+    return {**(obj.get("metadata") or {}), "namespace": namespace}
+
+
 def subject_of(request: ReviewRequest) -> Subject:
     meta = (request.obj or {}).get("metadata") or {}
     name = request.name or meta.get("name") or meta.get("generateName") or "unnamed"
@@ -117,8 +125,8 @@ class AdmissionService:
         policies = self.state.active_policies
         if not policies:
             return None
-        if request.kind == "Ingress":
-            return evaluate_ingress(request.obj, self.state, policies)
+        if is_exposure(request.obj):
+            return self._decide_exposure(request, request.obj, policies)
         try:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:
@@ -138,6 +146,22 @@ class AdmissionService:
                 old = workload_from_object(request.old_obj, namespace=request.namespace)
                 return evaluate_pod_update(old, workload, self.state, policies)
         return evaluate_workload(workload, self.state, policies)
+
+    def _decide_exposure(
+        self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
+    ) -> Decision:
+        """An exposure is judged whole on CREATE, and on UPDATE by what the update adds: an
+        exposure admitted before a policy existed must still take its controllers' updates
+        (a cloud controller removing its load-balancer finalizer on deletion, say)."""
+
+        def judge(o: Mapping[str, Any]) -> Decision:
+            body = {**o, "metadata": _with_namespace(o, request.namespace)}
+            return evaluate_exposure(body, self.state, policies)
+
+        decision = judge(obj)
+        if request.operation == "UPDATE" and request.old_obj is not None:
+            return decision.only_new(judge(request.old_obj))
+        return decision
 
     def _record(self, request: ReviewRequest, decision: Decision, outcome: str) -> None:
         if self.recorder is not None and not request.dry_run and decision.findings:

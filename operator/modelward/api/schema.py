@@ -215,19 +215,37 @@ def _transport() -> Schema:
         {
             "mode": _mode_override("transport"),
             "requireTLS": _boolean(
-                "Pods must show TLS evidence: mesh injection or a mounted TLS secret (MW-TLS-001).",
+                "Pods must show TLS evidence: mesh injection as the mesh itself decides it, or "
+                "a mounted TLS certificate (MW-TLS-001); see docs/rules.md for what counts.",
                 True,
             ),
             "meshes": _strings(
-                "Service meshes whose sidecar injection counts as mTLS.",
+                "Service meshes whose proxy injection (or Istio ambient enrolment) counts as mTLS.",
                 default=["istio", "linkerd"],
                 items={"type": "string", "enum": ["istio", "linkerd"]},
             ),
             "tlsSecretNames": _strings(
-                "Names (globs) of Secrets that hold TLS certificates; a container mounting one "
-                "counts as serving TLS. modelward never reads Secrets, so it recognises them by "
-                "name.",
-                default=["*-tls", "*-tls-*", "tls-*"],
+                "Names (globs) of the Secrets that may serve as a certificate. A name never "
+                "proves anything: the volume must also project the keys tls.crt and tls.key "
+                "(a kubernetes.io/tls Secret's keys) and must not be optional. modelward never "
+                "reads Secrets.",
+                default=["*"],
+                maxItems=64,
+            ),
+            "allowExternalServices": _boolean(
+                "Allow Services of type LoadBalancer or NodePort, or with externalIPs, to "
+                "select governed pods (MW-TLS-004). Off: such pods are reached through an "
+                "Ingress or a Gateway whose TLS and rate limit modelward checks.",
+                False,
+            ),
+            "allowedGateways": _strings(
+                "Gateway API Gateways that routes to governed pods may attach to, as "
+                "namespace/name (every listener) or namespace/name/listener, matched exactly "
+                "(MW-TLS-005). List only Gateways whose listeners terminate TLS and rate-limit: "
+                "modelward does not watch Gateways. Empty: no route may reach governed pods.",
+                default=[],
+                maxItems=64,
+                items={"type": "string", "maxLength": 507},
             ),
             "ingress": _object(
                 "Ingresses whose backends route to selected pods (MW-TLS-002, MW-TLS-003).",

@@ -17,7 +17,7 @@ from modelward.engine.rules.images import check_images
 from modelward.engine.rules.integrity import check_integrity, check_integrity_update
 from modelward.engine.rules.isolation import check_isolation
 from modelward.engine.rules.secrets import check_secrets
-from modelward.engine.rules.transport import check_ingress, check_transport, ingress_backends
+from modelward.engine.rules.transport import check_exposure, check_transport, exposure_backends
 from modelward.engine.workloads import Workload
 
 Checker = Callable[[Workload, NamespaceFacts, Any], Iterator[Violation]]
@@ -112,26 +112,32 @@ def evaluate_pod_update(
     return Decision(tuple(findings))
 
 
-def evaluate_ingress(
-    ingress: Mapping[str, Any], facts: ClusterFacts, policies: Iterable[Policy]
+def evaluate_exposure(
+    obj: Mapping[str, Any], facts: ClusterFacts, policies: Iterable[Policy]
 ) -> Decision:
-    """An Ingress is judged by the policies that select the pods behind its Services.
+    """An Ingress, a Service or a Gateway API route, judged by the policies that may govern
+    the pods it sends traffic to (``transport.is_exposure`` says which objects these are).
 
-    A Service's selector stands in for the labels of the pods it routes to; an unknown Service
-    (not created yet) is judged on namespace selection alone.
+    What is behind a backend is known only by a Service's selector, a subset of the pods'
+    labels: a policy applies when some pod carrying those labels could match it, and an
+    unknown backend (a Service not seen yet, a ``resource`` or non-Service backend) is judged
+    on namespace selection alone, so no backend escapes by being unverifiable.
     """
-    meta = ingress.get("metadata") or {}
-    namespace = facts.namespace(str(meta.get("namespace") or "default"))
+    meta = obj.get("metadata") or {}
+    own_namespace = str(meta.get("namespace") or "default")
     findings: list[Finding] = []
     seen: set[tuple[object, ...]] = set()
-    for service in ingress_backends(ingress):
-        labels = facts.service_selector(namespace.name, service) or {}
+    for backend in exposure_backends(obj, facts, own_namespace):
+        namespace = facts.namespace(backend.namespace)
         for policy in policies:
-            if policy.transport is None or not policy.applies_to(namespace, labels):
+            transport = policy.transport
+            if transport is None or not policy.may_apply_to_pods_labelled(
+                namespace, backend.labels
+            ):
                 continue
-            for v in check_ingress(ingress, service, policy.transport.ingress):
+            for v in check_exposure(obj, backend, transport):
                 key = (policy.ref, v.rule_id)
                 if key not in seen:
                     seen.add(key)
-                    findings.append(Finding(v, policy.ref, policy.transport.mode))
+                    findings.append(Finding(v, policy.ref, transport.mode))
     return Decision(tuple(findings))

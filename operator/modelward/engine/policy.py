@@ -54,6 +54,21 @@ class Selection:
             return False
         return self.pod_selector is None or self.pod_selector.matches(pod_labels)
 
+    def _namespace_matches(self, namespace: NamespaceFacts) -> bool:
+        return Selection(self.namespaces, self.namespace_selector).matches(namespace, {})
+
+    def could_match(self, namespace: NamespaceFacts, known_labels: Mapping[str, str]) -> bool:
+        """Whether some pod carrying at least ``known_labels`` in ``namespace`` matches."""
+        return self._namespace_matches(namespace) and (
+            self.pod_selector is None or self.pod_selector.could_match_superset_of(known_labels)
+        )
+
+    def must_match(self, namespace: NamespaceFacts, known_labels: Mapping[str, str]) -> bool:
+        """Whether every pod carrying at least ``known_labels`` in ``namespace`` matches."""
+        return self._namespace_matches(namespace) and (
+            self.pod_selector is None or self.pod_selector.matches_every_superset_of(known_labels)
+        )
+
 
 @dataclass(frozen=True)
 class GpuPool:
@@ -95,6 +110,9 @@ class TransportConfig:
     meshes: tuple[str, ...]
     tls_secret_names: tuple[str, ...]
     ingress: IngressConfig
+    allow_external_services: bool = False
+    #: "namespace/name" (any listener) or "namespace/name/listener", exact.
+    allowed_gateways: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -220,6 +238,21 @@ class Policy:
             return False
         return self.exclude.empty or not self.exclude.matches(namespace, pod_labels)
 
+    def may_apply_to_pods_labelled(
+        self, namespace: NamespaceFacts, known_labels: Mapping[str, str]
+    ) -> bool:
+        """Whether the policy may govern pods known only to carry ``known_labels``.
+
+        What an Ingress, a Service or a route exposes is known by a selector (a subset of the
+        pods' labels) or not at all (``{}``): the policy applies unless no such pod could match
+        it, and an exclusion counts only when it holds for every such pod.
+        """
+        if self.ref.namespace is not None and namespace.name != self.ref.namespace:
+            return False
+        if not self.match.could_match(namespace, known_labels):
+            return False
+        return self.exclude.empty or not self.exclude.must_match(namespace, known_labels)
+
 
 @cache
 def _strict_schema(kind: str) -> dict[str, Any]:
@@ -330,13 +363,15 @@ def _transport(raw: Mapping[str, Any], mode: Mode) -> TransportConfig:
         mode=_mode(raw.get("mode"), mode),
         require_tls=bool(raw.get("requireTLS", True)),
         meshes=tuple(raw.get("meshes", ["istio", "linkerd"])),
-        tls_secret_names=tuple(raw.get("tlsSecretNames", ["*-tls", "*-tls-*", "tls-*"])),
+        tls_secret_names=tuple(raw.get("tlsSecretNames", ["*"])),
         ingress=IngressConfig(
             require_tls=bool(ingress.get("requireTLS", True)),
             rate_limit_annotations=tuple(
                 ingress.get("rateLimitAnnotations", DEFAULT_RATE_LIMIT_ANNOTATIONS)
             ),
         ),
+        allow_external_services=bool(raw.get("allowExternalServices", False)),
+        allowed_gateways=frozenset(str(g) for g in raw.get("allowedGateways") or ()),
     )
 
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelward.engine.rules.transport import EXPOSURE_KINDS
 from modelward.engine.workloads import TEMPLATE_POINTERS
 
 #: The label value standing for every value outside a closed set.
 OTHER = "other"
-KNOWN_KINDS = frozenset({*TEMPLATE_POINTERS, "Ingress"})
+KNOWN_KINDS = frozenset({*TEMPLATE_POINTERS, *(kind for _, kind in EXPOSURE_KINDS)})
 
 
 def kind_label(kind: str) -> str:

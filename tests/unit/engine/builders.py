@@ -48,6 +48,14 @@ def policy(
     )
 
 
+#: A Secret volume source that provably carries a certificate: the pod cannot start unless the
+#: Secret holds both keys (MW-TLS-001 evidence).
+TLS_SECRET: dict[str, Any] = {
+    "secretName": "server-tls",
+    "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+}
+
+
 def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
     """A pod that passes every rule under default section settings."""
     pod: dict[str, Any] = {
@@ -69,7 +77,7 @@ def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
                     "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
                 }
             ],
-            "volumes": [{"name": "tls", "secret": {"secretName": "server-tls"}}],
+            "volumes": [{"name": "tls", "secret": copy.deepcopy(TLS_SECRET)}],
         },
     }
     pod["spec"].update(copy.deepcopy(spec_overrides))

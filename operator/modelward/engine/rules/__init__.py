@@ -51,10 +51,20 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-IMG-002", "images", "Images from allowed registries"),
         RuleInfo("MW-IMG-003", "images", "No forbidden tags (latest, none)"),
         RuleInfo(
-            "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted TLS secret"
+            "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted certificate"
         ),
         RuleInfo("MW-TLS-002", "transport", "Ingresses to model-serving pods terminate TLS"),
         RuleInfo("MW-TLS-003", "transport", "Ingresses to model-serving pods are rate limited"),
+        RuleInfo(
+            "MW-TLS-004",
+            "transport",
+            "No LoadBalancer, NodePort or externalIPs Service to model-serving pods",
+        ),
+        RuleInfo(
+            "MW-TLS-005",
+            "transport",
+            "Gateway API routes to model-serving pods use allowed Gateways",
+        ),
         RuleInfo("MW-SEC-001", "secrets", "No credentials as literal env values or arguments"),
         RuleInfo("MW-SEC-002", "secrets", "No system prompts as literal env values"),
         RuleInfo("MW-INT-001", "integrity", "Model-serving pods declare the model they serve"),
