@@ -300,7 +300,13 @@ def test_a_selector_that_omits_the_policy_label_does_not_escape() -> None:
         match={"namespaces": ["serving-*"], "podSelector": {"matchLabels": {"component": "model"}}},
     )
     assert _exposure_rules(_ingress(), narrow) == ["MW-TLS-002", "MW-TLS-003"]
-    excluded = policy({"transport": {}}, exclude={"podSelector": {"matchLabels": {"app": "model"}}})
+    # exclude.podSelector exists only in namespaced policies (a cluster policy refuses it).
+    excluded = policy(
+        {"transport": {}},
+        kind="ModelPolicy",
+        namespace=NS,
+        exclude={"podSelector": {"matchLabels": {"app": "model"}}},
+    )
     assert _exposure_rules(_ingress(), excluded) == []
 
 
