@@ -24,9 +24,9 @@ from modelward.controller.audit import Auditor
 from modelward.controller.certificates import CertificateConfig, CertificateManager
 from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
-from modelward.controller.kube import KubeApi, iter_all
+from modelward.controller.kube import KubeApi
 from modelward.controller.leadership import Leadership
-from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.resync import StateResync
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.observability.metrics import Metrics
@@ -36,23 +36,17 @@ from modelward.state import ClusterState
 log = logging.getLogger("modelward")
 
 
-async def prime_state(state: ClusterState, kube: KubeApi, status: PolicyStatusWriter) -> None:
+async def prime_state(state: ClusterState, resync: StateResync) -> None:
     """List everything once, retrying until the API server answers."""
     delay = 1.0
     while True:
         try:
-            objects = await asyncio.to_thread(lambda: list(iter_all(kube)))
+            await resync.resync()
             break
         except Exception as exc:
             log.warning("cannot list the cluster state yet (%s); retrying in %.0fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-    for kind, obj in objects:
-        observe_object(state, kind, obj)
-    state.ready = True
-    for kind, obj in objects:
-        if kind in ("ClusterModelPolicy", "ModelPolicy"):
-            await status.sync(policy_key(kind, obj), obj.get("status"))
     log.info(
         "cluster state loaded: %d policies (%d active), %d namespaces",
         len(state.policies),
@@ -75,6 +69,9 @@ async def serve(settings: Settings) -> None:
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
     service = AdmissionService(state=state, recorder=recorder)
+    resync = StateResync(
+        state=state, lister=kube, sync_policy=status.sync, interval=settings.state_resync_interval
+    )
     leadership = Leadership(
         kube=kube,
         namespace=settings.namespace,
@@ -114,7 +111,7 @@ async def serve(settings: Settings) -> None:
         first_check = await certificates.ensure_at_start()
     tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
 
-    await prime_state(state, kube, status)
+    await prime_state(state, resync)
     # Settle leadership before kopf lists the pods, so that the leader records fresh results
     # from the first listing on (the renewal loop keeps it afterwards).
     await leadership.acquire_once()
@@ -130,6 +127,9 @@ async def serve(settings: Settings) -> None:
     await web.TCPSite(
         admission, settings.webhook_host, settings.webhook_port, ssl_context=tls.context
     ).start()
+    # Ready only now that the listener accepts: a replica must never be declared ready (and
+    # a test must never be told "up") while its webhook port still refuses connections.
+    state.ready = True
     metrics.ready.set(1)
     log.info("admission webhooks on https://%s:%d", settings.webhook_host, settings.webhook_port)
 
@@ -154,6 +154,7 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(recorder.run(), name="events"),
         asyncio.create_task(status.run(), name="status"),
         asyncio.create_task(tls.watch(), name="tls-reload"),
+        asyncio.create_task(resync.run(), name="resync"),
         asyncio.create_task(leadership.run(), name="leadership"),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
@@ -162,7 +163,9 @@ async def serve(settings: Settings) -> None:
         ),
         asyncio.create_task(
             kopf.operator(
-                registry=build_registry(state=state, status=status, verifications=verifications),
+                registry=build_registry(
+                    state=state, status=status, verifications=verifications, resync=resync
+                ),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,

@@ -12,6 +12,7 @@ import kopf
 
 from modelward.api.schema import GROUP, VERSION
 from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.resync import StateResync
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine.rules.integrity import MODEL_VOLUME
@@ -28,7 +29,11 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
 
 
 def build_registry(
-    *, state: ClusterState, status: PolicyStatusWriter, verifications: VerificationRecorder
+    *,
+    state: ClusterState,
+    status: PolicyStatusWriter,
+    verifications: VerificationRecorder,
+    resync: StateResync | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -40,6 +45,9 @@ def build_registry(
         async def on_event(*, event: kopf.RawEvent, **_: Any) -> None:
             obj = event.get("object") or {}
             deleted = event.get("type") == "DELETED"
+            if event.get("type") is None and resync is not None:
+                # kopf (re-)listed this kind: the list never says what was deleted meanwhile.
+                resync.request(kind)
             entry = observe_object(state, kind, obj, deleted=deleted)
             if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
                 await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))
