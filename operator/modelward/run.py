@@ -110,6 +110,8 @@ async def serve(settings: Settings) -> None:
         )
         first_check = await certificates.ensure_at_start()
     tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
+    if certificates is not None:
+        certificates.on_files_written = tls.reload  # new handshakes get it at once
 
     await prime_state(state, resync)
     # Settle leadership before kopf lists the pods, so that the leader records fresh results
@@ -181,6 +183,7 @@ async def serve(settings: Settings) -> None:
                 name="certificates",
             )
         )
+        tasks.append(asyncio.create_task(certificates.follow_secret(), name="certificate-watch"))
     reclaimer = asyncio.create_task(reclaim_signals(), name="signals")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

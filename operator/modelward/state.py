@@ -85,10 +85,10 @@ class _Store:
     """One kind's entries, their versions, and the versions of recent deletions."""
 
     def __init__(self) -> None:
-        self.items: dict[Hashable, Any] = {}
-        self.versions: dict[Hashable, int | None] = {}
+        self.items: dict[Any, Any] = {}
+        self.versions: dict[Any, int | None] = {}
         #: key -> resourceVersion of its deletion, so that an older copy cannot resurrect it.
-        self.tombstones: dict[Hashable, int | None] = {}
+        self.tombstones: dict[Any, int | None] = {}
         #: The list version of the previous replace (tombstones older than it are pruned).
         self.listed: int | None = None
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from modelward.api.schema import GROUP, VERSION
@@ -212,6 +212,22 @@ class KubeApi:
 
     def replace_secret(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._json(self.core.replace_namespaced_secret, name, namespace, dict(body))
+
+    def watch_secret(
+        self, namespace: str, name: str, *, timeout_seconds: int
+    ) -> Iterator[tuple[str, str | None]]:
+        """(event type, resourceVersion) of one Secret, by name (RBAC: resourceNames)."""
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self.core.list_namespaced_secret,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=timeout_seconds,
+            _request_timeout=timeout_seconds + 30,
+        )
+        for event in stream:
+            obj = event.get("object")
+            metadata = getattr(obj, "metadata", None)
+            yield str(event.get("type")), getattr(metadata, "resource_version", None)
 
     def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
         api = self.admissionregistration

@@ -18,9 +18,9 @@ from modelward.state import (
     SERVICES,
     ClusterState,
     PolicyEntry,
-    PolicyKey,
     ReplaceResult,
 )
+from modelward.state import PolicyKey as PolicyKey
 
 #: Watched kind -> the kind of fact it becomes in the state.
 FACT_KIND = {
@@ -57,7 +57,7 @@ def _compile_policy(
     )
 
 
-def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Hashable, Any]:
+def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
     """The state's key and value for a Namespace, NetworkPolicy or Service."""
     meta = obj.get("metadata") or {}
     name = str(meta.get("name", ""))
@@ -98,20 +98,20 @@ def observe_object(
         )
     if kind not in FACT_KIND:
         return None
-    key, value = fact(kind, obj)
+    fact_key, value = fact(kind, obj)
     if kind == "Namespace":
         if deleted:
-            state.delete_namespace(str(key), version)
+            state.delete_namespace(str(fact_key), version)
         else:
             state.put_namespace(value, version)
     elif kind == "NetworkPolicy":
-        namespace, name = key  # type: ignore[misc]
+        namespace, name = fact_key
         if deleted:
             state.delete_network_policy(namespace, name, version)
         else:
             state.put_network_policy(namespace, name, default_deny=value, resource_version=version)
     elif kind == "Service":
-        namespace, name = key  # type: ignore[misc]
+        namespace, name = fact_key
         state.put_service(namespace, name, None if deleted else value, version)
     return None
 
@@ -135,8 +135,8 @@ def resync_kind(
     for obj in objects:
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if fact_kind != POLICIES:
-            key, value = fact(kind, obj)
-            listed[key] = (value, version)
+            fact_key, value = fact(kind, obj)
+            listed[fact_key] = (value, version)
             continue
         key = policy_key(kind, obj)
         current = state.policy(key)
@@ -152,7 +152,7 @@ def resync_kind(
             if key[0] != kind:
                 listed[key] = (entry, entry.resource_version)
     result = state.replace(fact_kind, listed, list_version=list_version)
-    written = [(key, compiled[key]) for key in result.written if key in compiled]  # type: ignore[index]
+    written = [(k, compiled[k]) for k in result.written if k in compiled]
     return result, written
 
 

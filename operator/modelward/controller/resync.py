@@ -83,9 +83,9 @@ class StateResync:
                 )
             for key, obj in written:
                 await self.sync_policy(key, obj.get("status"))
-            for key in result.removed:
-                if isinstance(key, tuple) and len(key) == 3 and key[0] == kind:
-                    await self.sync_policy(key, None)
+            for gone in result.removed:
+                if isinstance(gone, tuple) and len(gone) == 3 and gone[0] == kind:
+                    await self.sync_policy(gone, None)
         return removed
 
     def request(self, kind: str) -> None:
