@@ -48,6 +48,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -677,7 +678,9 @@ class CertificateManager:
     def _watch_forever(self, loop: asyncio.AbstractEventLoop) -> None:
         seen: str | None = None
         delay = 1.0
+        pause = threading.Event()  # never set: an interruptible sleep
         while not loop.is_closed():
+            started = time.monotonic()
             try:
                 for event, version in self.kube.watch_secret(
                     self.config.namespace, self.config.secret_name, timeout_seconds=300
@@ -686,6 +689,8 @@ class CertificateManager:
                     if version != seen or event == "DELETED":
                         seen = version
                         loop.call_soon_threadsafe(self.wake)
+                if time.monotonic() - started < 1.0:  # ended at once: do not spin
+                    pause.wait(1.0)
             except RuntimeError:  # the loop closed: the process is stopping
                 return
             except Exception as exc:
@@ -694,7 +699,7 @@ class CertificateManager:
                     _describe(exc),
                     delay,
                 )
-                threading.Event().wait(delay)
+                pause.wait(delay)
                 delay = min(delay * 2, RETRY_SECONDS)
 
 

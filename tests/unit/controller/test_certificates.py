@@ -6,6 +6,7 @@ the clock is stepped by hand, so nothing here depends on wall-clock speed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import datetime as dt
@@ -177,3 +178,42 @@ def test_a_carried_certificate_must_outlive_the_rollover(tmp_path: Path) -> None
     assert material.next is not None and material.serving == first.serving
     material, _ = plan_material(None, config, T0 + dt.timedelta(days=366), previous=first)
     assert material.next is None  # the old certificate has expired: serve the new one now
+
+
+class WatchedApi(FakeApi):
+    """A FakeApi whose Secret watch reports one deletion, then nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches = 0
+
+    def watch_secret(
+        self, namespace: str, name: str, *, timeout_seconds: int
+    ) -> Iterator[tuple[str, str | None]]:
+        self.watches += 1
+        if self.watches == 1:
+            yield "DELETED", None
+
+
+async def test_every_replica_follows_the_secret_through_its_watch(tmp_path: Path) -> None:
+    """With a 6-hour check interval, a deleted Secret is handled as soon as the watch says so."""
+    api = WatchedApi()
+    manager = CertificateManager(kube=api, config=_config(tmp_path))
+    first = manager.check()
+    api.secret = None
+    reloads: list[bool] = []
+    manager.on_files_written = lambda: reloads.append(True)
+    tasks = [
+        asyncio.create_task(manager.run(interval=6 * 3600, first=first)),
+        asyncio.create_task(manager.follow_secret()),
+    ]
+    try:
+        for _ in range(500):  # bounded: the wake-up itself takes milliseconds
+            if api.secret is not None:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        for task in tasks:
+            task.cancel()
+    assert api.secret is not None, "the deletion was not followed before the periodic check"
+    assert len(api.trusted()) == 2  # the rollover started: old and new CA trusted
