@@ -18,6 +18,8 @@ import base64
 import contextlib
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -89,6 +91,7 @@ class OperatorProcess(StartStop):
         webhook_timeout: float = 60.0,
         work_dir: Path | None = None,
         keep_work_dir: bool = False,
+        register_webhooks: bool = True,
     ) -> None:
         """Describe the operator process; nothing starts before ``start()``.
 
@@ -112,6 +115,9 @@ class OperatorProcess(StartStop):
             work_dir: folder for certificates and the log; a temporary one if None (a given
                 folder is never deleted).
             keep_work_dir: keep the temporary folder (the log) after ``stop()``.
+            register_webhooks: register the webhook configurations and wait until the API
+                server calls this process; False for a second replica that only serves (its
+                callers dial it directly) and must not replace the first one's registration.
         """
         self.control_plane = control_plane
         self.namespace = namespace
@@ -138,6 +144,7 @@ class OperatorProcess(StartStop):
         self._ports: tuple[int, int] | None = None
         self._ca_pem: bytes | None = None
         self._registered = False
+        self._register_webhooks_at_start = register_webhooks
         self._lock = threading.RLock()
 
     # -- lifecycle --
@@ -184,8 +191,9 @@ class OperatorProcess(StartStop):
             try:
                 self._process.start()
                 self._wait_until_ready()
-                self._register_webhooks()
-                self._wait_until_webhook_used()
+                if self._register_webhooks_at_start:
+                    self._register_webhooks()
+                    self._wait_until_webhook_used()
             except BaseException:
                 self._keep_work_dir = True  # the error message points at the log
                 self.stop()
@@ -208,6 +216,33 @@ class OperatorProcess(StartStop):
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.running()
+
+    def pause(self) -> None:
+        """SIGSTOP the operator: its connections stay open but nothing it does advances."""
+        if self._process is None:
+            raise RuntimeError("the operator process has not been started")
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self._process is None:
+            raise RuntimeError("the operator process has not been started")
+        self._process.send_signal(signal.SIGCONT)
+
+    def reviews_answered(self) -> float:
+        """Validating reviews this very process answered (its own counter, any decision).
+
+        The proof that the API server calls *this* process: another operator's webhook may
+        answer the probe just the same.
+        """
+        with loopback_opener().open(f"{self.metrics_url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("modelward_admission_requests_total{")
+            and 'webhook="validate"' in line
+        )
 
     # -- public attributes --
 
@@ -350,6 +385,7 @@ class OperatorProcess(StartStop):
             try:
                 with opener.open(url, timeout=2.0) as response:
                     if response.status == 200:
+                        self._check_listening()
                         return
                     last = f"HTTP {response.status}"
             except urllib.error.HTTPError as error:
@@ -363,6 +399,18 @@ class OperatorProcess(StartStop):
                     f"{self._ready_timeout:.0f} s (last: {last})."
                 )
             time.sleep(0.1)
+
+    def _check_listening(self) -> None:
+        """Ready means serving: the webhook port must accept a connection the moment
+        ``/readyz`` says 200 (a replica declared ready before its listener is up is sent
+        reviews it refuses)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.webhook_port), timeout=5.0).close()
+        except OSError as error:
+            raise self._failure(
+                f"/readyz answered 200 but the webhook port {self.webhook_port} refuses "
+                f"connections ({error}): readiness was declared before the listener was up."
+            ) from error
 
     def _register_webhooks(self) -> None:
         validating, mutating = self.webhook_configurations()
@@ -394,8 +442,13 @@ class OperatorProcess(StartStop):
                     "while its webhooks were being registered."
                 )
             try:
+                before = self.reviews_answered()
                 response = self.probe()
-                if 400 <= response.status < 500 and PROBE_MESSAGE in response.message:
+                if (
+                    400 <= response.status < 500
+                    and PROBE_MESSAGE in response.message
+                    and self.reviews_answered() > before
+                ):
                     return
                 last = f"HTTP {response.status}: {response.message.strip()[:500]}"
             except OSError as error:

@@ -63,6 +63,9 @@ def _run(args: argparse.Namespace) -> int:
         max_object_bytes=args.max_object_bytes,
         max_containers=args.max_containers,
         client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
+        certificate_switch_delay=args.certificate_switch_delay,
+        certificate_retire_delay=args.certificate_retire_delay,
+        state_resync_interval=args.state_resync_interval,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -246,6 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=21600.0,
         metavar="SECONDS",
         help="seconds between checks of the certificate's expiry and the caBundle",
+    )
+    run.add_argument(
+        "--certificate-switch-delay",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after a new CA is added to the caBundle, wait this long before serving a "
+        "certificate it signed (every API server must load the bundle first)",
+    )
+    run.add_argument(
+        "--certificate-retire-delay",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the switch to the new CA's certificate, wait this long before removing "
+        "the previous CA from the caBundle (every replica must switch first)",
+    )
+    run.add_argument(
+        "--state-resync-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between full re-lists of policies, namespaces, NetworkPolicies and "
+        "Services, which remove what a broken watch did not report as deleted",
     )
     run.set_defaults(handler=_run)
 

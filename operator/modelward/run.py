@@ -30,9 +30,10 @@ from modelward.controller.certificates import CertificateConfig, CertificateMana
 from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
 from modelward.controller.keys import KeyReader
-from modelward.controller.kube import KubeApi, iter_all
+from modelward.controller.kube import KubeApi
 from modelward.controller.leadership import KubeLeaseApi, Leadership
-from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.observe import observe_object
+from modelward.controller.resync import StateResync
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine import StaticKeySource
@@ -43,29 +44,17 @@ from modelward.state import ClusterState
 log = logging.getLogger("modelward")
 
 
-async def prime_state(
-    state: ClusterState, kube: KubeApi, status: PolicyStatusWriter, keys: KeyReader
-) -> None:
+async def prime_state(state: ClusterState, resync: StateResync) -> None:
     """List everything once, retrying until the API server answers."""
     delay = 1.0
     while True:
         try:
-            objects = await asyncio.to_thread(lambda: list(iter_all(kube)))
+            await resync.resync()
             break
         except Exception as exc:
             log.warning("cannot list the cluster state yet (%s); retrying in %.0fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-    for kind, obj in objects:
-        material = None
-        if kind == "ClusterModelPolicy":
-            material = await asyncio.to_thread(keys.fetch, obj)
-            keys.remember(policy_key(kind, obj), obj, material)
-        observe_object(state, kind, obj, keys=material)
-    state.ready = True
-    for kind, obj in objects:
-        if kind in ("ClusterModelPolicy", "ModelPolicy"):
-            await status.sync(policy_key(kind, obj), obj.get("status"))
     log.info(
         "cluster state loaded: %d policies (%d active), %d namespaces",
         len(state.policies),
@@ -98,6 +87,13 @@ async def serve(settings: Settings) -> None:
 
     # Evaluations run in worker threads; their records are replayed on this loop.
     service = AdmissionService(state=state, recorder=DeferredRecorder(recorder))
+    resync = StateResync(
+        state=state,
+        lister=kube,
+        sync_policy=status.sync,
+        interval=settings.state_resync_interval,
+        keys=keys,
+    )
     verifications = VerificationRecorder(
         kube=kube,
         metrics=metrics,
@@ -146,8 +142,10 @@ async def serve(settings: Settings) -> None:
         metrics,
         client_ca_file=settings.client_ca_file,
     )
+    if certificates is not None:
+        certificates.on_files_written = tls.reload  # new handshakes get it at once
 
-    await prime_state(state, kube, status, keys)
+    await prime_state(state, resync)
     # Settle leadership before kopf lists the pods, so that the leader records results from
     # the first listing on (the renewal loop keeps it; becoming the leader starts a catch-up).
     await leadership.acquire_once()
@@ -186,6 +184,9 @@ async def serve(settings: Settings) -> None:
         ),
         handshake_timeout=settings.tls_handshake_timeout,
     ).start()
+    # Ready only now that the listener accepts: a replica must never be declared ready (and
+    # a test must never be told "up") while its webhook port still refuses connections.
+    state.ready = True
     metrics.ready.set(1)
     log.info("admission webhooks on https://%s:%d", settings.webhook_host, settings.webhook_port)
 
@@ -210,6 +211,7 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(recorder.run(), name="events"),
         asyncio.create_task(status.run(), name="status"),
         asyncio.create_task(tls.watch(), name="tls-reload"),
+        asyncio.create_task(resync.run(), name="resync"),
         asyncio.create_task(leadership.run(), name="leadership"),
         asyncio.create_task(keys.run(recompile), name="trusted-keys"),
         asyncio.create_task(verifications.run(), name="verifications"),
@@ -221,7 +223,11 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(
             kopf.operator(
                 registry=build_registry(
-                    state=state, status=status, verifications=verifications, keys=keys
+                    state=state,
+                    status=status,
+                    verifications=verifications,
+                    keys=keys,
+                    resync=resync,
                 ),
                 settings=operator_settings(),
                 standalone=True,
@@ -238,6 +244,7 @@ async def serve(settings: Settings) -> None:
                 name="certificates",
             )
         )
+        tasks.append(asyncio.create_task(certificates.follow_secret(), name="certificate-watch"))
     reclaimer = asyncio.create_task(reclaim_signals(), name="signals")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -59,6 +59,14 @@ class Settings:
     webhook_configurations: tuple[str, ...] = ()
     certificate_sans: tuple[str, ...] = ()
     certificate_check_interval: float = 6 * 3600.0
+    #: A new CA goes into the caBundle this long before any replica serves a certificate it
+    #: signed (time for every API server to load the new bundle) ...
+    certificate_switch_delay: float = 30.0
+    #: ... and the previous CA leaves the caBundle this long after that switch (time for
+    #: every replica to load the new serving certificate).
+    certificate_retire_delay: float = 60.0
+    #: Seconds between full re-lists of the watched kinds (deletions a broken watch missed).
+    state_resync_interval: float = 60.0
 
     def validate(self) -> Settings:
         """Fail at start-up with a message naming the setting, never later on a request."""
@@ -93,6 +101,16 @@ class Settings:
             raise ConfigurationError(
                 "--manage-certificates needs a Secret name and a positive check interval",
                 fix="pass --certificate-secret NAME and --certificate-check-interval SECONDS",
+            )
+        if self.certificate_switch_delay < 0 or self.certificate_retire_delay < 0:
+            raise ConfigurationError(
+                "certificate switch and retire delays cannot be negative",
+                fix="pass --certificate-switch-delay/--certificate-retire-delay SECONDS >= 0",
+            )
+        if not 1 <= self.state_resync_interval <= 86400:
+            raise ConfigurationError(
+                f"state resync interval {self.state_resync_interval}s is out of range",
+                fix="use --state-resync-interval between 1 and 86400 seconds (60 by default)",
             )
         if not 0.1 <= self.deadline_seconds <= 29:
             raise ConfigurationError(

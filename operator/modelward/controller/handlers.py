@@ -14,6 +14,7 @@ import kopf
 from modelward.api.schema import GROUP, VERSION
 from modelward.controller.keys import KeyReader
 from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.resync import StateResync
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine.rules.integrity import MODEL_VOLUME
@@ -35,6 +36,7 @@ def build_registry(
     status: PolicyStatusWriter,
     verifications: VerificationRecorder,
     keys: KeyReader,
+    resync: StateResync | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -54,6 +56,9 @@ def build_registry(
                 else:
                     material = await asyncio.to_thread(keys.fetch, obj)
                     keys.remember(key, obj, material)
+            if event.get("type") is None and resync is not None:
+                # kopf (re-)listed this kind: the list never says what was deleted meanwhile.
+                resync.request(kind)
             entry = observe_object(state, kind, obj, deleted=deleted, keys=material)
             if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
                 await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))

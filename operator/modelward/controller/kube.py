@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from modelward.api.schema import GROUP, VERSION
@@ -58,6 +58,47 @@ class KubeApi:
 
     def list_services(self) -> list[dict[str, Any]]:
         return list(self._json(self.core.list_service_for_all_namespaces)["items"])
+
+    def list_kind(self, kind: str, page_size: int = 500) -> tuple[list[dict[str, Any]], str | None]:
+        """Every object of a watched kind, page by page, and the list's resourceVersion.
+
+        The pages of one list are one consistent snapshot (the continue token pins the
+        version of the first page), which is what lets the state replace a kind as a whole.
+        """
+        methods: dict[str, tuple[Any, ...]] = {
+            "ClusterModelPolicy": (
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                POLICY_PLURALS["ClusterModelPolicy"],
+            ),
+            "ModelPolicy": (
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                POLICY_PLURALS["ModelPolicy"],
+            ),
+            "Namespace": (self.core.list_namespace,),
+            "NetworkPolicy": (self.networking.list_network_policy_for_all_namespaces,),
+            "Service": (self.core.list_service_for_all_namespaces,),
+        }
+        if kind not in methods:
+            raise ValueError(f"{kind} is not a kind modelward lists")
+        method, *args = methods[kind]
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        version: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size}
+            if token:
+                kwargs["_continue"] = token
+            data = self._json(method, *args, **kwargs)
+            metadata = data.get("metadata") or {}
+            version = version or metadata.get("resourceVersion")
+            items.extend(data.get("items") or [])
+            token = metadata.get("continue")
+            if not token:
+                return items, version
 
     def iter_pods(self, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Every pod, one page at a time (the audit holds one page in memory, not the cluster)."""
@@ -180,6 +221,22 @@ class KubeApi:
 
     def replace_secret(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._json(self.core.replace_namespaced_secret, name, namespace, dict(body))
+
+    def watch_secret(
+        self, namespace: str, name: str, *, timeout_seconds: int
+    ) -> Iterator[tuple[str, str | None]]:
+        """(event type, resourceVersion) of one Secret, by name (RBAC: resourceNames)."""
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self.core.list_namespaced_secret,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=timeout_seconds,
+            _request_timeout=timeout_seconds + 30,
+        )
+        for event in stream:
+            obj = event.get("object")
+            metadata = getattr(obj, "metadata", None)
+            yield str(event.get("type")), getattr(metadata, "resource_version", None)
 
     def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
         api = self.admissionregistration
