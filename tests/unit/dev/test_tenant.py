@@ -1,4 +1,4 @@
-"""The tenant's rules: the built-in ``edit`` aggregation resolved as kube-controller-manager does."""
+"""The tenant's rules: the built-in ``edit`` aggregation, resolved as the controller does."""
 
 from __future__ import annotations
 
