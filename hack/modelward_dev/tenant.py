@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,11 @@ class Tenant(StartStop):
         namespace: str,
         name: str = "tenant",
         cluster_role: str = "edit",
+        extra_rules: Sequence[Mapping[str, Any]] = (),
     ) -> None:
+        """``extra_rules`` are granted beside the role's, e.g. ``pods/ephemeralcontainers`` for
+        an on-call engineer who may ``kubectl debug`` (``edit`` does not include it)."""
+        self.extra_rules = [dict(rule) for rule in extra_rules]
         self.control_plane = control_plane
         self.namespace = namespace
         self.name = name
@@ -122,7 +127,7 @@ class Tenant(StartStop):
     def start(self) -> None:
         plane = self.control_plane
         roles = self._admin("GET", f"{_RBAC}/clusterroles")["items"]
-        rules = resolve_cluster_role_rules(roles, self.cluster_role)
+        rules = resolve_cluster_role_rules(roles, self.cluster_role) + self.extra_rules
         if not rules:
             raise ControlPlaneError(f"ClusterRole {self.cluster_role!r} grants nothing")
         namespaced = f"/api/v1/namespaces/{self.namespace}"
@@ -220,8 +225,11 @@ class Tenant(StartStop):
         return result
 
     def can(self, verb: str, resource: str) -> bool:
-        """``kubectl auth can-i`` as the tenant, in its namespace."""
-        result = self.kubectl("auth", "can-i", verb, resource, "-n", self.namespace)
+        """``kubectl auth can-i`` as the tenant, in its namespace; ``pods/status`` means the
+        subresource (kubectl itself would read it as the pod named "status")."""
+        resource, _, subresource = resource.partition("/")
+        extra = (f"--subresource={subresource}",) if subresource else ()
+        result = self.kubectl("auth", "can-i", verb, resource, *extra, "-n", self.namespace)
         return result.stdout.strip() == "yes"
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

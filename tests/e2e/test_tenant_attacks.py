@@ -103,7 +103,6 @@ def test_the_tenant_holds_edit_rights_and_nothing_more(tenant: Tenant) -> None:
     for verb, resource in (
         ("create", "pods"),
         ("update", "pods"),
-        ("create", "pods/ephemeralcontainers"),
         ("create", "deployments.apps"),
         ("create", "services"),
         ("create", "networkpolicies.networking.k8s.io"),
@@ -113,6 +112,7 @@ def test_the_tenant_holds_edit_rights_and_nothing_more(tenant: Tenant) -> None:
         assert tenant.can(verb, resource), f"edit should allow {verb} {resource}"
     for verb, resource in (
         ("update", "pods/status"),
+        ("patch", "pods/ephemeralcontainers"),
         ("patch", "namespaces"),
         ("create", "clustermodelpolicies.modelward.io"),
         ("create", "rolebindings.rbac.authorization.k8s.io"),
@@ -379,8 +379,21 @@ def test_the_verifier_image_and_arguments_cannot_be_changed(
 
 
 def test_an_ephemeral_container_cannot_write_the_model(
-    tenant: Tenant, admitted_model_pod: dict[str, Any], serving_namespace: str
+    control_plane: LocalControlPlane, admitted_model_pod: dict[str, Any], serving_namespace: str
 ) -> None:
+    """``edit`` cannot add ephemeral containers; an on-call role that may ``kubectl debug``
+    can, and must still not get a writable model mount past modelward."""
+    debug = {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}
+    with Tenant(
+        control_plane=control_plane,
+        namespace=serving_namespace,
+        name="oncall",
+        extra_rules=[debug],
+    ) as oncall:
+        _add_writable_ephemeral_container(oncall, serving_namespace)
+
+
+def _add_writable_ephemeral_container(tenant: Tenant, serving_namespace: str) -> None:
     ephemeral = {
         "spec": {
             "ephemeralContainers": [
