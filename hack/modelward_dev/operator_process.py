@@ -27,7 +27,9 @@ import time
 import urllib.error
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import yaml
 
 from modelward.api.webhooks import MUTATE_PATH, VALIDATE_PATH, webhook_configurations
 from modelward.certs import create_ca, issue_certificate
@@ -44,6 +46,7 @@ from modelward_dev.lifecycle import StartStop
 
 __all__ = [
     "DEFAULT_CONFIGURATION_NAME",
+    "HARNESS_SCOPE_LABEL",
     "PROBE_LABEL",
     "PROBE_MESSAGE",
     "OperatorError",
@@ -58,7 +61,14 @@ PROBE_LABEL = "modelward.io/probe"
 #: ... with a message that contains this text.
 PROBE_MESSAGE = "modelward probe"
 
+#: Several operators may run against one control plane (the session's, a test's own with the
+#: chart's webhook configurations, two replicas...). Webhooks built by the harness leave alone
+#: namespaces carrying this label; webhooks rendered from the chart select only namespaces whose
+#: label names their configuration. So each namespace is judged by exactly one operator.
+HARNESS_SCOPE_LABEL = "modelward-dev/webhooks"
+
 _WEBHOOK_API = "/apis/admissionregistration.k8s.io/v1"
+_CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "modelward"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -92,6 +102,8 @@ class OperatorProcess(StartStop):
         work_dir: Path | None = None,
         keep_work_dir: bool = False,
         register_webhooks: bool = True,
+        webhooks: Literal["harness", "chart"] = "harness",
+        chart_values: Sequence[str] = (),
     ) -> None:
         """Describe the operator process; nothing starts before ``start()``.
 
@@ -118,6 +130,13 @@ class OperatorProcess(StartStop):
             register_webhooks: register the webhook configurations and wait until the API
                 server calls this process; False for a second replica that only serves (its
                 callers dial it directly) and must not replace the first one's registration.
+            webhooks: ``"harness"`` registers one webhook per configuration, built by
+                ``modelward.api.webhooks``; ``"chart"`` registers the configurations ``helm
+                template`` renders from charts/modelward (the enforced ``Fail`` webhook and its
+                fail-open complement), pointed at this process by URL. Chart-mode webhooks
+                select only namespaces labelled ``HARNESS_SCOPE_LABEL=<configuration_name>``
+                (the probe namespace gets the label); harness-mode ones never select those.
+            chart_values: ``--set`` assignments for ``helm template`` (chart mode).
         """
         self.control_plane = control_plane
         self.namespace = namespace
@@ -133,6 +152,10 @@ class OperatorProcess(StartStop):
         )
         if probe_namespace in self._excluded:
             raise ValueError(f"the probe namespace {probe_namespace!r} must not be excluded")
+        if webhooks == "chart" and failure_policy != "Fail":
+            raise ValueError("chart-mode webhooks take their failurePolicy from chart_values")
+        self._webhooks = webhooks
+        self._chart_values = tuple(chart_values)
         self._failure_policy = failure_policy
         self._timeout_seconds = timeout_seconds
         self._ready_timeout = ready_timeout
@@ -165,8 +188,11 @@ class OperatorProcess(StartStop):
             else:
                 self._work_dir = Path(tempfile.mkdtemp(prefix="modelward-operator-"))
             cert_file, key_file = self._write_certificates()
-            for name in (self.namespace, self.probe_namespace):
-                self._ensure_namespace(name)
+            self._ensure_namespace(self.namespace)
+            probe_labels = (
+                {HARNESS_SCOPE_LABEL: self.configuration_name} if self._webhooks == "chart" else {}
+            )
+            self._ensure_namespace(self.probe_namespace, labels=probe_labels)
             webhook_port, metrics_port = free_ports(2)
             self._ports = (webhook_port, metrics_port)
             self._process = ManagedProcess(
@@ -293,8 +319,10 @@ class OperatorProcess(StartStop):
 
     def webhook_configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration registered."""
+        if self._webhooks == "chart":
+            return self._chart_webhook_configurations()
         ca_bundle = base64.b64encode(self.ca_pem).decode("ascii")
-        return webhook_configurations(
+        validating, mutating = webhook_configurations(
             name=self.configuration_name,
             client_config_for={
                 "validate": {"url": self.webhook_url + VALIDATE_PATH, "caBundle": ca_bundle},
@@ -304,6 +332,47 @@ class OperatorProcess(StartStop):
             failure_policy=self._failure_policy,
             timeout_seconds=self._timeout_seconds,
         )
+        for configuration in (validating, mutating):
+            for hook in configuration["webhooks"]:
+                hook["namespaceSelector"]["matchExpressions"].append(
+                    {"key": HARNESS_SCOPE_LABEL, "operator": "DoesNotExist"}
+                )
+        return validating, mutating
+
+    def _chart_webhook_configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The chart's own configurations, each webhook's Service reference replaced by a URL."""
+        result = self.control_plane.helm(
+            "template",
+            "modelward",
+            str(_CHART_DIR),
+            f"--namespace={self.namespace}",
+            "--set",
+            f"webhook.timeoutSeconds={self._timeout_seconds}",
+            *(arg for value in self._chart_values for arg in ("--set", value)),
+            check=True,
+        )
+        rendered = {
+            document["kind"]: document
+            for document in yaml.safe_load_all(result.stdout)
+            if isinstance(document, dict)
+        }
+        ca_bundle = base64.b64encode(self.ca_pem).decode("ascii")
+        configurations = []
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            configuration = rendered[kind]
+            configuration["metadata"] = {"name": self.configuration_name}
+            for hook in configuration["webhooks"]:
+                path = hook["clientConfig"]["service"]["path"]
+                hook["clientConfig"] = {"url": self.webhook_url + path, "caBundle": ca_bundle}
+                hook["namespaceSelector"].setdefault("matchExpressions", []).append(
+                    {
+                        "key": HARNESS_SCOPE_LABEL,
+                        "operator": "In",
+                        "values": [self.configuration_name],
+                    }
+                )
+            configurations.append(configuration)
+        return configurations[0], configurations[1]
 
     def probe(self) -> ApiResponse:
         """Dry-run create the probe Pod; the webhook in use denies it with "modelward probe"."""
@@ -358,8 +427,11 @@ class OperatorProcess(StartStop):
         env.update(self._extra_env)
         return env
 
-    def _ensure_namespace(self, name: str) -> None:
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    def _ensure_namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
+        metadata: dict[str, Any] = {"name": name}
+        if labels:
+            metadata["labels"] = dict(labels)
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
         response = self.control_plane.api_request("POST", "/api/v1/namespaces", body=body)
         if response.status not in (201, 409):
             raise OperatorError(
