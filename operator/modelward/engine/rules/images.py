@@ -16,7 +16,7 @@ from modelward.engine.policy import ImagesConfig
 from modelward.engine.selectors import matches_any_glob
 from modelward.engine.workloads import Workload
 
-DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
+DIGEST = re.compile(r"^[a-z0-9]++(?:[.+_-][a-z0-9]++)*+:[0-9a-fA-F]{32,}+\Z")
 
 
 @dataclass(frozen=True)

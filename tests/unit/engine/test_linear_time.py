@@ -1,0 +1,349 @@
+"""Every rule's evaluation grows linearly with its input, whatever the input.
+
+Admission runs on the event loop that also answers health checks: one request whose cost grows
+quadratically with its size (a 200 kB env value took 38 s before the credential patterns were
+bounded) stalls every other review. Each case below builds a pod around one adversarial string
+or list (shapes that make a backtracking regular expression or a nested loop retry from every
+position) and evaluates it through the public entry, ``evaluate_workload`` plus the JSONPatch
+that mutation would send, under policies that enable every rule family in Enforce and in Patch
+mode.
+
+How growth is judged without depending on the machine's speed:
+
+- time is the thread's CPU time (``time.thread_time``), which other processes on a busy machine
+  do not inflate, and each size is measured best-of-several with the garbage collector paused;
+- the claim is about *ratios within one run*: the cost per byte at 1 MiB must stay below
+  ``FACTOR`` times the cost per byte at 64 KiB. Linear code gives ~1 (a little more as data
+  leaves the caches); quadratic code gives 16;
+- the sizes climb 4 KiB, 16 KiB, 64 KiB, 256 KiB, 1 MiB, and every run is stopped (by a
+  CPU-time alarm) once it has used ``FACTOR`` times the share of the smallest size's time that a
+  linear cost would allow: a quadratic regression fails within seconds instead of running for
+  an hour (the old "password in a URL" pattern needs ~25 minutes for 1 MiB).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from modelward.engine import evaluate_workload, workload_from_object
+from modelward.engine.patches import remedies_to_json_patch
+from modelward.engine.rules import secrets
+from tests.unit.engine.builders import DIGEST, compliant_pod, facts, policy
+
+#: Largest accepted growth of the cost per byte between the reference and the largest size.
+FACTOR = 4.0
+KIB = 1024
+SIZES = (4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB)
+REFERENCE = 64 * KIB
+#: Best of this many runs per size: more where runs are cheap, so the reference is sharp.
+REPEATS = {4 * KIB: 5, 16 * KIB: 5, 64 * KIB: 5, 256 * KIB: 2, 1024 * KIB: 2}
+
+KEY = "-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n"
+SECTIONS: dict[str, Any] = {
+    "isolation": {
+        "podSecurity": "restricted",
+        "runtimeClassNames": ["gvisor", "kata"],
+        "gpu": {},
+    },
+    "images": {
+        "allowedRegistries": [
+            "registry.example.com/serving/*",
+            "*.example.com/models/**",
+            "ghcr.io",
+            "docker.io/library/*",
+        ],
+    },
+    "transport": {},
+    "secrets": {"allowedEnvNames": ["BENCH_*", "*_PUBLIC*_URL"]},
+    "integrity": {
+        "trustedSigners": [
+            {"name": "release", "publicKey": KEY},
+            {"name": "ca", "type": "caCertificate", "configMapKeyRef": {"name": "c", "key": "k"}},
+        ],
+        "verifier": {"image": f"registry.example.com/modelward@{DIGEST}"},
+    },
+}
+POLICIES = (
+    policy(SECTIONS, name="enforce"),
+    policy(SECTIONS, name="patch", mode="Patch"),
+)
+
+
+def _repeat(unit: str, size: int, prefix: str = "") -> str:
+    return prefix + unit * max(1, (size - len(prefix)) // len(unit))
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    pod = compliant_pod(**spec)
+    pod["metadata"]["annotations"] = {"modelward.io/model-volume": "models"}
+    return pod
+
+
+def _env_value(unit: str, prefix: str = "", *, name: str = "VALUE") -> Callable[[int], Any]:
+    def build(size: int) -> dict[str, Any]:
+        pod = _pod()
+        pod["spec"]["containers"][0]["env"] = [{"name": name, "value": _repeat(unit, size, prefix)}]
+        return pod
+
+    return build
+
+
+def _env_name(unit: str) -> Callable[[int], Any]:
+    def build(size: int) -> dict[str, Any]:
+        pod = _pod()
+        pod["spec"]["containers"][0]["env"] = [{"name": _repeat(unit, size), "value": "x" * 40}]
+        return pod
+
+    return build
+
+
+def _argument(unit: str, prefix: str = "") -> Callable[[int], Any]:
+    def build(size: int) -> dict[str, Any]:
+        pod = _pod()
+        pod["spec"]["containers"][0]["args"] = ["--token", _repeat(unit, size, prefix)]
+        return pod
+
+    return build
+
+
+def _image(unit: str, prefix: str = "", suffix: str = "") -> Callable[[int], Any]:
+    def build(size: int) -> dict[str, Any]:
+        pod = _pod()
+        reference = _repeat(unit, size, prefix) + suffix
+        pod["spec"]["containers"][0]["image"] = reference
+        pod["spec"]["volumes"].append({"name": "models", "image": {"reference": reference}})
+        return pod
+
+    return build
+
+
+def _many_containers(size: int) -> dict[str, Any]:
+    pod = _pod()
+    template = pod["spec"]["containers"][0]
+    count = size // 400
+    pod["spec"]["containers"] = [
+        {
+            **template,
+            "name": f"c{i}-" + "n" * 48,
+            "volumeMounts": [{"name": "models", "mountPath": f"/m{i}"}],
+            "ports": [{"containerPort": 8000 + i % 1000}],
+            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+        }
+        for i in range(count)
+    ]
+    pod["spec"]["initContainers"] = [
+        {"name": f"modelward-verify-{i}", "image": "x", "args": [f"--key={i}"]}
+        for i in range(count)
+    ]
+    pod["spec"]["volumes"].append({"name": "models", "persistentVolumeClaim": {"claimName": "m"}})
+    return pod
+
+
+def _many_volumes(size: int) -> dict[str, Any]:
+    pod = _pod()
+    count = size // 120
+    pod["spec"]["volumes"] = [
+        {
+            "name": f"v{i}",
+            "projected": {"sources": [{"serviceAccountToken": {"audience": f"a{i}", "path": "t"}}]},
+        }
+        for i in range(count)
+    ]
+    pod["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": f"v{i}", "mountPath": f"/v{i}"} for i in range(count)
+    ]
+    return pod
+
+
+def _many_env(size: int) -> dict[str, Any]:
+    pod = _pod()
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": f"DB_PASSWORD_{i}", "value": f"Tr0ub4dor&3x{i}yz"} for i in range(size // 50)
+    ]
+    return pod
+
+
+def _many_tolerations(size: int) -> dict[str, Any]:
+    pod = _pod(
+        tolerations=[
+            {"key": f"k{i}", "operator": "Equal", "value": "v", "effect": "NoSchedule"}
+            for i in range(size // 70)
+        ],
+        nodeSelector={f"label-{i}": "v" for i in range(size // 70)},
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": f"k{i}", "operator": "In", "values": ["v"]}]}
+                        for i in range(size // 70)
+                    ]
+                }
+            }
+        },
+    )
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    return pod
+
+
+def _annotations(value: Callable[[int], str]) -> Callable[[int], Any]:
+    def build(size: int) -> dict[str, Any]:
+        pod = _pod()
+        keys = (
+            "modelward.io/model-volume",
+            "modelward.io/model-path",
+            "modelward.io/model-signature",
+            "sidecar.istio.io/inject",
+            "linkerd.io/inject",
+            "istio.io/dataplane-mode",
+        )
+        pod["metadata"]["annotations"] = {k: value(size // len(keys)) for k in keys}
+        pod["metadata"]["labels"] = {k: value(size // len(keys)) for k in keys}
+        return pod
+
+    return build
+
+
+def _many_annotations(size: int) -> dict[str, Any]:
+    pod = _pod()
+    pod["metadata"]["annotations"] = {
+        f"keys.modelward.io/{i}.release": "x" * 20 for i in range(size // 60)
+    }
+    return pod
+
+
+CASES: dict[str, Callable[[int], Any]] = {
+    # Credential formats: each one's literal, repeated, with what must follow missing.
+    "env a:": _env_value("a:"),
+    "env eyJ.": _env_value(".", "eyJ"),
+    "env eyJ-": _env_value("eyJ-"),
+    "env eyJ segments": _env_value("eyJaaaaaaaa."),
+    "env eyJ long header": _env_value("a", "eyJ", name="X"),
+    "env http://aaa": _env_value("a", "http://"),
+    "env a://": _env_value("a://"),
+    "env a://b:x:": _env_value("x:", "a://b:"),
+    "env @": _env_value("@"),
+    "env aaa": _env_value("a"),
+    "env sk-": _env_value("sk-"),
+    "env sk-ant-": _env_value("sk-ant-"),
+    "env BEGIN": _env_value("-----BEGIN "),
+    "env BEGIN AAA": _env_value("A", "-----BEGIN "),
+    "env AKIA": _env_value("AKIA"),
+    "env ghp_": _env_value("ghp_"),
+    "env github_pat_": _env_value("github_pat_"),
+    "env xoxb-": _env_value("xoxb-"),
+    "env hf_": _env_value("hf_"),
+    "env AIza": _env_value("AIza"),
+    "env rk_live_": _env_value("rk_live_"),
+    "env you are a": _env_value("you are a "),
+    "env mixed classes": _env_value("aA0!"),
+    "env url shape": _env_value("a.", "https://"),
+    "env host shape": _env_value("a.aa"),
+    "env long name": _env_name("A_"),
+    "env long secret name": _env_name("PASSWORD"),
+    "args http://aaa": _argument("a", "http://"),
+    "args eyJ-": _argument("eyJ-"),
+    # Image references: registry/path splitting, allowlist globs, digest shapes.
+    "image a/": _image("a/", "registry.example.com/"),
+    "image x.example.com/": _image("a.example.com/"),
+    "image aaa": _image("a"),
+    "image a:": _image("a:"),
+    "image @": _image("@"),
+    "image long digest": _image("0", "registry.example.com/serving/x@sha256:", "!"),
+    "image a.a.": _image("a.", "r.example.com/serving/x@", ":0"),
+    "image long tag": _image("a", "registry.example.com/serving/x:"),
+    # Many items: nested loops over containers, mounts, volumes, tolerations, env, keys.
+    "many containers": _many_containers,
+    "many volumes": _many_volumes,
+    "many env": _many_env,
+    "many tolerations": _many_tolerations,
+    "long annotations": _annotations(lambda n: "a" * n),
+    "long dotted annotations": _annotations(lambda n: "a." * (n // 2)),
+    "many annotations": _many_annotations,
+}
+
+
+class _TooSlow(Exception):
+    """The CPU-time alarm fired: the run took more than the linear budget allows."""
+
+
+@contextmanager
+def _cpu_deadline(seconds: float) -> Iterator[None]:
+    def alarm(signum: int, frame: object) -> None:
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGVTALRM, alarm)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
+def _evaluate(obj: dict[str, Any]) -> None:
+    secrets.forget_verdicts()  # judge every value afresh, as a new review's would be
+    workload = workload_from_object(obj)
+    decision = evaluate_workload(workload, facts(), POLICIES)
+    remedies_to_json_patch(workload, (r for f in decision.fixes for r in f.violation.remedies))
+
+
+def _best_cpu_seconds(obj: dict[str, Any], *, repeats: int, deadline: float | None) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.thread_time()
+        if deadline is None:
+            _evaluate(obj)
+        else:
+            with _cpu_deadline(deadline):
+                _evaluate(obj)
+        best = min(best, time.thread_time() - started)
+    return best
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Collections would land in whichever run crosses a threshold; refcounting frees the rest."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_evaluation_time_grows_linearly(case: str) -> None:
+    build = CASES[case]
+    per_byte: dict[int, float] = {}
+    smallest: float | None = None
+    for size in SIZES:
+        obj = build(size)
+        length = len(json.dumps(obj))
+        assert length >= size * 0.9, f"{case}: the builder made {length} bytes, wanted {size}"
+        if smallest is None:
+            _evaluate(obj)  # warm: the first run compiles the policies' globs
+        # The alarm's floor (10 ms) only keeps tiny budgets above the timer's resolution.
+        deadline = None if smallest is None else max(FACTOR * smallest * length, 0.01)
+        try:
+            seconds = _best_cpu_seconds(obj, repeats=REPEATS[size], deadline=deadline)
+        except _TooSlow:
+            pytest.fail(
+                f"{case}: evaluating {length} bytes took more than {deadline:.3f}s of CPU, "
+                f"over {FACTOR}x the cost per byte at {SIZES[0]} bytes: it is not linear"
+            )
+        per_byte[size] = seconds / length
+        if smallest is None:
+            smallest = per_byte[size]
+    growth = per_byte[SIZES[-1]] / per_byte[REFERENCE]
+    assert growth < FACTOR, (
+        f"{case}: the cost per byte grew {growth:.1f}x from {REFERENCE} to {SIZES[-1]} bytes "
+        f"({per_byte[REFERENCE] * 1e9:.1f} -> {per_byte[SIZES[-1]] * 1e9:.1f} ns/byte)"
+    )
