@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelward.engine import NamespaceFacts, Policy
+from modelward.engine.selectors import LabelSelector
 from modelward.errors import PolicyError
 
 
@@ -40,6 +41,8 @@ class ClusterState:
     policies: dict[tuple[str, str | None, str], PolicyEntry] = field(default_factory=dict)
     namespaces: dict[str, NamespaceFacts] = field(default_factory=dict)
     default_deny: dict[str, set[str]] = field(default_factory=dict)
+    #: namespace -> NetworkPolicy name -> the pods it opens to every ingress source.
+    open_ingress: dict[str, dict[str, LabelSelector]] = field(default_factory=dict)
     services: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     ready: bool = False
     _versions: dict[tuple[str, ...], str] = field(default_factory=dict)
@@ -100,12 +103,24 @@ class ClusterState:
     def delete_namespace(self, name: str) -> None:
         self.namespaces.pop(name, None)
 
-    def put_network_policy(self, namespace: str, name: str, *, default_deny: bool) -> None:
+    def put_network_policy(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        default_deny: bool,
+        opens_ingress_to: LabelSelector | None = None,
+    ) -> None:
         names = self.default_deny.setdefault(namespace, set())
         if default_deny:
             names.add(name)
         else:
             names.discard(name)
+        opened = self.open_ingress.setdefault(namespace, {})
+        if opens_ingress_to is not None:
+            opened[name] = opens_ingress_to
+        else:
+            opened.pop(name, None)
 
     def put_service(self, namespace: str, name: str, selector: Mapping[str, str] | None) -> None:
         if selector is None:
@@ -122,6 +137,9 @@ class ClusterState:
             labels=known.labels,
             annotations=known.annotations,
             has_default_deny=bool(self.default_deny.get(name)) if self.ready else None,
+            open_ingress=tuple(
+                sorted((self.open_ingress.get(name) or {}).items(), key=lambda item: item[0])
+            ),
         )
 
     def service_selector(self, namespace: str, name: str) -> Mapping[str, str] | None:

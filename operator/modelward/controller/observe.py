@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelward.engine import NamespaceFacts, parse_policy
-from modelward.engine.facts import is_default_deny
+from modelward.engine.facts import ingress_opening, is_default_deny
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
 from modelward.state import ClusterState, PolicyEntry
@@ -60,7 +60,12 @@ def observe_object(
                 version,
             )
     elif kind == "NetworkPolicy":
-        state.put_network_policy(namespace, name, default_deny=not deleted and is_default_deny(obj))
+        state.put_network_policy(
+            namespace,
+            name,
+            default_deny=not deleted and is_default_deny(obj),
+            opens_ingress_to=None if deleted else ingress_opening(obj),
+        )
     elif kind == "Service":
         selector = (obj.get("spec") or {}).get("selector")
         state.put_service(namespace, name, None if deleted else dict(selector or {}))

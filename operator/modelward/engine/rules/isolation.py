@@ -77,13 +77,33 @@ def check_isolation(w: Workload, ns: NamespaceFacts, cfg: IsolationConfig) -> It
         yield from _gpu(w, cfg.gpu)
     if cfg.forbid_token_automount:
         yield from _token_automount(w)
-    if cfg.require_default_deny and ns.has_default_deny is False:
+    if cfg.require_default_deny:
+        yield from _default_deny(w, ns)
+
+
+def _default_deny(w: Workload, ns: NamespaceFacts) -> Iterator[Violation]:
+    """MW-ISO-014: default-deny in the namespace, and no NetworkPolicy that undoes it.
+
+    NetworkPolicies add up: a pod is reachable from wherever any policy selecting it allows,
+    so one allow-all policy beside the default-deny opens the model to every caller.
+    """
+    if ns.has_default_deny is False:
         yield Violation(
             "MW-ISO-014",
             f'namespace "{ns.name}" has no default-deny NetworkPolicy',
             "apply a NetworkPolicy with podSelector: {} and policyTypes: [Ingress] and no "
             "ingress rules, then allow only the callers that need the model",
         )
+        return
+    for name, selector in ns.open_ingress:
+        if selector.matches(w.labels):
+            yield Violation(
+                "MW-ISO-014",
+                f'NetworkPolicy "{name}" allows ingress from every source to this pod, which '
+                "undoes the namespace's default-deny",
+                "give each of its ingress rules a `from` that names only the callers that "
+                "need the model (a namespaceSelector and podSelector), or delete it",
+            )
 
 
 # -- baseline -----------------------------------------------------------------------------------
