@@ -53,6 +53,7 @@ def policy_objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
                         },
                     },
                     "forbidServiceAccountTokenAutomount": True,
+                    "allowedServiceAccountTokenAudiences": ["vault"],
                     "requireDefaultDenyNetworkPolicy": True,
                 },
             },

@@ -52,6 +52,7 @@ SECTIONS: dict[str, Any] = {
         "podSecurity": "restricted",
         "runtimeClassNames": ["gvisor", "kata"],
         "gpu": {},
+        "allowedServiceAccountTokenAudiences": ["vault", "https://vault.example.com"],
     },
     "images": {
         "allowedRegistries": [
@@ -267,6 +268,7 @@ CASES: dict[str, Callable[[int], Any]] = {
     "long annotations": _annotations(lambda n: "a" * n),
     "long dotted annotations": _annotations(lambda n: "a." * (n // 2)),
     "many annotations": _many_annotations,
+    "long node name": lambda size: _pod(nodeName="n" * size),
 }
 
 

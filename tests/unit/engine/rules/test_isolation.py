@@ -302,3 +302,66 @@ def test_deployment_is_judged_by_its_template_labels() -> None:
         },
     }
     assert _judge(deployment, _with_network_policies(opener)) == ["MW-ISO-014"]
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_node_name_skips_the_gpu_taint(gpu: bool) -> None:
+    spec = {
+        "nodeName": "gpu-node-1",
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    pod = _gpu_pod(**spec) if gpu else compliant_pod(nodeName="gpu-node-1")
+    found = decide(pod, GPU).findings
+    assert [f.violation.rule_id for f in found] == ["MW-ISO-012"]
+    assert "nodeName" in found[0].violation.message and not found[0].violation.patchable
+    assert rule_ids(decide(pod, ISOLATION)) == []  # no GPU pool, no taint to skip
+
+
+def test_node_name_in_a_template_is_refused_too() -> None:
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "serving-a"},
+        "spec": {"template": {"spec": compliant_pod(nodeName="gpu-node-1")["spec"]}},
+    }
+    assert rule_ids(decide(deployment, GPU)) == ["MW-ISO-012"]
+
+
+def test_a_stored_pod_was_bound_by_the_scheduler() -> None:
+    pod = compliant_pod(nodeName="node-1")
+    pod["metadata"]["resourceVersion"] = "4711"  # the audit's copy, or an UPDATE's
+    assert rule_ids(decide(pod, GPU)) == []
+
+
+TOKENS = policy({"isolation": {"allowedServiceAccountTokenAudiences": ["vault"]}})
+
+
+def _projected(*tokens: dict[str, Any]) -> dict[str, Any]:
+    pod = compliant_pod()
+    sources = [{"serviceAccountToken": t} for t in tokens]
+    pod["spec"]["volumes"].append({"name": "token", "projected": {"sources": sources}})
+    return pod
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        {"path": "token"},  # no audience: the API server's
+        {"path": "token", "audience": "https://kubernetes.default.svc.cluster.local"},
+        {"path": "token", "audience": "api"},
+        {},
+    ],
+)
+def test_projected_api_token_is_a_mounted_token(token: dict[str, Any]) -> None:
+    found = decide(_projected(token), TOKENS).findings
+    assert [f.violation.rule_id for f in found] == ["MW-ISO-013"]
+    assert 'volume "token"' in found[0].violation.message and not found[0].violation.patchable
+
+
+def test_projected_token_for_an_allowed_audience_is_fine() -> None:
+    assert rule_ids(decide(_projected({"path": "t", "audience": "vault"}), TOKENS)) == []
+    assert rule_ids(decide(_projected({"path": "t", "audience": "vault"}), ISOLATION)) == [
+        "MW-ISO-013"
+    ]  # the default list is empty
+    relaxed = policy({"isolation": {"forbidServiceAccountTokenAutomount": False}})
+    assert rule_ids(decide(_projected({"path": "t"}), relaxed)) == []
