@@ -2,11 +2,11 @@
 
 Admission runs on the event loop that also answers health checks: one request whose cost grows
 quadratically with its size (a 200 kB env value took 38 s before the credential patterns were
-bounded) stalls every other review. Each case below builds a pod around one adversarial string
-or list (shapes that make a backtracking regular expression or a nested loop retry from every
-position) and evaluates it through the public entry, ``evaluate_workload`` plus the JSONPatch
-that mutation would send, under policies that enable every rule family in Enforce and in Patch
-mode.
+bounded) stalls every other review. Each case (``modelward_dev.adversarial``) builds a pod
+around one adversarial string or list (shapes that make a backtracking regular expression or a
+nested loop retry from every position) and evaluates it through the public entry,
+``evaluate_workload`` plus the JSONPatch that mutation would send, under policies that enable
+every rule family in Enforce and in Patch mode.
 
 How growth is judged without depending on the machine's speed:
 
@@ -27,7 +27,7 @@ import gc
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +36,7 @@ import pytest
 from modelward.engine import evaluate_workload, workload_from_object
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.rules import secrets
+from modelward_dev.adversarial import CASES
 from tests.unit.engine.builders import DIGEST, compliant_pod, facts, policy
 
 #: Largest accepted growth of the cost per byte between the reference and the largest size.
@@ -78,198 +79,7 @@ POLICIES = (
 )
 
 
-def _repeat(unit: str, size: int, prefix: str = "") -> str:
-    return prefix + unit * max(1, (size - len(prefix)) // len(unit))
-
-
-def _pod(**spec: Any) -> dict[str, Any]:
-    pod = compliant_pod(**spec)
-    pod["metadata"]["annotations"] = {"modelward.io/model-volume": "models"}
-    return pod
-
-
-def _env_value(unit: str, prefix: str = "", *, name: str = "VALUE") -> Callable[[int], Any]:
-    def build(size: int) -> dict[str, Any]:
-        pod = _pod()
-        pod["spec"]["containers"][0]["env"] = [{"name": name, "value": _repeat(unit, size, prefix)}]
-        return pod
-
-    return build
-
-
-def _env_name(unit: str) -> Callable[[int], Any]:
-    def build(size: int) -> dict[str, Any]:
-        pod = _pod()
-        pod["spec"]["containers"][0]["env"] = [{"name": _repeat(unit, size), "value": "x" * 40}]
-        return pod
-
-    return build
-
-
-def _argument(unit: str, prefix: str = "") -> Callable[[int], Any]:
-    def build(size: int) -> dict[str, Any]:
-        pod = _pod()
-        pod["spec"]["containers"][0]["args"] = ["--token", _repeat(unit, size, prefix)]
-        return pod
-
-    return build
-
-
-def _image(unit: str, prefix: str = "", suffix: str = "") -> Callable[[int], Any]:
-    def build(size: int) -> dict[str, Any]:
-        pod = _pod()
-        reference = _repeat(unit, size, prefix) + suffix
-        pod["spec"]["containers"][0]["image"] = reference
-        pod["spec"]["volumes"].append({"name": "models", "image": {"reference": reference}})
-        return pod
-
-    return build
-
-
-def _many_containers(size: int) -> dict[str, Any]:
-    pod = _pod()
-    template = pod["spec"]["containers"][0]
-    count = size // 400
-    pod["spec"]["containers"] = [
-        {
-            **template,
-            "name": f"c{i}-" + "n" * 48,
-            "volumeMounts": [{"name": "models", "mountPath": f"/m{i}"}],
-            "ports": [{"containerPort": 8000 + i % 1000}],
-            "resources": {"limits": {"nvidia.com/gpu": "1"}},
-        }
-        for i in range(count)
-    ]
-    pod["spec"]["initContainers"] = [
-        {"name": f"modelward-verify-{i}", "image": "x", "args": [f"--key={i}"]}
-        for i in range(count)
-    ]
-    pod["spec"]["volumes"].append({"name": "models", "persistentVolumeClaim": {"claimName": "m"}})
-    return pod
-
-
-def _many_volumes(size: int) -> dict[str, Any]:
-    pod = _pod()
-    count = size // 120
-    pod["spec"]["volumes"] = [
-        {
-            "name": f"v{i}",
-            "projected": {"sources": [{"serviceAccountToken": {"audience": f"a{i}", "path": "t"}}]},
-        }
-        for i in range(count)
-    ]
-    pod["spec"]["containers"][0]["volumeMounts"] = [
-        {"name": f"v{i}", "mountPath": f"/v{i}"} for i in range(count)
-    ]
-    return pod
-
-
-def _many_env(size: int) -> dict[str, Any]:
-    pod = _pod()
-    pod["spec"]["containers"][0]["env"] = [
-        {"name": f"DB_PASSWORD_{i}", "value": f"Tr0ub4dor&3x{i}yz"} for i in range(size // 50)
-    ]
-    return pod
-
-
-def _many_tolerations(size: int) -> dict[str, Any]:
-    pod = _pod(
-        tolerations=[
-            {"key": f"k{i}", "operator": "Equal", "value": "v", "effect": "NoSchedule"}
-            for i in range(size // 70)
-        ],
-        nodeSelector={f"label-{i}": "v" for i in range(size // 70)},
-        affinity={
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {"matchExpressions": [{"key": f"k{i}", "operator": "In", "values": ["v"]}]}
-                        for i in range(size // 70)
-                    ]
-                }
-            }
-        },
-    )
-    pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
-    return pod
-
-
-def _annotations(value: Callable[[int], str]) -> Callable[[int], Any]:
-    def build(size: int) -> dict[str, Any]:
-        pod = _pod()
-        keys = (
-            "modelward.io/model-volume",
-            "modelward.io/model-path",
-            "modelward.io/model-signature",
-            "sidecar.istio.io/inject",
-            "linkerd.io/inject",
-            "istio.io/dataplane-mode",
-        )
-        pod["metadata"]["annotations"] = {k: value(size // len(keys)) for k in keys}
-        pod["metadata"]["labels"] = {k: value(size // len(keys)) for k in keys}
-        return pod
-
-    return build
-
-
-def _many_annotations(size: int) -> dict[str, Any]:
-    pod = _pod()
-    pod["metadata"]["annotations"] = {
-        f"keys.modelward.io/{i}.release": "x" * 20 for i in range(size // 60)
-    }
-    return pod
-
-
-CASES: dict[str, Callable[[int], Any]] = {
-    # Credential formats: each one's literal, repeated, with what must follow missing.
-    "env a:": _env_value("a:"),
-    "env eyJ.": _env_value(".", "eyJ"),
-    "env eyJ-": _env_value("eyJ-"),
-    "env eyJ segments": _env_value("eyJaaaaaaaa."),
-    "env eyJ long header": _env_value("a", "eyJ", name="X"),
-    "env http://aaa": _env_value("a", "http://"),
-    "env a://": _env_value("a://"),
-    "env a://b:x:": _env_value("x:", "a://b:"),
-    "env @": _env_value("@"),
-    "env aaa": _env_value("a"),
-    "env sk-": _env_value("sk-"),
-    "env sk-ant-": _env_value("sk-ant-"),
-    "env BEGIN": _env_value("-----BEGIN "),
-    "env BEGIN AAA": _env_value("A", "-----BEGIN "),
-    "env AKIA": _env_value("AKIA"),
-    "env ghp_": _env_value("ghp_"),
-    "env github_pat_": _env_value("github_pat_"),
-    "env xoxb-": _env_value("xoxb-"),
-    "env hf_": _env_value("hf_"),
-    "env AIza": _env_value("AIza"),
-    "env rk_live_": _env_value("rk_live_"),
-    "env you are a": _env_value("you are a "),
-    "env mixed classes": _env_value("aA0!"),
-    "env url shape": _env_value("a.", "https://"),
-    "env host shape": _env_value("a.aa"),
-    "env long name": _env_name("A_"),
-    "env long secret name": _env_name("PASSWORD"),
-    "args http://aaa": _argument("a", "http://"),
-    "args eyJ-": _argument("eyJ-"),
-    # Image references: registry/path splitting, allowlist globs, digest shapes.
-    "image a/": _image("a/", "registry.example.com/"),
-    "image x.example.com/": _image("a.example.com/"),
-    "image aaa": _image("a"),
-    "image a:": _image("a:"),
-    "image @": _image("@"),
-    "image long digest": _image("0", "registry.example.com/serving/x@sha256:", "!"),
-    "image a.a.": _image("a.", "r.example.com/serving/x@", ":0"),
-    "image long tag": _image("a", "registry.example.com/serving/x:"),
-    # Many items: nested loops over containers, mounts, volumes, tolerations, env, keys.
-    "many containers": _many_containers,
-    "many volumes": _many_volumes,
-    "many env": _many_env,
-    "many tolerations": _many_tolerations,
-    "long annotations": _annotations(lambda n: "a" * n),
-    "long dotted annotations": _annotations(lambda n: "a." * (n // 2)),
-    "many annotations": _many_annotations,
-    "long node name": lambda size: _pod(nodeName="n" * size),
-}
+BASE = compliant_pod()
 
 
 class _TooSlow(Exception):
@@ -323,11 +133,10 @@ def no_gc() -> Iterator[None]:
 @pytest.mark.usefixtures("no_gc")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_evaluation_time_grows_linearly(case: str) -> None:
-    build = CASES[case]
     per_byte: dict[int, float] = {}
     smallest: float | None = None
     for size in SIZES:
-        obj = build(size)
+        obj = CASES[case](BASE, size)
         length = len(json.dumps(obj))
         assert length >= size * 0.9, f"{case}: the builder made {length} bytes, wanted {size}"
         if smallest is None:
