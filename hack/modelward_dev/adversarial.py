@@ -80,7 +80,8 @@ def image(unit: str, prefix: str = "", suffix: str = "") -> Build:
 
 def many_containers(base: Pod, size: int) -> Pod:
     pod = _copy(base)
-    template = _first(pod)
+    first = _first(pod)
+    template = {k: first[k] for k in ("image", "securityContext") if k in first}
     count = size // 400
     pod["spec"]["containers"] = [
         {
@@ -128,7 +129,7 @@ def many_env(base: Pod, size: int) -> Pod:
 
 def many_tolerations(base: Pod, size: int) -> Pod:
     pod = _copy(base)
-    count = size // 70
+    count = size // 180  # a toleration, a node label and an affinity term each
     pod["spec"]["tolerations"] = [
         {"key": f"k{i}", "operator": "Equal", "value": "v", "effect": "NoSchedule"}
         for i in range(count)

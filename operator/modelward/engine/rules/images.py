@@ -20,9 +20,11 @@ from modelward.engine.workloads import Workload
 DIGEST = re.compile(r"^[a-z0-9]++(?:[.+_-][a-z0-9]++)*+:[0-9a-fA-F]{32,}+\Z")
 
 
-#: One path component of a repository (the distribution reference grammar), possessive so
-#: a long component is read once.
-PATH_COMPONENT = re.compile(r"[a-z0-9]++(?:(?:[._]|__|-++)[a-z0-9]++)*+")
+#: A repository path by the distribution reference grammar: components of lower-case letters
+#: and digits joined by '.', '_', '__' or dashes, separated by '/'. Every quantifier is
+#: possessive and the separators are disjoint from the letters, so a long path is read once.
+_COMPONENT = r"[a-z0-9]++(?:(?:[._]|__|-++)[a-z0-9]++)*+"
+REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*+")
 #: A registry host: DNS name or IPv4 address, or a bracketed IPv6 address, and a port.
 REGISTRY_HOST = re.compile(r"(?:[A-Za-z0-9.-]++|\[[0-9A-Fa-f:.]++\])(?::[0-9]{1,5})?+")
 DEFAULT_REGISTRY = "docker.io"
@@ -55,8 +57,9 @@ class ImageReference:
         A runtime refuses to pull anything else, so a reference that fails this cannot be
         trusted to name the registry the parse found (``a/../b``, ``host/Path``, ``h/p:t:u``).
         """
-        return REGISTRY_HOST.fullmatch(self.registry) is not None and all(
-            PATH_COMPONENT.fullmatch(part) for part in self.repository.split("/")
+        return (
+            REGISTRY_HOST.fullmatch(self.registry) is not None
+            and REPOSITORY.fullmatch(self.repository) is not None
         )
 
     @classmethod
@@ -108,6 +111,8 @@ class RegistryPattern:
 def _path_matches(parts: list[str], pattern: tuple[str, ...]) -> bool:
     """Component globs with ``**`` for any depth: a set of pattern positions, one step per
     component (no backtracking, so the cost is components x pattern length)."""
+    if "**" not in pattern:  # one component each: the depth must be the same
+        return len(parts) == len(pattern) and all(map(fnmatch.fnmatchcase, parts, pattern))
 
     def closure(states: set[int]) -> set[int]:
         for index in sorted(states):  # '**' may also match no component at all

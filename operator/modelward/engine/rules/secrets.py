@@ -34,7 +34,7 @@ import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Set
 
 from modelward.engine.decision import Violation
 from modelward.engine.facts import NamespaceFacts
@@ -162,14 +162,29 @@ HARMLESS_SHAPES = re.compile(r"^(?:/|\./|https?://[^@]*$|[\w.-]+\.[a-z]{2,}(?::\
 MAX_RANDOM_SECRET = 1024
 
 
-def shannon_entropy(value: str) -> float:
-    """Bits per character."""
-    counts = Counter(value)
-    total = len(value)
-    return -sum(n / total * math.log2(n / total) for n in counts.values())
+#: n·log2(n) for every count a character can have in a value the heuristic looks at.
+_N_LOG2_N = tuple(n * math.log2(n) if n else 0.0 for n in range(MAX_RANDOM_SECRET + 1))
 
 
-CHARACTER_CLASSES = tuple(re.compile(p) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
+def _entropy(counts: Counter[str], total: int) -> float:
+    """Shannon entropy in bits per character: log2(total) - Σ n·log2(n) / total."""
+    return math.log2(total) - math.fsum(map(_N_LOG2_N.__getitem__, counts.values())) / total
+
+
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DIGITS = frozenset("0123456789")
+_ALNUM = _LOWER | _UPPER | _DIGITS
+
+
+def _character_classes(present: Set[str]) -> int:
+    """How many of lower case, upper case, digits and other characters occur."""
+    return (
+        (not present.isdisjoint(_LOWER))
+        + (not present.isdisjoint(_UPPER))
+        + (not present.isdisjoint(_DIGITS))
+        + (not present <= _ALNUM)
+    )
 
 
 def _looks_random(name: str, value: str) -> bool:
@@ -180,10 +195,11 @@ def _looks_random(name: str, value: str) -> bool:
     secret_name = SECRET_NAME.search(name.upper()) is not None
     if len(value) < (12 if secret_name else 24):
         return False  # before counting classes: most values are short
-    classes = sum(p.search(value) is not None for p in CHARACTER_CLASSES)
+    counts = Counter(value)
+    classes = _character_classes(counts.keys())
     if secret_name:
-        return classes >= 2 and shannon_entropy(value) >= 3.0
-    return classes >= 3 and shannon_entropy(value) >= 4.2
+        return classes >= 2 and _entropy(counts, len(value)) >= 3.0
+    return classes >= 3 and _entropy(counts, len(value)) >= 4.2
 
 
 def token_format(text: str) -> str | None:
