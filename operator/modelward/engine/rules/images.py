@@ -194,5 +194,20 @@ def check_images(w: Workload, ns: NamespaceFacts, cfg: ImagesConfig) -> Iterator
             )
 
 
+#: Names longer than this are judged afresh, so the memory below stays small.
+MAX_REMEMBERED_NAME = 512
+
+
 def _allowed(ref: ImageReference, patterns: tuple[str, ...]) -> bool:
+    if len(ref.registry) + len(ref.repository) > MAX_REMEMBERED_NAME:
+        return _judge_name(ref.registry, ref.repository, patterns)
+    return _remembered_name(ref.registry, ref.repository, patterns)
+
+
+def _judge_name(registry: str, repository: str, patterns: tuple[str, ...]) -> bool:
+    ref = ImageReference(registry, repository, None, None)
     return any(p.matches(ref) for p in registry_patterns(patterns))
+
+
+#: Remembered: every replica, and the workload that made it, names the same images.
+_remembered_name = functools.lru_cache(maxsize=1024)(_judge_name)

@@ -447,8 +447,10 @@ def _projected_tokens(w: Workload, allowed_audiences: tuple[str, ...]) -> Iterat
     audiences a policy lists (a secrets manager's, say) are taken to be for someone else.
     """
     for volume in w.pod_spec.get("volumes") or []:
-        projected = _mapping(_mapping(volume).get("projected"))
-        for source in projected.get("sources") or []:
+        projected = _mapping(volume).get("projected")
+        if not projected:
+            continue  # most volumes: one look-up
+        for source in _mapping(projected).get("sources") or []:
             token = _mapping(source).get("serviceAccountToken")
             if token is None:
                 continue
