@@ -12,10 +12,11 @@ be followed by something it does not contain is retried from every start positio
 ``[a-z][a-z0-9+.-]*://`` on ``"a" * n`` costs n²/2 steps. The patterns therefore keep to
 three shapes, each with a bounded cost per start position:
 
-- a fixed literal (``sk-ant-``, ``-----BEGIN ``, ``://``) followed only by *bounded*
-  quantifiers (``{20}``, ``{1,256}``): a match attempt reads at most a constant number of
-  characters, and the search tries each position once. A trailing ``{n,}`` is written ``{n}``:
-  the search only needs to know that a match exists, and the longer match adds nothing;
+- a fixed literal first (``sk-ant-``, ``-----BEGIN ``, ``://``), then only fixed-width
+  look-behinds (the word boundary before the literal) and *bounded* quantifiers (``{20}``,
+  ``{1,256}``): a match attempt reads at most a constant number of characters, and the search
+  tries each position once (with ``re``'s fast literal scan, as no ``\b`` comes first). A
+  trailing ``{n,}`` is written ``{n}``: the search only needs to know that a match exists;
 - character classes that are disjoint from whatever must follow them, so a greedy run gives
   back no character that could make the match succeed, and a run cannot cross the literal
   that starts the next attempt (the userinfo of ``scheme://user:pass@`` stops at the next
@@ -25,7 +26,10 @@ three shapes, each with a bounded cost per start position:
   into maximal runs of the token alphabet (``finditer`` over a class, which never
   backtracks) and the runs are compared by length and prefix.
 
-``tests/unit/engine/test_linear_time.py`` holds every rule to this on adversarial inputs.
+Case-insensitive phrases are searched in one lower-cased copy (``re.I`` alternations cost
+~5x more per character), and the entropy heuristic, which counts characters, looks only at
+values up to ``MAX_RANDOM_SECRET``. ``tests/unit/engine/test_linear_time.py`` holds every
+rule to linear growth on adversarial inputs.
 """
 
 from __future__ import annotations
