@@ -52,7 +52,7 @@ def run(*, repeats: int, size: int = MIB, cases: tuple[str, ...] | None = None) 
 
     large = workloads.large_pod()
     large_seconds = _best_seconds(judge(large), max(repeats, 20))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in cases or tuple(CASES):
         obj = CASES[name](large, size)
         rows.append(
