@@ -33,11 +33,12 @@ from typing import Any
 
 import pytest
 
-from modelward.engine import evaluate_workload, workload_from_object
+from modelward.engine import StaticKeySource, evaluate_workload, workload_from_object
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.rules import secrets
 from modelward_dev.adversarial import CASES
 from tests.unit.engine.builders import DIGEST, compliant_pod, facts, policy
+from tests.unit.engine.rules.test_integrity import CA, KEY
 
 #: Largest accepted growth of the cost per byte between the reference and the largest size.
 FACTOR = 4.0
@@ -47,7 +48,6 @@ REFERENCE = 64 * KIB
 #: Best of this many runs per size: more where runs are cheap, so the reference is sharp.
 REPEATS = {4 * KIB: 5, 16 * KIB: 5, 64 * KIB: 5, 256 * KIB: 2, 1024 * KIB: 2}
 
-KEY = "-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n"
 SECTIONS: dict[str, Any] = {
     "isolation": {
         "podSecurity": "restricted",
@@ -68,14 +68,19 @@ SECTIONS: dict[str, Any] = {
     "integrity": {
         "trustedSigners": [
             {"name": "release", "publicKey": KEY},
-            {"name": "ca", "type": "caCertificate", "configMapKeyRef": {"name": "c", "key": "k"}},
+            {
+                "name": "ca",
+                "type": "caCertificate",
+                "configMapKeyRef": {"name": "c", "key": "k", "namespace": "modelward-system"},
+            },
         ],
         "verifier": {"image": f"registry.example.com/modelward@{DIGEST}"},
     },
 }
+KEYS = StaticKeySource("modelward-system", {("ConfigMap", "modelward-system", "c", "k"): CA})
 POLICIES = (
-    policy(SECTIONS, name="enforce"),
-    policy(SECTIONS, name="patch", mode="Patch"),
+    policy(SECTIONS, name="enforce", keys=KEYS),
+    policy(SECTIONS, name="patch", mode="Patch", keys=KEYS),
 )
 
 
