@@ -77,6 +77,31 @@ _STATE_FORMAT = 1
 _PORT_RETRIES = 3
 
 
+def run_tool(
+    binary: Path,
+    args: Sequence[str],
+    *,
+    kubeconfig: Path,
+    input: str | None = None,
+    timeout: float = 60.0,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl or helm with ``kubeconfig`` (text output captured).
+
+    Raises:
+        CommandError: ``check`` is true and the tool failed (the message quotes stderr).
+        subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds.
+    """
+    command = [str(binary), f"--kubeconfig={kubeconfig}", *args]
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    result = subprocess.run(
+        command, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+    if check and result.returncode != 0:
+        raise CommandError(result.returncode, command, result.stdout, result.stderr)
+    return result
+
+
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started or reached; the message carries the log tail."""
 
@@ -719,20 +744,9 @@ class LocalControlPlane(StartStop):
         timeout: float,
         check: bool,
     ) -> subprocess.CompletedProcess[str]:
-        command = [str(binary), f"--kubeconfig={self.kubeconfig_path}", *args]
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig_path))
-        result = subprocess.run(
-            command,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
+        return run_tool(
+            binary, args, kubeconfig=self.kubeconfig_path, input=input, timeout=timeout, check=check
         )
-        if check and result.returncode != 0:
-            raise CommandError(result.returncode, command, result.stdout, result.stderr)
-        return result
 
     # -- talking to the API server --
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from modelward_dev.controlplane import CommandError, ControlPlaneError, LocalControlPlane
+from modelward_dev.controlplane import ControlPlaneError, LocalControlPlane, run_tool
 from modelward_dev.lifecycle import StartStop
 
 __all__ = ["Tenant", "resolve_cluster_role_rules"]
@@ -205,24 +205,14 @@ class Tenant(StartStop):
         check: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl as the tenant (same shape as ``LocalControlPlane.kubectl``)."""
-        command = [
-            str(self.control_plane.binaries.kubectl),
-            f"--kubeconfig={self.kubeconfig_path}",
-            *args,
-        ]
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig_path))
-        result = subprocess.run(
-            command,
+        return run_tool(
+            self.control_plane.binaries.kubectl,
+            args,
+            kubeconfig=self.kubeconfig_path,
             input=input,
-            capture_output=True,
-            text=True,
             timeout=timeout,
-            env=env,
-            check=False,
+            check=check,
         )
-        if check and result.returncode != 0:
-            raise CommandError(result.returncode, command, result.stdout, result.stderr)
-        return result
 
     def can(self, verb: str, resource: str) -> bool:
         """``kubectl auth can-i`` as the tenant, in its namespace; ``pods/status`` means the

@@ -27,6 +27,7 @@ from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.operator_process import HARNESS_SCOPE_LABEL, OperatorProcess
 from modelward_dev.tenant import Tenant
 from tests.e2e.helpers import apply, apply_policy, default_deny, get_json, pod, wait_for
+from tests.e2e.test_integrity import model_pod as integrity_model_pod
 from tests.unit.engine.builders import DIGEST, GOOD_IMAGE
 from tests.unit.integrity.conftest import make_key
 
@@ -298,17 +299,7 @@ def integrity(public_key: str) -> dict[str, Any]:
 
 
 def model_pod(name: str, namespace: str, *, gated: bool = True) -> dict[str, Any]:
-    body = pod(name, namespace)
-    body["metadata"]["annotations"] = {
-        "modelward.io/model-volume": "models",
-        "modelward.io/model-path": "llama",
-    }
-    body["spec"]["volumes"].append(
-        {"name": "models", "persistentVolumeClaim": {"claimName": "models"}}
-    )
-    body["spec"]["containers"][0]["volumeMounts"].append(
-        {"name": "models", "mountPath": "/mnt/models", "readOnly": True}
-    )
+    body = integrity_model_pod(name, namespace)
     if gated:  # stays Pending, so its spec can still be edited as an attacker would
         body["spec"]["schedulingGates"] = [{"name": "example.com/hold"}]
     return body
