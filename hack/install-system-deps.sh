@@ -5,6 +5,7 @@
 #   containernetworking-plugins  bridge, host-local, loopback CNI plugins for the node's pods
 #   docker-registry            the CNCF distribution registry the node pulls images from
 #   busybox-static             the base of the test images (no Docker Hub here)
+#   gcc, libc6-dev             to compile Kubernetes' pause.c statically (the pod sandbox image)
 # No service is started or enabled: the harness runs its own instances on free ports, inside
 # a private mount and PID namespace. Needs root (or sudo) and Debian's package archive.
 set -euo pipefail
@@ -18,10 +19,12 @@ declare -A wanted=(
   [containernetworking-plugins]=/usr/lib/cni/bridge
   [docker-registry]=/usr/bin/docker-registry
   [busybox-static]=/bin/busybox
+  [gcc]=/usr/bin/gcc
+  [libc6-dev]=/usr/lib/x86_64-linux-gnu/libc.a
 )
 missing=()
-for package in prometheus containerd runc containernetworking-plugins docker-registry busybox-static; do
-  if [[ ! -x ${wanted[$package]} ]]; then
+for package in prometheus containerd runc containernetworking-plugins docker-registry busybox-static gcc libc6-dev; do
+  if [[ ! -e ${wanted[$package]} ]]; then
     missing+=("$package")
   fi
 done

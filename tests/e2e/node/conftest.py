@@ -1,0 +1,221 @@
+"""Fixtures for tests on the real node: pod helpers and modelward installed from its own image.
+
+``modelward_release`` installs charts/modelward with ``helm install`` into the ``cluster``
+fixture's cluster, from the image ``modelward_dev.images`` built from this checkout and pushed
+to the cluster's registry: modelward runs as the chart's two pods, and every admission review
+of these tests goes API server → chart Service (its endpoints) → a modelward pod.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelward_dev.cluster import LocalCluster
+from modelward_dev.controlplane import ToolRunner
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CHART = REPO_ROOT / "charts" / "modelward"
+RELEASE = "mw"
+RELEASE_NAMESPACE = "modelward-system"
+FULLNAME = "mw-modelward"
+#: Namespaces of these tests carry this label; the release's webhooks intercept only them, so
+#: the cluster's own work (controllers, the chart's pods) never waits on modelward.
+SCOPE_LABEL = "modelward-e2e.io/node"
+
+RESTRICTED_CONTAINER: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def get(kubectl: ToolRunner, *args: str) -> dict[str, Any]:
+    result = kubectl("get", *args, "-o", "json", check=True)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def apply(kubectl: ToolRunner, *objects: dict[str, Any]) -> Any:
+    return kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def wait_until(what: str, check: Any, timeout: float = 60.0, *, explain: Any = None) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` (and the state
+    ``explain()`` describes) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+        time.sleep(0.25)
+
+
+def busybox_pod(
+    cluster: LocalCluster, name: str, namespace: str, command: str, **spec: Any
+) -> dict[str, Any]:
+    """A Pod Security "restricted" pod running ``sh -c command`` from the busybox image."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": cluster.image("busybox"),
+                    "command": ["sh", "-c", command],
+                    "securityContext": RESTRICTED_CONTAINER,
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+def pod_state(kubectl: ToolRunner, name: str, namespace: str) -> str:
+    """A one-line summary of a pod's phase and container states, for failure messages."""
+    result = kubectl("get", "pod", name, "-n", namespace, "-o", "json")
+    if result.returncode != 0:
+        return result.stderr.strip()
+    status = json.loads(result.stdout).get("status", {})
+    lines = [f"phase={status.get('phase')}"]
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for c in status.get(key) or []:
+            lines.append(f"{c['name']}: {json.dumps(c.get('state'))}")
+    return "\n".join(lines)
+
+
+def wait_for_phase(
+    kubectl: ToolRunner, name: str, namespace: str, phase: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        pod = get(kubectl, "pod", name, "-n", namespace)
+        return pod if pod.get("status", {}).get("phase") == phase else None
+
+    result: dict[str, Any] = wait_until(
+        f"pod {namespace}/{name} to be {phase}",
+        reached,
+        timeout,
+        explain=lambda: pod_state(kubectl, name, namespace),
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class Release:
+    """modelward as installed by helm in the cluster."""
+
+    name: str
+    namespace: str
+    fullname: str
+    image: str
+
+
+@pytest.fixture(scope="session")
+def modelward_release(
+    cluster: LocalCluster, cluster_kubectl: ToolRunner, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """``helm install`` of charts/modelward from the image built from this checkout; waits
+    until both replicas are Ready and the API server calls them (a denied probe)."""
+    image = cluster.image("modelward")
+    repository, digest = image.split("@", 1)
+    values = {
+        "image": {"repository": repository, "digest": digest, "pullPolicy": "IfNotPresent"},
+        "replicaCount": 2,
+        "operator": {"logFormat": "text", "auditIntervalSeconds": 0, "deadlineSeconds": 4},
+        "webhook": {
+            "timeoutSeconds": 10,
+            "namespaceSelector": {"matchExpressions": [{"key": SCOPE_LABEL, "operator": "Exists"}]},
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "96Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
+        "terminationGracePeriodSeconds": 5,
+        "preStopSleepSeconds": 1,
+        "grafanaDashboard": {"enabled": False},
+    }
+    values_file = tmp_path_factory.mktemp("helm") / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    helm = cluster.control_plane.helm
+    installed = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "-f",
+        str(values_file),
+        "--wait",
+        "--timeout=240s",
+        timeout=300,
+    )
+    release = Release(RELEASE, RELEASE_NAMESPACE, FULLNAME, image)
+    try:
+        assert installed.returncode == 0, installed.stderr + "\n" + _release_state(cluster_kubectl)
+        _wait_until_webhook_serves(cluster, cluster_kubectl)
+        yield release
+    finally:
+        helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", timeout=120)
+        for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+            cluster.control_plane.api_request(
+                "DELETE", f"/apis/admissionregistration.k8s.io/v1/{resource}/{FULLNAME}"
+            )
+
+
+def _release_state(kubectl: ToolRunner) -> str:
+    pods = kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-o", "wide").stdout
+    logs = kubectl(
+        "logs", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/name=modelward", "--tail=30"
+    )
+    return f"pods:\n{pods}\nlogs:\n{logs.stdout}{logs.stderr}"
+
+
+def _wait_until_webhook_serves(cluster: LocalCluster, kubectl: ToolRunner) -> None:
+    """A server-side dry-run of a probe pod is denied by modelward once the caBundle is in
+    place and the API server reaches a pod through the Service's endpoints."""
+    namespace = "modelward-probe"
+    cluster.control_plane.api_request(
+        "POST",
+        "/api/v1/namespaces",
+        body={"metadata": {"name": namespace, "labels": {SCOPE_LABEL: "probe"}}},
+    )
+    probe = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "labels": {"modelward.io/probe": "deny"}},
+        "spec": {"containers": [{"name": "c", "image": "probe"}]},
+    }
+    last: list[str] = []
+
+    def denied() -> bool:
+        response = cluster.control_plane.api_request(
+            "POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", body=probe
+        )
+        last[:] = [f"HTTP {response.status}: {response.message}"]
+        return "modelward probe" in response.message
+
+    wait_until(
+        "the API server to call modelward's pods",
+        denied,
+        timeout=90,
+        explain=lambda: f"{last}\n{_release_state(kubectl)}",
+    )
