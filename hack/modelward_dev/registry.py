@@ -14,7 +14,6 @@ the registry accepts).
 from __future__ import annotations
 
 import base64
-import crypt
 import hashlib
 import json
 import shutil
@@ -41,6 +40,11 @@ from modelward_dev.controlplane import (
     unregister_cleanup,
 )
 from modelward_dev.lifecycle import StartStop
+
+with warnings.catch_warnings():
+    # Deprecated since 3.11, gone in 3.13: the only bcrypt available without a new dependency.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
 
 __all__ = [
     "DOCKER_REGISTRY",
