@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,13 +245,12 @@ class LocalCluster(StartStop):
         built from files and pushed on first use."""
         with self._lock:
             if name not in self._images:
-                builders = {
+                project = self._project
+                builders: dict[str, tuple[Callable[[], BuiltImage], str]] = {
                     "pause": (lambda: pause_image(K8S_VERSION), PAUSE_TAG),
                     "busybox": (busybox_image, "latest"),
                     "modelward": (
-                        (lambda: modelward_image(self._project))
-                        if self._project is not None
-                        else modelward_image,
+                        (lambda: modelward_image(project)) if project else modelward_image,
                         "dev",
                     ),
                 }

@@ -568,9 +568,9 @@ def _compile_bytecode(sources: Mapping[str, Path], python: Path) -> dict[str, by
             "    open(out, 'wb').write(data)\n"
         )
         jobs = []
-        for image_path, host in todo.items():
+        for image_path, host_name in todo.items():
             keys[image_path].parent.mkdir(parents=True, exist_ok=True)
-            jobs.append((image_path, host, str(keys[image_path])))
+            jobs.append((image_path, host_name, str(keys[image_path])))
         completed = subprocess.run(
             [str(python), "-I", "-c", script],
             input=json.dumps(jobs),
@@ -649,8 +649,8 @@ def modelward_image(project: Path = _REPO_ROOT, *, python: Path = HOST_PYTHON) -
     for distribution in _runtime_distributions(project):
         if distribution.metadata["Name"].lower() == "modelward":
             continue  # the editable install points at a checkout; copied from `project` below
-        for relative, host in _site_packages_files(distribution):
-            image_path = f"{site}/{relative}"
+        for site_relative, host in _site_packages_files(distribution):
+            image_path = f"{site}/{site_relative}"
             venv.add_host_file(image_path, host)
             if host.suffix == ".py":
                 sources[image_path] = host
