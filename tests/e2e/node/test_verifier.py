@@ -13,6 +13,8 @@ import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 
 from modelward.integrity.result import parse_termination_message
 from modelward_dev.cluster import LocalCluster
-from modelward_dev.controlplane import ToolRunner
+from modelward_dev.controlplane import ToolRunner, loopback_opener
 from modelward_dev.images import ImageConfig, Layer, build_image
 from tests.e2e.helpers import apply_policy
 from tests.e2e.node.conftest import (
@@ -237,6 +239,47 @@ def test_a_signed_model_is_verified_in_the_pod_and_served(
     spec = get(cluster_kubectl, "deployedmodel", record, "-n", namespace)["spec"]
     assert spec["digest"] == result.digest and spec["lastResult"] == "verified"
     assert {"kind": "Pod", "name": name} in spec["workloads"]
+
+    # The leader counted it: read /metrics of both replicas at their pod IPs.
+    def counted() -> bool:
+        total = 0.0
+        pods = get(
+            cluster_kubectl,
+            "pods",
+            "-n",
+            modelward_release.namespace,
+            "-l",
+            "app.kubernetes.io/name=modelward",
+        )["items"]
+        for replica in pods:
+            ip = replica["status"].get("podIP")
+            if not ip:
+                continue
+            with loopback_opener().open(f"http://{ip}:8080/metrics", timeout=5) as response:
+                for line in response.read().decode().splitlines():
+                    if line.startswith("modelward_model_verifications_total{") and (
+                        f'namespace="{namespace}"' in line and 'result="verified"' in line
+                    ):
+                        total += float(line.rsplit(" ", 1)[1])
+        return total >= 1
+
+    wait_until("the verification in modelward_model_verifications_total", counted)
+
+    # The inventory exports it as a valid CycloneDX 1.6 ML-BOM.
+    env = dict(os.environ, KUBECONFIG=str(cluster.control_plane.kubeconfig_path))
+    out = subprocess.run(
+        [sys.executable, "-m", "modelward", "inventory", "-n", namespace, "-o", "cyclonedx"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(out) is None
+    hashes = [c["hashes"] for c in json.loads(out)["components"]]
+    assert [{"alg": "SHA-256", "content": result.digest.split(":")[1]}] in hashes
 
 
 @pytest.mark.parametrize(
