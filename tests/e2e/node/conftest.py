@@ -219,3 +219,31 @@ def _wait_until_webhook_serves(cluster: LocalCluster, kubectl: ToolRunner) -> No
         timeout=90,
         explain=lambda: f"{last}\n{_release_state(kubectl)}",
     )
+
+
+def apply_policy(kubectl: ToolRunner, policy: dict[str, Any], timeout: float = 60.0) -> None:
+    """Apply a policy; wait until modelward reports it Ready for this generation and both
+    replicas apply it: every replica loads policies from its own watch, and the one that
+    writes the status may not be the one the API server calls next."""
+    result = apply(kubectl, policy)
+    assert result.returncode == 0, result.stderr
+    name = policy["metadata"]["name"]
+
+    def ready() -> bool:
+        obj = get(kubectl, "clustermodelpolicy", name)
+        status = obj.get("status") or {}
+        return status.get("observedGeneration") == obj["metadata"]["generation"] and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+
+    wait_until(
+        f"policy {name} to be Ready",
+        ready,
+        timeout,
+        explain=lambda: (
+            json.dumps(get(kubectl, "clustermodelpolicy", name).get("status"))
+            + "\n"
+            + _release_state(kubectl)
+        ),
+    )

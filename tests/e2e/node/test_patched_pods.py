@@ -14,11 +14,11 @@ import pytest
 
 from modelward_dev.cluster import LocalCluster
 from modelward_dev.controlplane import ToolRunner
-from tests.e2e.helpers import apply_policy
 from tests.e2e.node.conftest import (
     SCOPE_LABEL,
     Release,
     apply,
+    apply_policy,
     get,
     pod_state,
     wait_for_phase,
@@ -33,7 +33,16 @@ GPU_LABEL = "modelward.example/gpu.present"
 def namespace(
     cluster_kubectl: ToolRunner, cluster_namespace: str, modelward_release: Release
 ) -> str:
-    cluster_kubectl("label", "namespace", cluster_namespace, f"{SCOPE_LABEL}=yes", check=True)
+    # Enforced (failurePolicy Fail): a review that cannot reach modelward fails loudly
+    # instead of admitting the pod unpatched.
+    cluster_kubectl(
+        "label",
+        "namespace",
+        cluster_namespace,
+        f"{SCOPE_LABEL}=yes",
+        "modelward.io/model-serving=true",
+        check=True,
+    )
     apply(
         cluster_kubectl,
         {

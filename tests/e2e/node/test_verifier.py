@@ -24,12 +24,12 @@ from modelward.integrity.result import parse_termination_message
 from modelward_dev.cluster import LocalCluster
 from modelward_dev.controlplane import ToolRunner, loopback_opener
 from modelward_dev.images import ImageConfig, Layer, build_image
-from tests.e2e.helpers import apply_policy
 from tests.e2e.node.conftest import (
     RESTRICTED_CONTAINER,
     SCOPE_LABEL,
     Release,
     apply,
+    apply_policy,
     get,
     pod_state,
     wait_for_phase,
@@ -69,7 +69,16 @@ def namespace(
 ) -> str:
     """A namespace modelward intercepts, with an integrity policy in Patch mode whose verifier
     image is modelward's own (by digest)."""
-    cluster_kubectl("label", "namespace", cluster_namespace, f"{SCOPE_LABEL}=yes", check=True)
+    # Enforced (failurePolicy Fail): a review that cannot reach modelward fails loudly
+    # instead of admitting the pod unpatched.
+    cluster_kubectl(
+        "label",
+        "namespace",
+        cluster_namespace,
+        f"{SCOPE_LABEL}=yes",
+        "modelward.io/model-serving=true",
+        check=True,
+    )
     apply_policy(
         cluster_kubectl,
         {
