@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity image
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image
 
 ## demo: build or reuse the local control plane, run modelward, show what it denies, patches, records
 demo: venv binaries
@@ -24,6 +24,10 @@ bench: venv binaries
 
 bench-quick: venv binaries
 	$(PY) -m bench.admission --quick
+
+## bench-soak: mixed legitimate and hostile traffic against the webhook port for 3 minutes
+bench-soak: venv
+	$(PY) -m bench.soak
 
 ## bench-integrity: verify vs model_signing and the SHA-256 limit; scan vs picklescan/modelscan
 bench-integrity: venv

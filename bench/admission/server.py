@@ -1,9 +1,11 @@
 """A benchmark HTTPS admission server, run as its own process.
 
 ``--app modelward`` serves exactly what ``modelward run`` serves on its webhook port: the same
-``make_admission_app``, ``AdmissionService`` with an ``EventRecorder`` (no API server: its queue
-is drained and dropped), ``Metrics``, ``ReloadingTLS`` context and ``access_log=None``, over a
-``ClusterState`` filled as the watches would fill it from the bench objects.
+``make_admission_app``, ``AdmissionService`` with an ``EventRecorder`` behind the
+``DeferredRecorder`` (no API server: its queue is drained and dropped), ``Metrics``,
+``ReloadingTLS`` context and ``access_log=None``, over a ``ClusterState`` filled as the
+watches would fill it from the bench objects. (The connection guard is not used here: this
+bench compares the app with a no-op app on the same plain TCPSite; ``bench.soak`` runs it.)
 
 ``--app noop`` is the floor on the same stack: an aiohttp HTTPS app with the same TLS context
 and runner settings that reads the body, parses it (it must, to answer with the request's uid)
@@ -54,6 +56,7 @@ async def serve(
 ) -> None:
     from bench.admission.workloads import cluster_state
 
+    from modelward.admission.evaluation import DeferredRecorder
     from modelward.admission.server import ReloadingTLS, make_admission_app
     from modelward.admission.service import AdmissionService
     from modelward.controller.events import EventRecorder
@@ -72,7 +75,7 @@ async def serve(
             burst=50,
         )
         tasks.append(asyncio.create_task(recorder.run()))
-        service = AdmissionService(state=cluster_state(), recorder=recorder)
+        service = AdmissionService(state=cluster_state(), recorder=DeferredRecorder(recorder))
         app = make_admission_app(service=service, metrics=metrics, deadline_seconds=2.5)
     else:
         app = noop_app(warning)

@@ -26,6 +26,11 @@ MODEL_IMAGE = f"registry.example.com/models/llama-3-8b-instruct@{DIGEST}"
 UNIQUE = "@@@@@@@@"
 
 API_VERSION = "modelward.io/v1alpha1"
+#: A certificate Secret volume source that is TLS evidence (it projects tls.crt and tls.key).
+TLS_SECRET: dict[str, Any] = {
+    "secretName": "server-tls",
+    "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+}
 MATCH = {"namespaceSelector": {"matchLabels": {"modelward.io/model-serving": "true"}}}
 
 
@@ -174,7 +179,7 @@ def small_pod(namespace: str = NAMESPACE) -> dict[str, Any]:
                     "volumeMounts": [{"name": "server-tls", "mountPath": "/tls", "readOnly": True}],
                 }
             ],
-            "volumes": [{"name": "server-tls", "secret": {"secretName": "server-tls"}}],
+            "volumes": [{"name": "server-tls", "secret": copy.deepcopy(TLS_SECRET)}],
         },
     }
 
@@ -240,7 +245,7 @@ def large_pod(namespace: str = NAMESPACE) -> dict[str, Any]:
     """An init container, a GPU model server and two sidecars, 24 volumes, managedFields."""
     config_volumes = [f"config-{i:02d}" for i in range(10)]
     volumes: list[dict[str, Any]] = [
-        {"name": "server-tls", "secret": {"secretName": "server-tls", "defaultMode": 288}},
+        {"name": "server-tls", "secret": {**TLS_SECRET, "defaultMode": 288}},
         {"name": "model", "image": {"reference": MODEL_IMAGE, "pullPolicy": "IfNotPresent"}},
         {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},

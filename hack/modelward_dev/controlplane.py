@@ -374,6 +374,12 @@ class ManagedProcess:
         self._signal_group(signal.SIGKILL)
         self._reap()
 
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the process (SIGSTOP/SIGCONT to pause it in a test)."""
+        if not self.running():
+            raise RuntimeError(f"{self.name} is not running")
+        os.kill(self.pid, signum)
+
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the log, for error messages."""
         try:
@@ -560,6 +566,52 @@ class LocalControlPlane(StartStop):
         for process in (self._apiserver, self._etcd):
             if process is not None:
                 process.stop(grace=10.0)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to now; returns the revision.
+
+        Watches resuming from an older resourceVersion then get "410 Gone" from etcd as well
+        as from a fresh watch cache, whatever the API server's cache would otherwise replay.
+        """
+
+        def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            request = urllib.request.Request(
+                f"{self.etcd_url}{path}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with loopback_opener().open(request, timeout=10.0) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+        revision = int(
+            call("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"]
+        )
+        call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def restart_apiserver(self, *, timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
+        """Stop kube-apiserver and start it again on the same port, keeping etcd's data.
+
+        Every watch is cut, and the new server's watch cache starts at etcd's current
+        revision: a client resuming a watch from an older resourceVersion gets "410 Gone" and
+        must re-list, which never reports what was deleted in between.
+        """
+        with self._lock:
+            old = self._apiserver
+            if old is None:
+                raise RuntimeError("the control plane has not been started")
+            old.stop(grace=10.0)
+            self._apiserver = ManagedProcess(
+                name=old.name,
+                args=old.args,
+                log_path=old.log_path,
+                cwd=self.work_dir,
+                detached=self._detached,
+            )
+            self._apiserver.start()
+            self._wait_for_apiserver(time.monotonic() + timeout)
 
     @property
     def processes(self) -> tuple[ManagedProcess, ...]:

@@ -18,6 +18,8 @@ import base64
 import contextlib
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -25,7 +27,9 @@ import time
 import urllib.error
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import yaml
 
 from modelward.api.webhooks import MUTATE_PATH, VALIDATE_PATH, webhook_configurations
 from modelward.certs import create_ca, issue_certificate
@@ -42,6 +46,7 @@ from modelward_dev.lifecycle import StartStop
 
 __all__ = [
     "DEFAULT_CONFIGURATION_NAME",
+    "HARNESS_SCOPE_LABEL",
     "PROBE_LABEL",
     "PROBE_MESSAGE",
     "OperatorError",
@@ -56,7 +61,14 @@ PROBE_LABEL = "modelward.io/probe"
 #: ... with a message that contains this text.
 PROBE_MESSAGE = "modelward probe"
 
+#: Several operators may run against one control plane (the session's, a test's own with the
+#: chart's webhook configurations, two replicas...). Webhooks built by the harness leave alone
+#: namespaces carrying this label; webhooks rendered from the chart select only namespaces whose
+#: label names their configuration. So each namespace is judged by exactly one operator.
+HARNESS_SCOPE_LABEL = "modelward-dev/webhooks"
+
 _WEBHOOK_API = "/apis/admissionregistration.k8s.io/v1"
+_CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "modelward"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -89,6 +101,9 @@ class OperatorProcess(StartStop):
         webhook_timeout: float = 60.0,
         work_dir: Path | None = None,
         keep_work_dir: bool = False,
+        register_webhooks: bool = True,
+        webhooks: Literal["harness", "chart"] = "harness",
+        chart_values: Sequence[str] = (),
     ) -> None:
         """Describe the operator process; nothing starts before ``start()``.
 
@@ -112,6 +127,16 @@ class OperatorProcess(StartStop):
             work_dir: folder for certificates and the log; a temporary one if None (a given
                 folder is never deleted).
             keep_work_dir: keep the temporary folder (the log) after ``stop()``.
+            register_webhooks: register the webhook configurations and wait until the API
+                server calls this process; False for a second replica that only serves (its
+                callers dial it directly) and must not replace the first one's registration.
+            webhooks: ``"harness"`` registers one webhook per configuration, built by
+                ``modelward.api.webhooks``; ``"chart"`` registers the configurations ``helm
+                template`` renders from charts/modelward (the enforced ``Fail`` webhook and its
+                fail-open complement), pointed at this process by URL. Chart-mode webhooks
+                select only namespaces labelled ``HARNESS_SCOPE_LABEL=<configuration_name>``
+                (the probe namespace gets the label); harness-mode ones never select those.
+            chart_values: ``--set`` assignments for ``helm template`` (chart mode).
         """
         self.control_plane = control_plane
         self.namespace = namespace
@@ -127,6 +152,10 @@ class OperatorProcess(StartStop):
         )
         if probe_namespace in self._excluded:
             raise ValueError(f"the probe namespace {probe_namespace!r} must not be excluded")
+        if webhooks == "chart" and failure_policy != "Fail":
+            raise ValueError("chart-mode webhooks take their failurePolicy from chart_values")
+        self._webhooks = webhooks
+        self._chart_values = tuple(chart_values)
         self._failure_policy = failure_policy
         self._timeout_seconds = timeout_seconds
         self._ready_timeout = ready_timeout
@@ -138,6 +167,7 @@ class OperatorProcess(StartStop):
         self._ports: tuple[int, int] | None = None
         self._ca_pem: bytes | None = None
         self._registered = False
+        self._register_webhooks_at_start = register_webhooks
         self._lock = threading.RLock()
 
     # -- lifecycle --
@@ -158,8 +188,11 @@ class OperatorProcess(StartStop):
             else:
                 self._work_dir = Path(tempfile.mkdtemp(prefix="modelward-operator-"))
             cert_file, key_file = self._write_certificates()
-            for name in (self.namespace, self.probe_namespace):
-                self._ensure_namespace(name)
+            self._ensure_namespace(self.namespace)
+            probe_labels = (
+                {HARNESS_SCOPE_LABEL: self.configuration_name} if self._webhooks == "chart" else {}
+            )
+            self._ensure_namespace(self.probe_namespace, labels=probe_labels)
             webhook_port, metrics_port = free_ports(2)
             self._ports = (webhook_port, metrics_port)
             self._process = ManagedProcess(
@@ -184,8 +217,9 @@ class OperatorProcess(StartStop):
             try:
                 self._process.start()
                 self._wait_until_ready()
-                self._register_webhooks()
-                self._wait_until_webhook_used()
+                if self._register_webhooks_at_start:
+                    self._register_webhooks()
+                    self._wait_until_webhook_used()
             except BaseException:
                 self._keep_work_dir = True  # the error message points at the log
                 self.stop()
@@ -208,6 +242,33 @@ class OperatorProcess(StartStop):
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.running()
+
+    def pause(self) -> None:
+        """SIGSTOP the operator: its connections stay open but nothing it does advances."""
+        if self._process is None:
+            raise RuntimeError("the operator process has not been started")
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        if self._process is None:
+            raise RuntimeError("the operator process has not been started")
+        self._process.send_signal(signal.SIGCONT)
+
+    def reviews_answered(self) -> float:
+        """Validating reviews this very process answered (its own counter, any decision).
+
+        The proof that the API server calls *this* process: another operator's webhook may
+        answer the probe just the same.
+        """
+        with loopback_opener().open(f"{self.metrics_url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("modelward_admission_requests_total{")
+            and 'webhook="validate"' in line
+        )
 
     # -- public attributes --
 
@@ -258,8 +319,10 @@ class OperatorProcess(StartStop):
 
     def webhook_configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration registered."""
+        if self._webhooks == "chart":
+            return self._chart_webhook_configurations()
         ca_bundle = base64.b64encode(self.ca_pem).decode("ascii")
-        return webhook_configurations(
+        validating, mutating = webhook_configurations(
             name=self.configuration_name,
             client_config_for={
                 "validate": {"url": self.webhook_url + VALIDATE_PATH, "caBundle": ca_bundle},
@@ -269,6 +332,47 @@ class OperatorProcess(StartStop):
             failure_policy=self._failure_policy,
             timeout_seconds=self._timeout_seconds,
         )
+        for configuration in (validating, mutating):
+            for hook in configuration["webhooks"]:
+                hook["namespaceSelector"]["matchExpressions"].append(
+                    {"key": HARNESS_SCOPE_LABEL, "operator": "DoesNotExist"}
+                )
+        return validating, mutating
+
+    def _chart_webhook_configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The chart's own configurations, each webhook's Service reference replaced by a URL."""
+        result = self.control_plane.helm(
+            "template",
+            "modelward",
+            str(_CHART_DIR),
+            f"--namespace={self.namespace}",
+            "--set",
+            f"webhook.timeoutSeconds={self._timeout_seconds}",
+            *(arg for value in self._chart_values for arg in ("--set", value)),
+            check=True,
+        )
+        rendered = {
+            document["kind"]: document
+            for document in yaml.safe_load_all(result.stdout)
+            if isinstance(document, dict)
+        }
+        ca_bundle = base64.b64encode(self.ca_pem).decode("ascii")
+        configurations = []
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            configuration = rendered[kind]
+            configuration["metadata"] = {"name": self.configuration_name}
+            for hook in configuration["webhooks"]:
+                path = hook["clientConfig"]["service"]["path"]
+                hook["clientConfig"] = {"url": self.webhook_url + path, "caBundle": ca_bundle}
+                hook["namespaceSelector"].setdefault("matchExpressions", []).append(
+                    {
+                        "key": HARNESS_SCOPE_LABEL,
+                        "operator": "In",
+                        "values": [self.configuration_name],
+                    }
+                )
+            configurations.append(configuration)
+        return configurations[0], configurations[1]
 
     def probe(self) -> ApiResponse:
         """Dry-run create the probe Pod; the webhook in use denies it with "modelward probe"."""
@@ -323,8 +427,11 @@ class OperatorProcess(StartStop):
         env.update(self._extra_env)
         return env
 
-    def _ensure_namespace(self, name: str) -> None:
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    def _ensure_namespace(self, name: str, *, labels: Mapping[str, str] | None = None) -> None:
+        metadata: dict[str, Any] = {"name": name}
+        if labels:
+            metadata["labels"] = dict(labels)
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
         response = self.control_plane.api_request("POST", "/api/v1/namespaces", body=body)
         if response.status not in (201, 409):
             raise OperatorError(
@@ -350,6 +457,7 @@ class OperatorProcess(StartStop):
             try:
                 with opener.open(url, timeout=2.0) as response:
                     if response.status == 200:
+                        self._check_listening()
                         return
                     last = f"HTTP {response.status}"
             except urllib.error.HTTPError as error:
@@ -363,6 +471,18 @@ class OperatorProcess(StartStop):
                     f"{self._ready_timeout:.0f} s (last: {last})."
                 )
             time.sleep(0.1)
+
+    def _check_listening(self) -> None:
+        """Ready means serving: the webhook port must accept a connection the moment
+        ``/readyz`` says 200 (a replica declared ready before its listener is up is sent
+        reviews it refuses)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.webhook_port), timeout=5.0).close()
+        except OSError as error:
+            raise self._failure(
+                f"/readyz answered 200 but the webhook port {self.webhook_port} refuses "
+                f"connections ({error}): readiness was declared before the listener was up."
+            ) from error
 
     def _register_webhooks(self) -> None:
         validating, mutating = self.webhook_configurations()
@@ -394,8 +514,13 @@ class OperatorProcess(StartStop):
                     "while its webhooks were being registered."
                 )
             try:
+                before = self.reviews_answered()
                 response = self.probe()
-                if 400 <= response.status < 500 and PROBE_MESSAGE in response.message:
+                if (
+                    400 <= response.status < 500
+                    and PROBE_MESSAGE in response.message
+                    and self.reviews_answered() > before
+                ):
                     return
                 last = f"HTTP {response.status}: {response.message.strip()[:500]}"
             except OSError as error:

@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelward import __version__
+from modelward.console import discard_output, emit
 from modelward.errors import ModelwardError
+
+EXIT_UNUSABLE = 2
 
 EPILOG = """\
 examples:
@@ -17,7 +20,14 @@ examples:
   modelward check -f deploy/ --policy policies/ --output json
   modelward crds --write
 
-exit codes: 0 success / nothing denied, 1 something denied or rejected, 2 unusable input.
+exit codes (every command):
+  0  success: nothing denied, verified, clean
+  1  something denied, rejected or unsafe (the findings are printed)
+  2  unusable input: a file, signature, key, kubeconfig or cluster that cannot be read or
+     judged (one line on stderr names it and the fix), or an internal error
+  130 interrupted (Ctrl-C)
+A closed output pipe (`modelward check ... | head`) is not an error: the exit code is still
+the verdict.
 docs: README.md, docs/policies.md, docs/rules.md
 """
 
@@ -47,6 +57,15 @@ def _run(args: argparse.Namespace) -> int:
         webhook_configurations=tuple(args.webhook_configuration),
         certificate_sans=tuple(args.certificate_san),
         certificate_check_interval=args.certificate_check_interval,
+        review_workers=args.review_workers,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        max_object_bytes=args.max_object_bytes,
+        max_containers=args.max_containers,
+        client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
+        certificate_switch_delay=args.certificate_switch_delay,
+        certificate_retire_delay=args.certificate_retire_delay,
+        state_resync_interval=args.state_resync_interval,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -58,17 +77,21 @@ def _check(args: argparse.Namespace) -> int:
 
     policies = load_policies(args.policy)
     results, judged = check(args.filename, policies)
-    print(render_json(results, judged) if args.output == "json" else render_text(results, judged))
+    emit(render_json(results, judged) if args.output == "json" else render_text(results, judged))
     return 1 if any(r.action == "deny" for r in results) else 0
 
 
 def _inventory(args: argparse.Namespace) -> int:
-    from modelward.controller.kube import KubeApi
-    from modelward.inventory import render_cyclonedx, render_json, render_text
+    from modelward.inventory import (
+        fetch_deployed_models,
+        render_cyclonedx,
+        render_json,
+        render_text,
+    )
 
-    items = KubeApi().list_deployed_models(args.namespace)
+    items = fetch_deployed_models(args.namespace)
     render = {"json": render_json, "cyclonedx": render_cyclonedx, "text": render_text}
-    print(render[args.output](items))
+    emit(render[args.output](items))
     return 0
 
 
@@ -77,9 +100,9 @@ def _crds(args: argparse.Namespace) -> int:
 
     if args.write:
         for path in write_crds(Path(args.repo_root)):
-            print(f"wrote {path}")
+            emit(f"wrote {path}")
     else:
-        print("---\n".join(render_crd_files().values()), end="")
+        emit("---\n".join(render_crd_files().values()).rstrip("\n"))
     return 0
 
 
@@ -128,7 +151,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--deadline",
         type=float,
         default=2.5,
-        help="internal deadline per review in seconds (below the webhook timeout)",
+        help="budget per review in seconds, body read and evaluation; past it the review is "
+        "denied (keep it below the webhook timeoutSeconds)",
+    )
+    run.add_argument(
+        "--review-workers",
+        type=int,
+        default=4,
+        help="threads evaluating reviews; 16 more reviews may wait for one, further ones are "
+        "denied at once as overloaded",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections to the webhook port; more are closed at once",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a webhook connection that has not sent a complete request header within "
+        "this long of opening or of its last response (also the TLS handshake deadline)",
+    )
+    run.add_argument(
+        "--max-object-bytes",
+        type=int,
+        default=3 * 1024 * 1024,
+        help="AdmissionReview bytes per object judged; larger objects are denied",
+    )
+    run.add_argument(
+        "--max-containers",
+        type=int,
+        default=100,
+        help="containers (init and ephemeral included) per object judged; more are denied",
+    )
+    run.add_argument(
+        "--client-ca-file",
+        default=None,
+        metavar="PEM",
+        help="require a client certificate signed by this CA on the webhook port (the API "
+        "server's, configured in its AdmissionConfiguration); see docs/security.md",
     )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
     run.add_argument(
@@ -186,6 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between checks of the certificate's expiry and the caBundle",
     )
+    run.add_argument(
+        "--certificate-switch-delay",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after a new CA is added to the caBundle, wait this long before serving a "
+        "certificate it signed (every API server must load the bundle first)",
+    )
+    run.add_argument(
+        "--certificate-retire-delay",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the switch to the new CA's certificate, wait this long before removing "
+        "the previous CA from the caBundle (every replica must switch first)",
+    )
+    run.add_argument(
+        "--state-resync-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between full re-lists of policies, namespaces, NetworkPolicies and "
+        "Services, which remove what a broken watch did not report as deleted",
+    )
     run.set_defaults(handler=_run)
 
     chk = sub.add_parser(
@@ -215,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the inventory of deployed model hashes",
         description="List the DeployedModel records the operator wrote from verifier results "
         "(uses KUBECONFIG or the in-cluster service account).",
-        epilog="example: modelward inventory --output cyclonedx > ml-bom.json",
+        epilog="example: modelward inventory --output cyclonedx > ml-bom.json\n\n"
+        "exit codes: 0 listed, 2 no usable kubeconfig or the API server cannot be read "
+        "(one line names which)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inventory.add_argument("--namespace", "-n", default=None, help="one namespace (default: all)")
     inventory.add_argument("--output", "-o", choices=("text", "json", "cyclonedx"), default="text")
@@ -232,14 +323,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str, message: str) -> int:
+    emit(f"modelward {command}: error: {' '.join(message.split())}", stream=sys.stderr)
+    return EXIT_UNUSABLE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (see ``EPILOG``): never a traceback, except
+    from ``run``, whose crash a supervisor should see in full."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)
-        return code
     except ModelwardError as exc:
-        print(f"modelward {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args.command, str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # a write that bypassed emit(); the reader left
+        discard_output(sys.stdout)
+        return EXIT_UNUSABLE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(args.command, f"{where}{exc.strerror or exc}")
+    except (MemoryError, RecursionError) as exc:
+        return _error(args.command, f"input too large or too deeply nested ({type(exc).__name__})")
+    except Exception as exc:
+        if args.command == "run":
+            raise
+        return _error(
+            args.command,
+            f"internal error ({type(exc).__name__}: {str(exc)[:200]}); please report it with "
+            "the command line that caused it",
+        )
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_output(sys.stdout)
+    return code

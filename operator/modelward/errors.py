@@ -20,12 +20,20 @@ class PolicyError(ModelwardError):
     """A policy cannot be applied: an unknown field, a bad value, a broken selector."""
 
     def __init__(
-        self, message: str, *, policy: str, field: str | None = None, fix: str | None = None
+        self,
+        message: str,
+        *,
+        policy: str,
+        field: str | None = None,
+        fix: str | None = None,
+        reason: str = "InvalidPolicy",
     ) -> None:
         where = f"{policy}: {field}: " if field else f"{policy}: "
         super().__init__(where + message, fix=fix)
         self.policy = policy
         self.field = field
+        #: The policy's Ready=False reason (CamelCase), e.g. UntrustedKeySource.
+        self.reason = reason
 
 
 class ReviewError(ModelwardError):

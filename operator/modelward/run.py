@@ -13,10 +13,15 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 from aiohttp import web
 
+from modelward.admission.connections import ConnectionGuard, GuardedTLSSite
+from modelward.admission.evaluation import DeferredRecorder, Evaluator
+from modelward.admission.intake import ReviewLimits
 from modelward.admission.server import ReloadingTLS, make_admission_app, make_health_app
 from modelward.admission.service import AdmissionService
 from modelward.api.webhooks import ALWAYS_EXCLUDED_NAMESPACES
@@ -24,11 +29,14 @@ from modelward.controller.audit import Auditor
 from modelward.controller.certificates import CertificateConfig, CertificateManager
 from modelward.controller.events import EventRecorder
 from modelward.controller.handlers import build_registry, operator_settings
-from modelward.controller.kube import KubeApi, iter_all
-from modelward.controller.leadership import Leadership
-from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.keys import KeyReader
+from modelward.controller.kube import KubeApi
+from modelward.controller.leadership import KubeLeaseApi, Leadership
+from modelward.controller.observe import observe_object
+from modelward.controller.resync import StateResync
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
+from modelward.engine import StaticKeySource
 from modelward.observability.metrics import Metrics
 from modelward.settings import Settings
 from modelward.state import ClusterState
@@ -36,23 +44,17 @@ from modelward.state import ClusterState
 log = logging.getLogger("modelward")
 
 
-async def prime_state(state: ClusterState, kube: KubeApi, status: PolicyStatusWriter) -> None:
+async def prime_state(state: ClusterState, resync: StateResync) -> None:
     """List everything once, retrying until the API server answers."""
     delay = 1.0
     while True:
         try:
-            objects = await asyncio.to_thread(lambda: list(iter_all(kube)))
+            await resync.resync()
             break
         except Exception as exc:
             log.warning("cannot list the cluster state yet (%s); retrying in %.0fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-    for kind, obj in objects:
-        observe_object(state, kind, obj)
-    state.ready = True
-    for kind, obj in objects:
-        if kind in ("ClusterModelPolicy", "ModelPolicy"):
-            await status.sync(policy_key(kind, obj), obj.get("status"))
     log.info(
         "cluster state loaded: %d policies (%d active), %d namespaces",
         len(state.policies),
@@ -74,19 +76,37 @@ async def serve(settings: Settings) -> None:
         burst=settings.event_burst,
     )
     status = PolicyStatusWriter(state=state, kube=kube, recorder=recorder, metrics=metrics)
-    service = AdmissionService(state=state, recorder=recorder)
-    leadership = Leadership(
-        kube=kube,
-        namespace=settings.namespace,
-        name=settings.leader_lease,
-        identity=f"{settings.pod_name}-{os.getpid()}",
+    keys = KeyReader(kube=kube, namespace=settings.namespace)
+
+    async def recompile(
+        key: tuple[str, str | None, str], obj: Mapping[str, Any], material: StaticKeySource
+    ) -> None:
+        """A cluster policy's referenced key changed in modelward's namespace."""
+        if observe_object(state, key[0], obj, keys=material) is not None:
+            await status.sync(key, None)
+
+    # Evaluations run in worker threads; their records are replayed on this loop.
+    service = AdmissionService(state=state, recorder=DeferredRecorder(recorder))
+    resync = StateResync(
+        state=state,
+        lister=kube,
+        sync_policy=status.sync,
+        interval=settings.state_resync_interval,
+        keys=keys,
     )
     verifications = VerificationRecorder(
         kube=kube,
         metrics=metrics,
         events=recorder,
-        known_policies=lambda: {str(p.ref) for p in state.active_policies},
-        leader_since=lambda: leadership.since if leadership.is_leader else None,
+        facts=state,
+        policies=lambda: state.active_policies,
+        is_leader=lambda: leadership.is_leader,
+        handover=lambda: leadership.handover,
+    )
+    leadership = Leadership(
+        api=KubeLeaseApi(kube=kube, namespace=settings.namespace, name=settings.leader_lease),
+        identity=f"{settings.pod_name}-{os.getpid()}",
+        on_elected=verifications.request_catch_up,
     )
     auditor = Auditor(
         kube=kube,
@@ -99,7 +119,11 @@ async def serve(settings: Settings) -> None:
     )
 
     runners: list[web.AppRunner] = []
-    health = web.AppRunner(make_health_app(state=state, metrics=metrics), access_log=None)
+    health = web.AppRunner(
+        make_health_app(state=state, metrics=metrics),
+        access_log=None,
+        keepalive_timeout=settings.idle_timeout,
+    )
     await health.setup()
     runners.append(health)
     await web.TCPSite(health, settings.metrics_host, settings.metrics_port).start()
@@ -112,24 +136,57 @@ async def serve(settings: Settings) -> None:
             kube=kube, config=CertificateConfig.from_settings(settings)
         )
         first_check = await certificates.ensure_at_start()
-    tls = ReloadingTLS(settings.tls_cert_file, settings.tls_key_file, metrics)
+    tls = ReloadingTLS(
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        metrics,
+        client_ca_file=settings.client_ca_file,
+    )
+    if certificates is not None:
+        certificates.on_files_written = tls.reload  # new handshakes get it at once
 
-    await prime_state(state, kube, status)
-    # Settle leadership before kopf lists the pods, so that the leader records fresh results
-    # from the first listing on (the renewal loop keeps it afterwards).
+    await prime_state(state, resync)
+    # Settle leadership before kopf lists the pods, so that the leader records results from
+    # the first listing on (the renewal loop keeps it; becoming the leader starts a catch-up).
     await leadership.acquire_once()
 
     admission = web.AppRunner(
         make_admission_app(
-            service=service, metrics=metrics, deadline_seconds=settings.deadline_seconds
+            service=service,
+            metrics=metrics,
+            deadline_seconds=settings.deadline_seconds,
+            evaluator=Evaluator(
+                workers=settings.review_workers,
+                queue=settings.review_queue,
+                on_change=metrics.reviews_in_flight.set,
+            ),
+            limits=ReviewLimits(
+                max_object_bytes=settings.max_object_bytes,
+                max_containers=settings.max_containers,
+            ),
         ),
         access_log=None,
+        keepalive_timeout=settings.idle_timeout,
+        # Bounds draining a body the handler did not read (after a 408 or 413).
+        lingering_time=1.0,
     )
     await admission.setup()
     runners.append(admission)
-    await web.TCPSite(
-        admission, settings.webhook_host, settings.webhook_port, ssl_context=tls.context
+    await GuardedTLSSite(
+        admission,
+        settings.webhook_host,
+        settings.webhook_port,
+        ssl_context=tls.context,
+        guard=ConnectionGuard(
+            max_connections=settings.max_connections,
+            on_change=metrics.connections.set,
+            on_refused=metrics.connections_refused.inc,
+        ),
+        handshake_timeout=settings.tls_handshake_timeout,
     ).start()
+    # Ready only now that the listener accepts: a replica must never be declared ready (and
+    # a test must never be told "up") while its webhook port still refuses connections.
+    state.ready = True
     metrics.ready.set(1)
     log.info("admission webhooks on https://%s:%d", settings.webhook_host, settings.webhook_port)
 
@@ -154,7 +211,10 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(recorder.run(), name="events"),
         asyncio.create_task(status.run(), name="status"),
         asyncio.create_task(tls.watch(), name="tls-reload"),
+        asyncio.create_task(resync.run(), name="resync"),
         asyncio.create_task(leadership.run(), name="leadership"),
+        asyncio.create_task(keys.run(recompile), name="trusted-keys"),
+        asyncio.create_task(verifications.run(), name="verifications"),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
             if settings.audit_interval
@@ -162,7 +222,13 @@ async def serve(settings: Settings) -> None:
         ),
         asyncio.create_task(
             kopf.operator(
-                registry=build_registry(state=state, status=status, verifications=verifications),
+                registry=build_registry(
+                    state=state,
+                    status=status,
+                    verifications=verifications,
+                    keys=keys,
+                    resync=resync,
+                ),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=True,
@@ -178,6 +244,7 @@ async def serve(settings: Settings) -> None:
                 name="certificates",
             )
         )
+        tasks.append(asyncio.create_task(certificates.follow_secret(), name="certificate-watch"))
     reclaimer = asyncio.create_task(reclaim_signals(), name="signals")
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -196,3 +263,5 @@ async def serve(settings: Settings) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    # Last: hand the Lease over at once rather than leaving the others to wait it out.
+    await leadership.release_on_shutdown()

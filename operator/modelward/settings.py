@@ -18,8 +18,27 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
     namespace: str = "modelward-system"
-    #: Internal deadline for one review; keep it below the webhook's timeoutSeconds.
+    #: Each review's whole budget (body read and evaluation); past it the review is denied.
+    #: Keep it well below the webhook's timeoutSeconds (the chart sets 5).
     deadline_seconds: float = 2.5
+    #: Threads that evaluate reviews, and reviews that may wait for one; beyond both a review
+    #: is denied at once (overloaded) instead of queueing.
+    review_workers: int = 4
+    review_queue: int = 16
+    #: Per-review bounds (admission/intake.py): AdmissionReview bytes per object, containers.
+    max_object_bytes: int = 3 * 1024 * 1024
+    max_containers: int = 100
+    #: Open connections to the webhook port (TLS handshakes included); more are closed at once.
+    max_connections: int = 256
+    #: A connection must deliver a complete request header within this long of opening or of
+    #: its previous response (idle keep-alive included), and finish its TLS handshake within
+    #: ``tls_handshake_timeout``.
+    idle_timeout: float = 5.0
+    tls_handshake_timeout: float = 5.0
+    #: With a CA here, the webhook port requires a client certificate it signed (the API
+    #: server's, from its AdmissionConfiguration); without, anyone who reaches the port can send
+    #: reviews (the chart's NetworkPolicy narrows who can).
+    client_ca_file: Path | None = None
     events: bool = True
     #: Events per second across the process, and the burst allowed above it.
     event_rate: float = 10.0
@@ -40,6 +59,14 @@ class Settings:
     webhook_configurations: tuple[str, ...] = ()
     certificate_sans: tuple[str, ...] = ()
     certificate_check_interval: float = 6 * 3600.0
+    #: A new CA goes into the caBundle this long before any replica serves a certificate it
+    #: signed (time for every API server to load the new bundle) ...
+    certificate_switch_delay: float = 30.0
+    #: ... and the previous CA leaves the caBundle this long after that switch (time for
+    #: every replica to load the new serving certificate).
+    certificate_retire_delay: float = 60.0
+    #: Seconds between full re-lists of the watched kinds (deletions a broken watch missed).
+    state_resync_interval: float = 60.0
 
     def validate(self) -> Settings:
         """Fail at start-up with a message naming the setting, never later on a request."""
@@ -75,10 +102,46 @@ class Settings:
                 "--manage-certificates needs a Secret name and a positive check interval",
                 fix="pass --certificate-secret NAME and --certificate-check-interval SECONDS",
             )
+        if self.certificate_switch_delay < 0 or self.certificate_retire_delay < 0:
+            raise ConfigurationError(
+                "certificate switch and retire delays cannot be negative",
+                fix="pass --certificate-switch-delay/--certificate-retire-delay SECONDS >= 0",
+            )
+        if not 1 <= self.state_resync_interval <= 86400:
+            raise ConfigurationError(
+                f"state resync interval {self.state_resync_interval}s is out of range",
+                fix="use --state-resync-interval between 1 and 86400 seconds (60 by default)",
+            )
         if not 0.1 <= self.deadline_seconds <= 29:
             raise ConfigurationError(
                 f"deadline {self.deadline_seconds}s is out of range",
                 fix="use 0.1-29 seconds, below the webhook timeoutSeconds",
+            )
+        for name, low, high in (
+            ("review_workers", 1, 64),
+            ("review_queue", 0, 10_000),
+            ("max_connections", 1, 100_000),
+            ("max_containers", 1, 10_000),
+            ("max_object_bytes", 64 * 1024, 8 * 1024 * 1024),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigurationError(
+                    f"{name.replace('_', '-')} {value} is out of range",
+                    fix=f"use {low}-{high}",
+                )
+        for name in ("idle_timeout", "tls_handshake_timeout"):
+            if not 0.1 <= getattr(self, name) <= 300:
+                raise ConfigurationError(
+                    f"{name.replace('_', '-')} {getattr(self, name)}s is out of range",
+                    fix="use 0.1-300 seconds (a few seconds: connections that send nothing "
+                    "are closed after it)",
+                )
+        if self.client_ca_file is not None and not self.client_ca_file.is_file():
+            raise ConfigurationError(
+                f"client-ca-file {self.client_ca_file} does not exist",
+                fix="mount the CA that signed the API server's webhook client certificate, or "
+                "drop --client-ca-file",
             )
         if self.audit_interval and self.audit_interval < 10:
             raise ConfigurationError(

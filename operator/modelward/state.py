@@ -1,31 +1,69 @@
-"""What the controller has learned from its watches, read by the admission server.
+"""What the controller has learned from its watches, read by the admission server and the audit.
 
 One in-memory ``ClusterState`` per process: compiled policies, namespace labels, default-deny
-NetworkPolicies and Service selectors. Writes come from kopf watch handlers (and the start-up
-listing); reads come from admission requests on the same event loop, so no locks are needed.
-It implements the engine's ``ClusterFacts`` protocol.
+NetworkPolicies and Service selectors. It implements the engine's ``ClusterFacts`` protocol.
+
+Two sources write it, both on the operator's event loop:
+
+- watch events (kopf), one object at a time (``put_*`` / ``delete_*``);
+- resyncs (``controller/resync.py``), which list a whole kind and ``replace`` what the state
+  holds for it. A watch that breaks and re-lists never reports what was deleted while it was
+  down; a replace removes it. Without one, a deleted default-deny NetworkPolicy would keep
+  MW-ISO-014 passing until the process restarts.
+
+Readers are on more than one thread: admission requests on the loop, the background audit in a
+worker thread. So every read and write takes one lock, held only for a few dictionary
+operations (a replace holds it for one pass over the kind), and every value handed out is
+immutable (frozen ``NamespaceFacts``, ``Policy``, ``PolicyEntry``, tuples) or a copy: a reader
+never sees a half-applied change and never iterates a dictionary that another thread changes.
+A lock rather than copy-on-write snapshots, because a watch event would then copy a whole kind
+(10,000 Services) to change one entry.
+
+Ordering: watch events and lists can arrive out of order (a resync's list can be older than the
+last watch event). Every entry remembers the resourceVersion it came from, deletions included
+(a "tombstone"), and nothing older replaces anything newer. resourceVersions are opaque to
+clients in general, but etcd's are one integer sequence across kinds, which is what makes a
+list's version comparable with an object's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from modelward.engine import NamespaceFacts, Policy
 from modelward.errors import PolicyError
 
+PolicyKey = tuple[str, str | None, str]
 
-def _newer(incoming: str | None, current: str | None) -> bool:
-    """resourceVersions are opaque, but etcd's are integers: never let an older copy win."""
+#: The kinds of fact the state holds; a resync replaces one of them as a whole.
+POLICIES = "policies"
+NAMESPACES = "namespaces"
+NETWORK_POLICIES = "networkpolicies"
+SERVICES = "services"
+FACT_KINDS = (POLICIES, NAMESPACES, NETWORK_POLICIES, SERVICES)
+
+
+def _version(value: str | None) -> int | None:
+    """etcd's resourceVersion as an integer; None when absent or not a number (then any wins)."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _newer(incoming: int | None, current: int | None) -> bool:
+    """Never let an older copy win; equal versions are the same object (accepted, harmless)."""
     if incoming is None or current is None:
         return True
-    try:
-        return int(incoming) >= int(current)
-    except ValueError:
-        return True
+    return incoming >= current
 
 
-@dataclass
+@dataclass(frozen=True)
 class PolicyEntry:
     """The last good compiled policy, and the error of the newest generation if it failed."""
 
@@ -35,94 +73,255 @@ class PolicyEntry:
     resource_version: str | None
 
 
-@dataclass
+@dataclass(frozen=True)
+class ReplaceResult:
+    """What a ``replace`` changed: keys written (new or newer) and keys removed."""
+
+    written: tuple[Hashable, ...]
+    removed: tuple[Hashable, ...]
+
+
+class _Store:
+    """One kind's entries, their versions, and the versions of recent deletions."""
+
+    def __init__(self) -> None:
+        self.items: dict[Any, Any] = {}
+        self.versions: dict[Any, int | None] = {}
+        #: key -> resourceVersion of its deletion, so that an older copy cannot resurrect it.
+        self.tombstones: dict[Any, int | None] = {}
+        #: The list version of the previous replace (tombstones older than it are pruned).
+        self.listed: int | None = None
+
+    def accepts(self, key: Hashable, version: int | None) -> bool:
+        current = self.versions[key] if key in self.items else self.tombstones.get(key)
+        return _newer(version, current)
+
+    def put(self, key: Hashable, value: Any, version: int | None) -> None:
+        self.items[key] = value
+        self.versions[key] = version
+        self.tombstones.pop(key, None)
+
+    def remove(self, key: Hashable, version: int | None) -> bool:
+        existed = key in self.items
+        self.items.pop(key, None)
+        self.versions.pop(key, None)
+        self.tombstones[key] = version
+        return existed
+
+
 class ClusterState:
-    policies: dict[tuple[str, str | None, str], PolicyEntry] = field(default_factory=dict)
-    namespaces: dict[str, NamespaceFacts] = field(default_factory=dict)
-    default_deny: dict[str, set[str]] = field(default_factory=dict)
-    services: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
-    ready: bool = False
-    _versions: dict[tuple[str, ...], str] = field(default_factory=dict)
-    _active: tuple[Policy, ...] = ()
+    """The cluster facts admission needs; safe to read from any thread (see the module doc)."""
 
-    # -- versions ------------------------------------------------------------------------------
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores = {kind: _Store() for kind in FACT_KINDS}
+        #: Derived from the stores under the same lock, so readers never compute them.
+        self._active: tuple[Policy, ...] = ()
+        self._default_deny: dict[str, frozenset[str]] = {}
+        #: True once every kind was listed in full; before, "no default-deny" is unknown.
+        self.ready = False
 
-    def _accept(self, key: tuple[str, ...], resource_version: str | None) -> bool:
-        if not _newer(resource_version, self._versions.get(key)):
-            return False
-        if resource_version is not None:
-            self._versions[key] = resource_version
-        return True
+    # -- generic writes (under the lock) --------------------------------------------------------
+
+    def _put(self, kind: str, key: Hashable, value: Any, resource_version: str | None) -> bool:
+        version = _version(resource_version)
+        with self._lock:
+            store = self._stores[kind]
+            if not store.accepts(key, version):
+                return False
+            store.put(key, value, version)
+            self._derive(kind)
+            return True
+
+    def _delete(self, kind: str, key: Hashable, resource_version: str | None) -> bool:
+        version = _version(resource_version)
+        with self._lock:
+            store = self._stores[kind]
+            if not store.accepts(key, version):
+                return False
+            store.remove(key, version)
+            self._derive(kind)
+            return True
+
+    def accepts(self, kind: str, key: Hashable, resource_version: str | None) -> bool:
+        """Whether an object at this version would change the state (so is worth compiling)."""
+        version = _version(resource_version)
+        with self._lock:
+            store = self._stores[kind]
+            if key in store.items and version is not None:
+                return version != store.versions[key] and store.accepts(key, version)
+            return store.accepts(key, version)
+
+    def replace(
+        self,
+        kind: str,
+        listed: Mapping[Hashable, tuple[Any, str | None]],
+        *,
+        list_version: str | None,
+    ) -> ReplaceResult:
+        """Make the state's ``kind`` what a full list at ``list_version`` says, atomically.
+
+        ``listed`` maps each key to (value, the object's resourceVersion). An entry written by
+        a watch event newer than the list is kept; a key the list lacks is removed unless it was
+        written after the list was taken (it was created since). Readers see the old or the new
+        content of the kind, never a mix.
+        """
+        at = _version(list_version)
+        written: list[Hashable] = []
+        removed: list[Hashable] = []
+        with self._lock:
+            store = self._stores[kind]
+            for key, (value, resource_version) in listed.items():
+                version = _version(resource_version)
+                if key in store.items and version is not None and version == store.versions[key]:
+                    continue
+                if store.accepts(key, version):
+                    store.put(key, value, version)
+                    written.append(key)
+            for key in [k for k in store.items if k not in listed]:
+                version = store.versions[key]
+                if at is None or version is None or version <= at:
+                    store.remove(key, at)
+                    removed.append(key)
+            if store.listed is not None:
+                # Deletions older than the previous list can no longer be undone by a stale
+                # copy in flight: forget them, so tombstones stay bounded.
+                for key, version in list(store.tombstones.items()):
+                    if version is None or version <= store.listed:
+                        del store.tombstones[key]
+            store.listed = at
+            self._derive(kind)
+        return ReplaceResult(written=tuple(written), removed=tuple(removed))
+
+    def _derive(self, kind: str) -> None:
+        """Recompute what readers get for ``kind`` (called with the lock held)."""
+        items = self._stores[kind].items
+        if kind == POLICIES:
+            self._active = tuple(e.policy for e in items.values() if e.policy is not None)
+        elif kind == NETWORK_POLICIES:
+            deny: dict[str, set[str]] = {}
+            for (namespace, name), default_deny in items.items():
+                if default_deny:
+                    deny.setdefault(namespace, set()).add(name)
+            self._default_deny = {ns: frozenset(names) for ns, names in deny.items()}
 
     # -- policies ------------------------------------------------------------------------------
 
+    def policy_entry_for(
+        self,
+        key: PolicyKey,
+        *,
+        policy: Policy | None,
+        error: PolicyError | None,
+        generation: int,
+        resource_version: str | None,
+    ) -> PolicyEntry:
+        """The entry to store: a failed generation keeps the last good compiled policy."""
+        previous = self.policy(key)
+        return PolicyEntry(
+            policy=policy if policy is not None else (previous.policy if previous else None),
+            error=error,
+            generation=generation,
+            resource_version=resource_version,
+        )
+
     def put_policy(
         self,
-        key: tuple[str, str | None, str],
+        key: PolicyKey,
         *,
         policy: Policy | None,
         error: PolicyError | None,
         generation: int,
         resource_version: str | None,
     ) -> PolicyEntry | None:
-        """Store a compiled policy, or the error of one that failed (keeping the last good)."""
-        if not self._accept(("policy", key[0], key[1] or "", key[2]), resource_version):
-            return None
-        previous = self.policies.get(key)
-        entry = PolicyEntry(
-            policy=policy if policy is not None else (previous.policy if previous else None),
+        """Store a compiled policy, or the error of one that failed (keeping the last good).
+
+        Returns the stored entry, or None when an equal or newer version is already held.
+        """
+        entry = self.policy_entry_for(
+            key,
+            policy=policy,
             error=error,
             generation=generation,
             resource_version=resource_version,
         )
-        self.policies[key] = entry
-        self._refresh()
-        return entry
+        return entry if self._put(POLICIES, key, entry, resource_version) else None
 
-    def delete_policy(self, key: tuple[str, str | None, str]) -> None:
-        self.policies.pop(key, None)
-        self._versions.pop(("policy", key[0], key[1] or "", key[2]), None)
-        self._refresh()
+    def delete_policy(self, key: PolicyKey, resource_version: str | None = None) -> None:
+        self._delete(POLICIES, key, resource_version)
 
-    def _refresh(self) -> None:
-        self._active = tuple(e.policy for e in self.policies.values() if e.policy is not None)
+    def policy(self, key: PolicyKey) -> PolicyEntry | None:
+        with self._lock:
+            entry: PolicyEntry | None = self._stores[POLICIES].items.get(key)
+            return entry
+
+    @property
+    def policies(self) -> dict[PolicyKey, PolicyEntry]:
+        """A copy of every policy entry (safe to iterate while the state changes)."""
+        with self._lock:
+            return dict(self._stores[POLICIES].items)
 
     @property
     def active_policies(self) -> tuple[Policy, ...]:
-        return self._active
+        return self._active  # replaced, never mutated: one atomic read
 
     # -- namespaces, network policies, services -------------------------------------------------
 
     def put_namespace(self, facts: NamespaceFacts, resource_version: str | None = None) -> None:
-        if self._accept(("ns", facts.name), resource_version):
-            self.namespaces[facts.name] = facts
+        self._put(NAMESPACES, facts.name, facts, resource_version)
 
-    def delete_namespace(self, name: str) -> None:
-        self.namespaces.pop(name, None)
+    def delete_namespace(self, name: str, resource_version: str | None = None) -> None:
+        self._delete(NAMESPACES, name, resource_version)
 
-    def put_network_policy(self, namespace: str, name: str, *, default_deny: bool) -> None:
-        names = self.default_deny.setdefault(namespace, set())
-        if default_deny:
-            names.add(name)
-        else:
-            names.discard(name)
+    @property
+    def namespaces(self) -> dict[str, NamespaceFacts]:
+        """A copy of the known namespaces' facts."""
+        with self._lock:
+            return dict(self._stores[NAMESPACES].items)
 
-    def put_service(self, namespace: str, name: str, selector: Mapping[str, str] | None) -> None:
+    def put_network_policy(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        default_deny: bool,
+        resource_version: str | None = None,
+    ) -> None:
+        self._put(NETWORK_POLICIES, (namespace, name), default_deny, resource_version)
+
+    def delete_network_policy(
+        self, namespace: str, name: str, resource_version: str | None = None
+    ) -> None:
+        self._delete(NETWORK_POLICIES, (namespace, name), resource_version)
+
+    def put_service(
+        self,
+        namespace: str,
+        name: str,
+        selector: Mapping[str, str] | None,
+        resource_version: str | None = None,
+    ) -> None:
+        """Store a Service's selector; None deletes it (the watch's DELETED event)."""
         if selector is None:
-            self.services.pop((namespace, name), None)
+            self._delete(SERVICES, (namespace, name), resource_version)
         else:
-            self.services[(namespace, name)] = dict(selector)
+            self._put(SERVICES, (namespace, name), dict(selector), resource_version)
 
     # -- ClusterFacts ---------------------------------------------------------------------------
 
     def namespace(self, name: str) -> NamespaceFacts:
-        known = self.namespaces.get(name) or NamespaceFacts(name=name)
+        with self._lock:
+            known: NamespaceFacts | None = self._stores[NAMESPACES].items.get(name)
+            deny = bool(self._default_deny.get(name))
+        known = known or NamespaceFacts(name=name)
         return NamespaceFacts(
             name=name,
             labels=known.labels,
             annotations=known.annotations,
-            has_default_deny=bool(self.default_deny.get(name)) if self.ready else None,
+            has_default_deny=deny if self.ready else None,
         )
 
     def service_selector(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        return self.services.get((namespace, name))
+        with self._lock:
+            selector: Mapping[str, str] | None = self._stores[SERVICES].items.get((namespace, name))
+            return selector

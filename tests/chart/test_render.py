@@ -65,6 +65,8 @@ def check_defaults(r: Rendered) -> None:
     assert r.one("Role", "modelward")["rules"][0]["resourceNames"] == ["modelward-tls"]
     assert r.one("Role", "modelward-leader")["rules"][0]["resourceNames"] == ["modelward-leader"]
     assert "--leader-lease=modelward-leader" in args
+    assert {"--max-connections=256", "--idle-timeout=5", "--review-workers=4"} <= set(args)
+    assert not any(a.startswith("--client-ca-file") for a in args)
     assert "Certificate" not in r.kinds()
     assert "kubectl label namespace" in r.notes and "Break-glass" in r.notes
 
@@ -161,6 +163,24 @@ def check_egress_off(r: Rendered) -> None:
     assert ingress[0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
 
 
+def check_client_auth_and_control_plane(r: Rendered) -> None:
+    """Only the control plane reaches the webhook port, and only with the client certificate."""
+    ingress = r.one("NetworkPolicy")["spec"]["ingress"]
+    webhook_rule = next(i for i in ingress if i["ports"][0]["port"] == "webhook")
+    assert webhook_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}},
+        {"ipBlock": {"cidr": "10.0.0.0/24"}},
+        {"ipBlock": {"cidr": "192.168.10.0/28"}},
+    ]
+    main = container(r)
+    assert "--client-ca-file=/etc/modelward/client-ca/ca.pem" in main["args"]
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "client-ca")
+    assert mount["mountPath"] == "/etc/modelward/client-ca" and mount["readOnly"] is True
+    spec = r.one("Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "client-ca")
+    assert volume["secret"]["secretName"] == "apiserver-webhook-ca"
+
+
 CASES: dict[str, tuple[dict[str, Any], Callable[[Rendered], None], dict[str, str]]] = {
     "defaults": ({}, check_defaults, {}),
     "cert-manager": ({"certificates": {"mode": "certManager"}}, check_cert_manager, {}),
@@ -218,6 +238,29 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[Rendered], None], dict[str, str
             "operator": {"events": False},
         },
         check_lean,
+        {},
+    ),
+    "client-auth-control-plane": (
+        {
+            "webhook": {
+                "clientAuth": {
+                    "enabled": True,
+                    "caSecret": "apiserver-webhook-ca",
+                    "caKey": "ca.pem",
+                }
+            },
+            "networkPolicy": {
+                "controlPlaneCIDRs": ["10.0.0.0/24", "192.168.10.0/28"],
+                "webhookFrom": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                        }
+                    }
+                ],
+            },
+        },
+        check_client_auth_and_control_plane,
         {},
     ),
     "egress-off": (

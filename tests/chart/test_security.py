@@ -147,7 +147,47 @@ def grants(rendered: Rendered) -> list[tuple[str, str, str, str, tuple[str, ...]
     return found
 
 
-def test_rbac_is_least_privilege(rendered: Rendered) -> None:
+TRUSTED_KEY_CONFIG_MAPS = ("release-keys",)
+TRUSTED_KEY_SECRETS = ("partner-ca",)
+
+
+@pytest.fixture(
+    params=[
+        {},
+        {
+            "rbac": {
+                "trustedKeyConfigMaps": list(TRUSTED_KEY_CONFIG_MAPS),
+                "trustedKeySecrets": list(TRUSTED_KEY_SECRETS),
+            }
+        },
+    ],
+    ids=["defaults", "trusted-keys"],
+)
+def rbac_rendered(chart: HelmChart, request: pytest.FixtureRequest) -> Rendered:
+    return chart.template(request.param)
+
+
+def test_trusted_keys_are_readable_by_name_in_the_release_namespace_only(
+    chart: HelmChart,
+) -> None:
+    """A ClusterModelPolicy's referenced keys are read from modelward's namespace: the chart
+    grants ``get`` on exactly the named objects there, nothing by default."""
+    default = grants(chart.template())
+    assert not [g for g in default if g[2] == "configmaps"]
+    rendered = chart.template(
+        {"rbac": {"trustedKeyConfigMaps": ["release-keys"], "trustedKeySecrets": ["partner-ca"]}}
+    )
+    table = grants(rendered)
+    assert ("Role", "", "configmaps", "get", ("release-keys",)) in table
+    assert ("Role", "", "secrets", "get", ("partner-ca",)) in table
+    role = next(
+        r for r in rendered.all("Role") if any("configmaps" in x["resources"] for x in r["rules"])
+    )
+    assert role["metadata"]["namespace"] == "modelward-system"
+
+
+def test_rbac_is_least_privilege(rbac_rendered: Rendered) -> None:
+    rendered = rbac_rendered
     table = grants(rendered)
     assert table, "no RBAC rendered"
     for kind, group, resource, verb, names in table:
@@ -162,7 +202,18 @@ def test_rbac_is_least_privilege(rendered: Rendered) -> None:
             # Secrets only in the release namespace, and only the certificate one by name
             # (create cannot be restricted by name: the object does not exist yet).
             assert kind == "Role", "no cluster-wide access to Secrets"
-            assert verb == "create" or names == ("modelward-tls",)
+            assert (
+                verb == "create"
+                or names == ("modelward-tls",)
+                or (verb, names)
+                == (
+                    "get",
+                    TRUSTED_KEY_SECRETS,
+                )
+            )
+        if resource == "configmaps":
+            # Only the named trusted-key ConfigMaps, in the release namespace, read-only.
+            assert kind == "Role" and verb == "get" and names == TRUSTED_KEY_CONFIG_MAPS
         if group == "admissionregistration.k8s.io":
             assert kind == "ClusterRole" and names == ("modelward",)
     bindings = rendered.all("ClusterRoleBinding") + rendered.all("RoleBinding")

@@ -63,7 +63,7 @@ def rendered(chart: HelmChart) -> Rendered:
 
 def test_rules_paths_and_fields_come_from_the_single_source(rendered: Rendered) -> None:
     reference = reference_webhooks()
-    for kind, (short, path, ingresses) in KINDS.items():
+    for kind, (short, path, exposures) in KINDS.items():
         configuration = rendered.one(kind, "modelward")
         hooks = configuration["webhooks"]
         assert [h["name"] for h in hooks] == [
@@ -71,7 +71,7 @@ def test_rules_paths_and_fields_come_from_the_single_source(rendered: Rendered) 
             f"{short}-failopen.modelward.io",
         ]
         for hook in hooks:
-            assert hook["rules"] == webhook_rules(include_ingresses=ingresses), hook["name"]
+            assert hook["rules"] == webhook_rules(include_exposures=exposures), hook["name"]
             assert hook["clientConfig"]["service"] == {
                 "name": "modelward",
                 "namespace": "modelward-system",

@@ -76,7 +76,9 @@ def pod(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
 def workload(kind: str, name: str, namespace: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
     labels = {"app": name}
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
-    api = {"Job": "batch/v1", "CronJob": "batch/v1"}.get(kind, "apps/v1")
+    api = {"Job": "batch/v1", "CronJob": "batch/v1", "ReplicationController": "v1"}.get(
+        kind, "apps/v1"
+    )
     spec: dict[str, Any]
     if kind == "CronJob":
         spec = {
@@ -87,6 +89,8 @@ def workload(kind: str, name: str, namespace: str, pod_spec: dict[str, Any]) -> 
         }
     elif kind == "Job":
         spec = {"template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}}
+    elif kind == "ReplicationController":
+        spec = {"selector": labels, "template": template}  # a plain map, not a LabelSelector
     else:
         spec = {"selector": {"matchLabels": labels}, "template": template}
         if kind == "StatefulSet":

@@ -79,7 +79,16 @@ def test_bad_deployment_refused_at_apply_and_by_server_dry_run(
 
 
 @pytest.mark.parametrize(
-    "kind", ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"]
+    "kind",
+    [
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+        "Job",
+        "CronJob",
+    ],
 )
 def test_every_pod_controller_is_judged(kubectl: ToolRunner, namespace: str, kind: str) -> None:
     apply_policy(kubectl, cluster_policy(namespace, namespace, {"images": {}}))
@@ -335,6 +344,37 @@ def test_ingress_to_model_pods_needs_tls_and_rate_limit(
     ingress["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/limit-rps": "20"}
     ingress["spec"]["tls"] = [{"hosts": ["m.example.com"], "secretName": "m-tls"}]
     assert apply(kubectl, ingress).returncode == 0
+
+
+def test_external_services_and_resource_backends_do_not_bypass_transport_rules(
+    kubectl: ToolRunner, namespace: str
+) -> None:
+    apply_policy(kubectl, cluster_policy(namespace, namespace, {"transport": {}}))
+    load_balancer = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "model-lb", "namespace": namespace},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "model"}, "ports": [{"port": 443}]},
+    }
+    result = apply(kubectl, load_balancer)
+    assert result.returncode != 0 and "[MW-TLS-004]" in result.stderr, result.stderr
+    load_balancer["spec"]["type"] = "ClusterIP"
+    assert apply(kubectl, load_balancer).returncode == 0
+    load_balancer["spec"]["type"] = "NodePort"  # an UPDATE is judged the same way
+    result = apply(kubectl, load_balancer)
+    assert result.returncode != 0 and "[MW-TLS-004]" in result.stderr, result.stderr
+    resource_backend = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "by-resource", "namespace": namespace},
+        "spec": {
+            "defaultBackend": {
+                "resource": {"apiGroup": "example.com", "kind": "ModelPool", "name": "pool"}
+            }
+        },
+    }
+    result = apply(kubectl, resource_backend)
+    assert result.returncode != 0 and "[MW-TLS-002]" in result.stderr, result.stderr
 
 
 def test_default_deny_network_policy_is_looked_up_from_the_watch_cache(

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import http.client
+import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +94,14 @@ class ManagedOperators:
         self.configuration = f"mw-certs-{namespace[-6:]}"
         self.started: list[OperatorProcess] = []
 
-    def start(self, *, check_interval: float = 1.0) -> OperatorProcess:
+    def start(
+        self,
+        *,
+        check_interval: float = 1.0,
+        register: bool = True,
+        extra_args: tuple[str, ...] = (),
+        failure_policy: str = "Ignore",
+    ) -> OperatorProcess:
         index = len(self.started)
         tls_dir = self.tmp_path / f"tls-{index}"
         tls_dir.mkdir()
@@ -99,7 +109,8 @@ class ManagedOperators:
             control_plane=self.control_plane,
             namespace=self.namespace,
             configuration_name=self.configuration,
-            failure_policy="Ignore",
+            failure_policy=failure_policy,
+            register_webhooks=register,
             extra_args=[
                 "--manage-certificates",
                 f"--certificate-secret={SECRET}",
@@ -112,6 +123,7 @@ class ManagedOperators:
                 f"--certificate-check-interval={check_interval}",
                 "--no-events",
                 "--audit-interval=0",  # the session operator audits; one is enough
+                *extra_args,
             ],
             work_dir=self.tmp_path / f"operator-{index}",
         )
@@ -358,9 +370,12 @@ def test_unusable_secret_is_replaced(
     )
     assert response.status == 201, response.message
     material, action = manager(kube_client, namespace, tmp_path).ensure_secret()
-    assert action == "renewed: no usable CA"
+    assert action.startswith("renewed: no usable CA; a new CA is trusted now")
     assert material.ca.cert_pem != ca.cert_pem
-    material.serving.certificate.verify_directly_issued_by(material.ca.certificate)
+    # The old certificate is still valid and trusted: it is served until the switch.
+    material.serving.certificate.verify_directly_issued_by(ca.certificate)
+    assert material.next is not None
+    material.next.certificate.verify_directly_issued_by(material.ca.certificate)
 
 
 def test_ca_renewal_keeps_the_previous_ca_trusted(
@@ -382,7 +397,150 @@ def test_ca_renewal_keeps_the_previous_ca_trusted(
         material.ca.certificate.subject,
         old_ca.certificate.subject,
     ]
-    material.serving.certificate.verify_directly_issued_by(material.ca.certificate)
+    # The old CA's certificate is served until the switch, the new CA's from then on.
+    assert material.serving.cert_pem == data_of(kube_client, namespace)["tls.crt"]
+    material.serving.certificate.verify_directly_issued_by(old_ca.certificate)
+    assert material.next is not None and material.switch_at is not None
+    material.next.certificate.verify_directly_issued_by(material.ca.certificate)
+    assert material.served(material.switch_at) == material.next
     # The bundle written to webhook configurations is what a client trusts.
     context = ssl.create_default_context(cadata=material.ca_bundle.decode())
     assert len(context.get_ca_certs()) == 2
+
+
+def data_of(kube_client: Any, namespace: str) -> dict[str, bytes]:
+    stored = KubeApi(kube_client).read_secret(namespace, SECRET)
+    assert stored is not None
+    return {k: base64.b64decode(v) for k, v in stored["data"].items()}
+
+
+REVIEW = {
+    "apiVersion": "admission.k8s.io/v1",
+    "kind": "AdmissionReview",
+    "request": {
+        "uid": "rollover-load",
+        "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+        "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+        "operation": "CREATE",
+        "namespace": "default",
+        "name": "load",
+        "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "load"}},
+        "userInfo": {"username": "load"},
+    },
+}
+
+
+class DirectLoad:
+    """Reviews sent straight to one replica, each on a new TLS connection that trusts only the
+    caBundle of the webhook configuration as it is at that moment (what the API server does)."""
+
+    def __init__(self, control_plane: LocalControlPlane, configuration: str, port: int) -> None:
+        self.control_plane = control_plane
+        self.configuration = configuration
+        self.port = port
+        self.sent = 0
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _bundle(self) -> str:
+        path = f"{WEBHOOK_API}/validatingwebhookconfigurations/{self.configuration}"
+        hooks = self.control_plane.api_request("GET", path).json()["webhooks"]
+        return base64.b64decode(hooks[0]["clientConfig"]["caBundle"]).decode()
+
+    def _run(self) -> None:
+        body = json.dumps(REVIEW).encode()
+        while not self.stop.is_set():
+            try:
+                context = ssl.create_default_context(cadata=self._bundle())
+                connection = http.client.HTTPSConnection(
+                    "127.0.0.1", self.port, context=context, timeout=10
+                )
+                try:
+                    connection.request(
+                        "POST", "/mutate", body, {"Content-Type": "application/json"}
+                    )
+                    response = connection.getresponse()
+                    answer = json.loads(response.read())
+                    if response.status != 200 or answer["response"]["uid"] != "rollover-load":
+                        self.failures.append(f"HTTP {response.status}: {answer}")
+                finally:
+                    connection.close()
+            except (OSError, ValueError, KeyError) as error:
+                self.failures.append(f"{type(error).__name__}: {error}")
+            self.sent += 1
+
+
+def test_ca_rollover_under_load_fails_no_review(
+    operators: ManagedOperators, control_plane: LocalControlPlane, kubectl: ToolRunner
+) -> None:
+    """Deleting the Secret makes a new CA; two replicas switch to it with no failed review.
+
+    Both check only every hour: they follow the Secret through their watch. The API server
+    calls the first replica (failurePolicy Fail: a TLS failure is a refused request); both are
+    also called directly, by a client that trusts what the caBundle says at that moment.
+    """
+    ns = operators.namespace
+    delays = ("--certificate-switch-delay=3", "--certificate-retire-delay=3")
+    first = operators.start(check_interval=3600, extra_args=delays, failure_policy="Fail")
+    second = operators.start(check_interval=3600, extra_args=delays, register=False)
+    old = secret_data(kubectl, ns)
+    wait_for(
+        "the CA bundle in both configurations",
+        lambda: (
+            ca_bundles(control_plane, operators.configuration)
+            == {base64.b64encode(old["ca.crt"]).decode()}
+        ),
+    )
+    loads = [
+        DirectLoad(control_plane, operators.configuration, p.webhook_port) for p in (first, second)
+    ]
+    through_api: dict[str, Any] = {"sent": 0, "failures": []}
+    stop = threading.Event()
+
+    def probe_through_the_api_server() -> None:
+        while not stop.is_set():
+            before = first.reviews_answered()
+            response = first.probe()
+            through_api["sent"] += 1
+            if "modelward probe" not in response.message or first.reviews_answered() <= before:
+                through_api["failures"].append(f"HTTP {response.status}: {response.message}")
+
+    prober = threading.Thread(target=probe_through_the_api_server, daemon=True)
+    for load in loads:
+        load.thread.start()
+    prober.start()
+    try:
+        time.sleep(2)
+        deleted = control_plane.api_request("DELETE", f"/api/v1/namespaces/{ns}/secrets/{SECRET}")
+        assert deleted.status == 200, deleted.message
+
+        def rolled_over() -> bool:
+            response = control_plane.api_request("GET", f"/api/v1/namespaces/{ns}/secrets/{SECRET}")
+            if response.status != 200:
+                return False
+            data = {k: base64.b64decode(v) for k, v in response.json()["data"].items()}
+            return (
+                "next.crt" not in data
+                and data["ca.crt"] != old["ca.crt"]
+                and len(x509.load_pem_x509_certificates(data["ca.crt"])) == 1
+                and ca_bundles(control_plane, operators.configuration)
+                == {base64.b64encode(data["ca.crt"]).decode()}
+                and all(
+                    served_certificate(p.webhook_port) == der(data["tls.crt"])
+                    for p in (first, second)
+                )
+            )
+
+        # Switch (3 s) and retire (3 s) after the deletion: a check every hour cannot do it.
+        wait_for("both replicas to finish the CA rollover", rolled_over, timeout=40)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for load in loads:
+            load.stop.set()
+        for thread in (prober, *(load.thread for load in loads)):
+            thread.join(timeout=30)
+    for name, load in zip(("first", "second"), loads, strict=True):
+        assert load.sent > 20 and not load.failures, (name, load.sent, load.failures[:5])
+    assert through_api["sent"] > 5 and not through_api["failures"], through_api

@@ -261,7 +261,9 @@ def test_verifier_results_become_events_metrics_and_inventory(
 def test_a_tampered_model_is_recorded_as_rejected(
     kubectl: ToolRunner, namespace: str, signed_model: dict[str, Path], tmp_path: Path
 ) -> None:
-    apply_policy(kubectl, integrity_policy(namespace, signed_model["public"].read_text(), "Patch"))
+    policy = apply_policy(
+        kubectl, integrity_policy(namespace, signed_model["public"].read_text(), "Patch")
+    )
     assert apply(kubectl, model_pod("tampered", namespace)).returncode == 0
     container = get_json(kubectl, "pod", "tampered", "-n", namespace)["spec"]["initContainers"][-1][
         "name"
@@ -269,7 +271,11 @@ def test_a_tampered_model_is_recorded_as_rejected(
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(signed_model["model"]), str(copy)], check=True)
     (copy / "config.json").write_text('{"layers": 3}')
-    message = _run_verifier({**signed_model, "model": copy}, tmp_path, "p")
+    message = _run_verifier(
+        {**signed_model, "model": copy},
+        tmp_path,
+        f"ClusterModelPolicy {policy['metadata']['name']}",
+    )
     assert json.loads(message)["result"] == "rejected"
     _report(kubectl, "tampered", namespace, container, message, 1)
     events: list[dict[str, Any]] = []
@@ -284,3 +290,35 @@ def test_a_tampered_model_is_recorded_as_rejected(
 
     wait_for("the ModelRejected event", rejected)
     assert events[0]["type"] == "Warning" and "config.json" in events[0]["message"]
+
+
+def _reasons(kubectl: ToolRunner, namespace: str) -> list[str]:
+    return [e["reason"] for e in get_json(kubectl, "events", "-n", namespace)["items"]]
+
+
+def test_a_forged_verifier_on_a_pod_no_policy_selects_is_not_recorded(
+    kubectl: ToolRunner,
+    namespace: str,
+    signed_model: dict[str, Path],
+    tmp_path: Path,
+    operator: OperatorProcess,
+) -> None:
+    """Issue 9 #3, as a pod author would forge it: a pod no integrity policy selects, an init
+    container named like modelward's verifier running the author's own image, and a
+    termination message copied from a genuine verification (the release key's fingerprint)."""
+    genuine = _run_verifier(signed_model, tmp_path, "ClusterModelPolicy release")
+    assert json.loads(genuine)["result"] == "verified"
+    body = model_pod("forged", namespace)
+    body["spec"]["initContainers"] = [
+        {"name": "modelward-verify-0badc0de", "image": "attacker.example.com/fake:1"}
+    ]
+    assert apply(kubectl, body).returncode == 0  # no policy selects it: admitted
+    _report(kubectl, "forged", namespace, "modelward-verify-0badc0de", genuine, 0)
+    # The operator has seen the result once it warns about it; only then judge the absence.
+    wait_for(
+        "the UnrecognisedVerifier warning",
+        lambda: "UnrecognisedVerifier" in _reasons(kubectl, namespace),
+    )
+    reasons = _reasons(kubectl, namespace)
+    assert "ModelVerified" not in reasons and "ModelRejected" not in reasons
+    assert get_json(kubectl, "deployedmodels", "-n", namespace)["items"] == []

@@ -99,12 +99,13 @@ matchExpressions:
 The intercepted objects: a copy of modelward.api.webhooks.webhook_rules(), the single source
 (tests/chart compares them). CREATE and UPDATE of namespaced objects only: deletes are never
 blocked, and nodes, leases, CSRs and other cluster objects are never intercepted.
-Called with (dict "ingresses" true|false).
+Called with (dict "exposures" true|false): Services, Ingresses and Gateway API routes are
+validated, never mutated.
 */}}
 {{- define "modelward.webhookRules" -}}
 - apiGroups: [""]
   apiVersions: ["v1"]
-  resources: ["pods", "pods/ephemeralcontainers"]
+  resources: ["pods", "pods/ephemeralcontainers", "replicationcontrollers"]
   operations: ["CREATE", "UPDATE"]
   scope: Namespaced
 - apiGroups: ["apps"]
@@ -117,10 +118,20 @@ Called with (dict "ingresses" true|false).
   resources: ["jobs", "cronjobs"]
   operations: ["CREATE", "UPDATE"]
   scope: Namespaced
-{{- if .ingresses }}
+{{- if .exposures }}
+- apiGroups: [""]
+  apiVersions: ["v1"]
+  resources: ["services"]
+  operations: ["CREATE", "UPDATE"]
+  scope: Namespaced
 - apiGroups: ["networking.k8s.io"]
   apiVersions: ["v1"]
   resources: ["ingresses"]
+  operations: ["CREATE", "UPDATE"]
+  scope: Namespaced
+- apiGroups: ["gateway.networking.k8s.io"]
+  apiVersions: ["*"]
+  resources: ["httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes"]
   operations: ["CREATE", "UPDATE"]
   scope: Namespaced
 {{- end }}

@@ -80,6 +80,12 @@ def parse_review(body: bytes) -> ReviewRequest:
         raise ReviewError(
             f"the body is not JSON: {exc}", fix="send an admission.k8s.io/v1 AdmissionReview"
         ) from exc
+    except RecursionError as exc:
+        # The JSON scanner recurses per nesting level; no Kubernetes object nests this deep.
+        raise ReviewError(
+            "the body nests JSON too deeply to parse",
+            fix="send an AdmissionReview whose object nests fewer than a few hundred levels",
+        ) from exc
     if not isinstance(review, dict):
         raise ReviewError("the body is not a JSON object", fix="send an AdmissionReview object")
     if review.get("apiVersion") != "admission.k8s.io/v1" or review.get("kind") != "AdmissionReview":
@@ -128,6 +134,18 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: AdmissionReview status reasons (metav1.StatusReason) for the codes modelward answers with.
+REASONS = {
+    400: "BadRequest",
+    403: "Forbidden",
+    408: "Timeout",
+    413: "RequestEntityTooLarge",
+    429: "TooManyRequests",
+    500: "InternalError",
+    504: "Timeout",
+}
+
+
 def review_response(
     uid: str,
     *,
@@ -143,7 +161,7 @@ def review_response(
         if message:
             status["message"] = _truncate(message, MAX_MESSAGE_LENGTH)
         if not allowed:
-            status["reason"] = "Forbidden" if (code or 403) == 403 else "BadRequest"
+            status["reason"] = REASONS.get(code or 403, "BadRequest")
         response["status"] = status
     if patch:
         response["patchType"] = "JSONPatch"

@@ -15,34 +15,42 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from modelward.admission.evaluation import Evaluator, HeldRecord, Judge
+from modelward.admission.intake import ReviewLimits, check_review
 from modelward.admission.review import ReviewRequest, parse_review, review_response
-from modelward.admission.service import AdmissionService, Outcome
+from modelward.admission.service import Outcome
 from modelward.api.webhooks import MUTATE_PATH, VALIDATE_PATH
 from modelward.certs import KeyPair
 from modelward.errors import ReviewError
-from modelward.observability.metrics import Metrics
+from modelward.observability.metrics import Metrics, kind_label, namespace_label
 from modelward.state import ClusterState
 
 log = logging.getLogger("modelward.admission")
 
-MAX_BODY_BYTES = 16 * 1024 * 1024  # an object is at most ~3 MiB in etcd; a review holds two
+#: The largest body read at all: two objects at the API server's 3 MiB request limit, and the
+#: review around them. Larger bodies cannot come from an API server and are not parsed.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
-def _error(status: int, message: str, fix: str | None = None) -> web.Response:
-    body = {"error": message, **({"fix": fix} if fix else {})}
-    return web.json_response(body, status=status)
+def _review_error(status: int, message: str, fix: str | None = None) -> web.Response:
+    """An HTTP error whose body is still an AdmissionReview (``allowed: false``, the reason):
+    what the API server logs, and what a client of the port reads, names the problem."""
+    text = f"{message}. Fix: {fix}." if fix else message
+    review = review_response("", allowed=False, code=status, message=text)
+    return web.json_response(review, status=status)
 
 
 class _LabelledChildren:
     """A metric's labelled children, each looked up once: ``labels()`` checks its arguments and
-    takes a lock on every call, and a review counts several (one per finding)."""
+    takes a lock on every call, and a review counts several (one per finding). Label values
+    come from closed sets (observability/metrics.py), so this cache is bounded too."""
 
     def __init__(self, metric: Any) -> None:
         self.metric = metric
@@ -55,68 +63,123 @@ class _LabelledChildren:
         return child
 
 
+class AdmissionJudge(Protocol):
+    """What the app asks: ``AdmissionService``, or a stand-in in tests."""
+
+    state: ClusterState
+
+    def validate(self, request: ReviewRequest) -> Outcome: ...
+
+    def mutate(self, request: ReviewRequest) -> Outcome: ...
+
+
 def make_admission_app(
-    *, service: AdmissionService, metrics: Metrics, deadline_seconds: float
+    *,
+    service: AdmissionJudge,
+    metrics: Metrics,
+    deadline_seconds: float,
+    evaluator: Evaluator | None = None,
+    limits: ReviewLimits | None = None,
 ) -> web.Application:
-    """``/validate`` and ``/mutate``; everything else is a 404, never an ``allowed: true``."""
+    """``/validate`` and ``/mutate``; everything else is a 404, never an ``allowed: true``.
+
+    ``deadline_seconds`` is each review's whole budget, from the first byte read to the answer.
+    """
+    evaluator = evaluator or Evaluator(workers=4, queue=16, on_change=metrics.reviews_in_flight.set)
+    limits = limits or ReviewLimits()
+    namespaces = service.state.namespaces
     requests = _LabelledChildren(metrics.admission_requests)
     violations = _LabelledChildren(metrics.violations)
     duration = _LabelledChildren(metrics.admission_duration)
 
-    def handler(
-        webhook: str, decide: Callable[[ReviewRequest], Outcome]
-    ) -> Callable[[web.Request], object]:
+    def handler(webhook: str, judge: Judge) -> Callable[[web.Request], object]:
         async def handle(http: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
+            deadline = time.monotonic() + deadline_seconds
             try:
                 # asyncio.timeout, not wait_for: no extra task per request.
                 async with asyncio.timeout(deadline_seconds):
                     body = await http.read()
             except TimeoutError:
-                return _error(408, "the request body did not arrive within the deadline")
+                requests(webhook, "malformed", "", "").inc()
+                return _review_error(
+                    408,
+                    f"the request body did not arrive within {deadline_seconds:g} s",
+                    "send the whole AdmissionReview at once",
+                )
             except web.HTTPRequestEntityTooLarge:
-                return _error(413, f"the AdmissionReview is larger than {MAX_BODY_BYTES} bytes")
+                requests(webhook, "malformed", "", "").inc()
+                return _review_error(
+                    413,
+                    f"the AdmissionReview is larger than {MAX_BODY_BYTES} bytes",
+                    "the API server never sends reviews this large; send a smaller object",
+                )
             try:
                 request = parse_review(body)
             except ReviewError as exc:
                 requests(webhook, "malformed", "", "").inc()
-                return _error(400, f"malformed AdmissionReview: {exc.message}", exc.fix)
-            try:
-                outcome = decide(request)
-                review = outcome.review
-                label = outcome.label
-                if outcome.decision is not None:
-                    for f in outcome.decision.findings:
-                        violations(
-                            f.violation.rule_id, f.policy.label, request.namespace, f.mode.value
-                        ).inc()
-            except Exception as exc:
-                log.exception(
-                    "error evaluating %s %s/%s", request.kind, request.namespace, request.name
-                )
+                return _review_error(400, f"malformed AdmissionReview: {exc.message}", exc.fix)
+            records: Sequence[HeldRecord] = ()
+            refusal = check_review(request, body_bytes=len(body), limits=limits)
+            if refusal is not None:
                 review = review_response(
-                    request.uid,
-                    allowed=False,
-                    code=500,
-                    message=f"modelward could not evaluate {request.kind} "
-                    f"{request.namespace}/{request.name}: {type(exc).__name__}: {exc}. "
-                    "See the modelward logs; this request was refused to stay safe.",
+                    request.uid, allowed=False, code=refusal.code, message=refusal.message
                 )
-                label = "error"
-            requests(webhook, label, request.kind, request.operation).inc()
+                label = refusal.label
+            else:
+                try:
+                    evaluated = await evaluator.evaluate(
+                        judge, request, deadline=deadline, budget=deadline_seconds
+                    )
+                    review, label = evaluated.outcome.review, evaluated.outcome.label
+                    records = evaluated.records
+                    decision = evaluated.outcome.decision
+                    if decision is not None:
+                        namespace = namespace_label(request.namespace, namespaces)
+                        for f in decision.findings:
+                            violations(
+                                f.violation.rule_id, f.policy.label, namespace, f.mode.value
+                            ).inc()
+                except Exception as exc:
+                    log.exception(
+                        "error evaluating %s %s/%s", request.kind, request.namespace, request.name
+                    )
+                    review = review_response(
+                        request.uid,
+                        allowed=False,
+                        code=500,
+                        message=f"modelward could not evaluate {request.kind} "
+                        f"{request.namespace}/{request.name}: {type(exc).__name__}: {exc}. "
+                        "See the modelward logs; this request was refused to stay safe.",
+                    )
+                    label = "error"
+            # Events and policy counts only about namespaces the cluster has: a review sent
+            # straight to the port cannot make modelward write about invented ones.
+            if records and request.namespace in namespaces:
+                for record in records:
+                    record.replay()
+            requests(webhook, label, kind_label(request.kind), request.operation).inc()
             duration(webhook).observe(time.perf_counter() - started)
             return web.Response(body=json.dumps(review).encode(), content_type="application/json")
 
         return handle
 
     async def not_found(http: web.Request) -> web.StreamResponse:
-        return _error(404, f"no webhook at {http.path}", f"use {VALIDATE_PATH} or {MUTATE_PATH}")
+        return web.json_response(
+            {"error": f"no webhook at {http.path}", "fix": f"use {VALIDATE_PATH} or {MUTATE_PATH}"},
+            status=404,
+        )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post(VALIDATE_PATH, handler("validate", service.validate))  # type: ignore[arg-type]
     app.router.add_post(MUTATE_PATH, handler("mutate", service.mutate))  # type: ignore[arg-type]
     app.router.add_route("*", "/{tail:.*}", not_found)
+    app.on_cleanup.append(lambda _: _shutdown(evaluator))
     return app
+
+
+async def _shutdown(evaluator: Evaluator) -> None:
+    evaluator.shutdown()
 
 
 def make_health_app(*, state: ClusterState, metrics: Metrics) -> web.Application:
@@ -146,19 +209,44 @@ def make_health_app(*, state: ClusterState, metrics: Metrics) -> web.Application
 class ReloadingTLS:
     """A server SSL context that picks up renewed certificate files (checked every interval)."""
 
-    def __init__(self, cert_file: Path, key_file: Path, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cert_file: Path,
+        key_file: Path,
+        metrics: Metrics,
+        *,
+        client_ca_file: Path | None = None,
+    ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
+        self.client_ca_file = client_ca_file
         self.metrics = metrics
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._stamp = (0.0, 0.0)
+        self._ca_stamp = 0.0
+        if client_ca_file is not None:
+            # Only the API server (holding a certificate from this CA, configured in its
+            # AdmissionConfiguration) completes the handshake; anyone else is refused at TLS.
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self._load_client_ca(client_ca_file)
         self.reload()
+
+    def _load_client_ca(self, path: Path) -> None:
+        stamp = os.stat(path).st_mtime
+        if stamp != self._ca_stamp:
+            # Added to the trusted set: a renewed CA is trusted next to the old one (removing
+            # a CA from the set takes a restart).
+            self.context.load_verify_locations(cafile=str(path))
+            self._ca_stamp = stamp
+            log.info("client CA for the webhook port loaded from %s", path)
 
     def _mtimes(self) -> tuple[float, float]:
         return (os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime)
 
     def reload(self) -> bool:
+        if self.client_ca_file is not None:
+            self._load_client_ca(self.client_ca_file)
         stamp = self._mtimes()
         if stamp == self._stamp:
             return False

@@ -3,16 +3,22 @@
 - DELETE and CONNECT are never judged; neither is an UPDATE that leaves the pod template alone
   (scaling, to zero included; status, labels on the workload itself).
 - Workloads are judged on the whole new template, so ``kubectl apply`` of a bad Deployment is
-  refused at once. A Pod UPDATE (a new image, an ephemeral container) is judged on what it adds:
-  violations the running pod already had cannot be fixed by an update and do not block it.
+  refused at once. A Pod UPDATE (a new image, an annotation, an ephemeral container) is judged
+  on what it adds (``evaluate_pod_update``): violations the running pod already had cannot be
+  fixed by an update and do not block it; those it introduces are fixed only where the update
+  can carry the fix (a new ephemeral container's spec) and denied otherwise, in Patch mode
+  too; the model declaration, keys and verifier stay as admitted (MW-INT-006).
+  Services, Ingresses and routes (exposures) are judged the same way on UPDATE.
 - Validation denies Enforce findings and Patch findings that have no safe fix; mutation applies
-  the safe fixes of Patch findings on CREATE and on workload UPDATEs; Audit findings become
-  admission warnings. Both webhooks answer the same engine, so a fix that another mutating
-  webhook undoes is still caught by validation.
+  the safe fixes of Patch findings on CREATE, on workload UPDATEs and to the ephemeral
+  containers a Pod UPDATE adds; Audit findings become admission warnings. Both webhooks
+  answer the same engine, so a fix that another mutating webhook undoes is still caught by
+  validation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,10 +27,13 @@ from modelward.admission.review import AdmissionReviewWire, ReviewRequest, revie
 from modelward.engine import (
     Decision,
     Finding,
+    Policy,
     Subject,
     UnsupportedKind,
-    evaluate_ingress,
+    evaluate_exposure,
+    evaluate_pod_update,
     evaluate_workload,
+    is_exposure,
     workload_from_object,
 )
 from modelward.engine.patches import remedies_to_json_patch
@@ -57,6 +66,21 @@ def _template(obj: Mapping[str, Any] | None, request: ReviewRequest) -> Any:
     except UnsupportedKind:
         return None
     return (w.pod_spec, w.labels, w.annotations)
+
+
+def _without_fixes(decision: Decision) -> Decision:
+    """The same findings with no remedies: in Patch mode they are denied, not patched."""
+    return Decision(
+        tuple(
+            dataclasses.replace(f, violation=dataclasses.replace(f.violation, remedies=()))
+            for f in decision.findings
+        )
+    )
+
+
+def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """The object's metadata with the request's namespace (a create request may omit it)."""
+    return {**(obj.get("metadata") or {}), "namespace": namespace}
 
 
 def subject_of(request: ReviewRequest) -> Subject:
@@ -101,8 +125,8 @@ class AdmissionService:
         policies = self.state.active_policies
         if not policies:
             return None
-        if request.kind == "Ingress":
-            return evaluate_ingress(request.obj, self.state, policies)
+        if is_exposure(request.obj):
+            return self._decide_exposure(request, request.obj, policies)
         try:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:
@@ -114,12 +138,30 @@ class AdmissionService:
                 workload.annotations,
             ):
                 return None
-            if workload.kind == "Pod" and request.old_obj is not None:
+            if workload.kind == "Pod":
+                if request.old_obj is None:
+                    # The API server always sends oldObject on UPDATE; without it nothing can
+                    # be fixed in place, so nothing is offered as a fix.
+                    return _without_fixes(evaluate_workload(workload, self.state, policies))
                 old = workload_from_object(request.old_obj, namespace=request.namespace)
-                return evaluate_workload(workload, self.state, policies).only_new(
-                    evaluate_workload(old, self.state, policies)
-                )
+                return evaluate_pod_update(old, workload, self.state, policies)
         return evaluate_workload(workload, self.state, policies)
+
+    def _decide_exposure(
+        self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
+    ) -> Decision:
+        """An exposure is judged whole on CREATE, and on UPDATE by what the update adds: an
+        exposure admitted before a policy existed must still take its controllers' updates
+        (a cloud controller removing its load-balancer finalizer on deletion, say)."""
+
+        def judge(o: Mapping[str, Any]) -> Decision:
+            body = {**o, "metadata": _with_namespace(o, request.namespace)}
+            return evaluate_exposure(body, self.state, policies)
+
+        decision = judge(obj)
+        if request.operation == "UPDATE" and request.old_obj is not None:
+            return decision.only_new(judge(request.old_obj))
+        return decision
 
     def _record(self, request: ReviewRequest, decision: Decision, outcome: str) -> None:
         if self.recorder is not None and not request.dry_run and decision.findings:
@@ -157,8 +199,6 @@ class AdmissionService:
         if decision.denials:
             # Validation will refuse the object with the whole list; patching it first would
             # only add noise (or make the API server reject a half-fixed object).
-            return Outcome(review_response(request.uid, allowed=True), "allowed")
-        if request.kind == "Pod" and request.operation == "UPDATE":
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         workload = workload_from_object(request.obj, namespace=request.namespace)
         patch = remedies_to_json_patch(

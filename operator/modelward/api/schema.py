@@ -97,8 +97,11 @@ def _selection(description: str) -> Schema:
             "namespaceSelector": label_selector("Selects namespaces by their labels."),
             "podSelector": label_selector(
                 "Narrows the selection to pods (or pod templates) with these labels. A pod's "
-                "labels are written by whoever writes the pod, so this can only narrow a "
-                "namespace-based selection."
+                "labels are written by whoever writes the pod: a pod that leaves a label out "
+                "is not selected, so use this only for rules a pod's author may opt out of. "
+                "It cannot widen a namespace selection, and a ClusterModelPolicy may not use it "
+                "under exclude. To cover model pods whatever their labels, select their "
+                "namespaces and set integrity.modelPods: ModelVolumes."
             ),
         },
     )
@@ -212,19 +215,37 @@ def _transport() -> Schema:
         {
             "mode": _mode_override("transport"),
             "requireTLS": _boolean(
-                "Pods must show TLS evidence: mesh injection or a mounted TLS secret (MW-TLS-001).",
+                "Pods must show TLS evidence: mesh injection as the mesh itself decides it, or "
+                "a mounted TLS certificate (MW-TLS-001); see docs/rules.md for what counts.",
                 True,
             ),
             "meshes": _strings(
-                "Service meshes whose sidecar injection counts as mTLS.",
+                "Service meshes whose proxy injection (or Istio ambient enrolment) counts as mTLS.",
                 default=["istio", "linkerd"],
                 items={"type": "string", "enum": ["istio", "linkerd"]},
             ),
             "tlsSecretNames": _strings(
-                "Names (globs) of Secrets that hold TLS certificates; a container mounting one "
-                "counts as serving TLS. modelward never reads Secrets, so it recognises them by "
-                "name.",
-                default=["*-tls", "*-tls-*", "tls-*"],
+                "Names (globs) of the Secrets that may serve as a certificate. A name never "
+                "proves anything: the volume must also project the keys tls.crt and tls.key "
+                "(a kubernetes.io/tls Secret's keys) and must not be optional. modelward never "
+                "reads Secrets.",
+                default=["*"],
+                maxItems=64,
+            ),
+            "allowExternalServices": _boolean(
+                "Allow Services of type LoadBalancer or NodePort, or with externalIPs, to "
+                "select governed pods (MW-TLS-004). Off: such pods are reached through an "
+                "Ingress or a Gateway whose TLS and rate limit modelward checks.",
+                False,
+            ),
+            "allowedGateways": _strings(
+                "Gateway API Gateways that routes to governed pods may attach to, as "
+                "namespace/name (every listener) or namespace/name/listener, matched exactly "
+                "(MW-TLS-005). List only Gateways whose listeners terminate TLS and rate-limit: "
+                "modelward does not watch Gateways. Empty: no route may reach governed pods.",
+                default=[],
+                maxItems=64,
+                items={"type": "string", "maxLength": 507},
             ),
             "ingress": _object(
                 "Ingresses whose backends route to selected pods (MW-TLS-002, MW-TLS-003).",
@@ -268,15 +289,57 @@ def _secrets() -> Schema:
     )
 
 
-def _key_ref(description: str) -> Schema:
+def _key_ref(description: str, *, namespaced: bool) -> Schema:
+    if namespaced:
+        return _object(
+            description + " It is read from the policy's own namespace (the pod's), whose "
+            "writers own the policy too.",
+            {"name": _string("Object name."), "key": _string("Data key.")},
+            required=["name", "key"],
+        )
     return _object(
-        description,
-        {"name": _string("Object name (in the pod's namespace)."), "key": _string("Data key.")},
-        required=["name", "key"],
+        description + " A ClusterModelPolicy reads it from modelward's own namespace "
+        "(`namespace` must name it; the operator reads the key and injects it like an inline "
+        "one): a key in the pod's namespace could be replaced by the pod's author.",
+        {
+            "name": _string("Object name."),
+            "key": _string("Data key."),
+            "namespace": _string(
+                "modelward's own namespace (e.g. modelward-system); any other is refused "
+                "(policy Ready=False, reason UntrustedKeySource)."
+            ),
+        },
+        required=["name", "key", "namespace"],
     )
 
 
-def _integrity() -> Schema:
+PEM_SHAPES = {
+    "publicKey": "PUBLIC KEY",
+    "caCertificate": "CERTIFICATE",
+}
+MAX_PEM_LENGTH = 16384
+
+
+def _pem(description: str, label: str, *, several: bool) -> Schema:
+    block = f"-----BEGIN {label}-----[A-Za-z0-9+/=\\\\s]+-----END {label}-----\\\\s*"
+    pattern = f"^\\\\s*({block})+$" if several else f"^\\\\s*{block}$"
+    return _string(
+        description,
+        maxLength=MAX_PEM_LENGTH,
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches('{pattern}')",
+                    "message": f"must be PEM: -----BEGIN {label}----- base64 -----END {label}----- "
+                    "(the operator also parses it and reports a bad key in the policy's Ready "
+                    "condition)",
+                }
+            ]
+        },
+    )
+
+
+def _integrity(*, namespaced: bool) -> Schema:
     signer = _object(
         "A trusted signer: one public key or CA certificate (PEM), inline or by reference.",
         {
@@ -285,10 +348,18 @@ def _integrity() -> Schema:
                 pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
                 maxLength=40,
             ),
-            "publicKey": _string("PEM public key (ECDSA P-256/P-384/P-521) of a signer."),
-            "caCertificate": _string("PEM certificate of a CA whose certificates may sign."),
-            "configMapKeyRef": _key_ref("A ConfigMap key holding the PEM."),
-            "secretKeyRef": _key_ref("A Secret key holding the PEM."),
+            "publicKey": _pem(
+                "PEM public key (ECDSA P-256/P-384/P-521) of a signer.",
+                PEM_SHAPES["publicKey"],
+                several=False,
+            ),
+            "caCertificate": _pem(
+                "PEM certificate of a CA whose certificates may sign (one or more).",
+                PEM_SHAPES["caCertificate"],
+                several=True,
+            ),
+            "configMapKeyRef": _key_ref("A ConfigMap key holding the PEM.", namespaced=namespaced),
+            "secretKeyRef": _key_ref("A Secret key holding the PEM.", namespaced=namespaced),
             "type": _string(
                 "What a referenced PEM is (inline values say it by their field).",
                 enum=["publicKey", "caCertificate"],
@@ -319,7 +390,24 @@ def _integrity() -> Schema:
                 "Pods must declare a model and run the verifier (MW-INT-001, MW-INT-004).", True
             ),
             "requireReadOnlyModel": _boolean(
-                "Serving containers mount the model volume read-only (MW-INT-002).", True
+                "Long-running containers mount the model's storage read-only, under any "
+                "volume name (same claim, host path, CSI volume or image: MW-INT-002).",
+                True,
+            ),
+            "requireVerifiedModelVolumes": _boolean(
+                "Every model-like volume (PVC, ephemeral, image, hostPath, CSI or other network "
+                "storage, or an emptyDir an init container writes) that a long-running container "
+                "mounts must be the verified model, or be listed in the pod annotation "
+                "modelward.io/unverified-volumes and mounted read-only (MW-INT-005).",
+                True,
+            ),
+            "modelPods": _string(
+                "Which selected pods are model pods: All (every selected pod must declare a "
+                "model, MW-INT-001) or ModelVolumes (pods that declare a model or mount a "
+                "model-like volume; others are left alone). Decided by what the pod is, never "
+                "by its labels.",
+                enum=["All", "ModelVolumes"],
+                default="All",
             ),
             "trustedSigners": {
                 "type": "array",
@@ -376,6 +464,22 @@ def policy_spec(*, namespaced: bool) -> Schema:
                 "podSelector can only narrow that selection",
             }
         ]
+    exclude = _selection(
+        "Exceptions to match."
+        + (
+            ""
+            if namespaced
+            else " By namespace only: a podSelector here would let a pod's author opt out."
+        )
+    )
+    if not namespaced:
+        exclude["x-kubernetes-validations"] = [
+            {
+                "rule": "!has(self.podSelector)",
+                "message": "exclude.podSelector is not allowed in a ClusterModelPolicy (a pod's "
+                "labels are written by its author); exclude by namespace",
+            }
+        ]
     spec = _object(
         "The policy: what it selects, how it acts, and its rule sections.",
         {
@@ -387,12 +491,12 @@ def policy_spec(*, namespaced: bool) -> Schema:
                 default="Enforce",
             ),
             "match": match,
-            "exclude": _selection("Exceptions to match."),
+            "exclude": exclude,
             "isolation": _isolation(),
             "images": _images(),
             "transport": _transport(),
             "secrets": _secrets(),
-            "integrity": _integrity(),
+            "integrity": _integrity(namespaced=namespaced),
         },
     )
     if not namespaced:
@@ -527,7 +631,14 @@ def deployed_model_crd() -> Schema:
             "firstSeen": _string("First verification.", format="date-time"),
             "lastSeen": _string("Latest verification.", format="date-time"),
             "verifications": {"type": "integer", "description": "Verifications recorded."},
-            "policies": _strings("Policies whose verifier checked it."),
+            "policies": _strings(
+                "Policies whose verifier checked it (the 16 most recent).", maxItems=16
+            ),
+            "recorded": _strings(
+                "Verifier results counted, as <pod UID>/<container>/<result> (the 512 most "
+                "recent): a result listed here is never counted again.",
+                maxItems=512,
+            ),
             "workloads": {"type": "array", "items": workload, "maxItems": 64},
         },
         required=["digest"],

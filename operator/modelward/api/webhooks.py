@@ -13,21 +13,30 @@ MUTATE_PATH = "/mutate"
 
 # (apiGroup, version, resources): pods and every built-in controller that stamps out pods.
 POD_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("", "v1", ("pods", "pods/ephemeralcontainers")),
+    ("", "v1", ("pods", "pods/ephemeralcontainers", "replicationcontrollers")),
     ("apps", "v1", ("deployments", "statefulsets", "daemonsets", "replicasets")),
     ("batch", "v1", ("jobs", "cronjobs")),
 )
-INGRESS_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+# Everything that can route traffic from outside to pods (the transport rules' exposures):
+# validated only, never patched. Gateway API routes are CRDs served at several versions
+# (v1, v1beta1, v1alpha2, v1alpha3), hence "*"; rules for resources a cluster lacks are inert.
+EXPOSURE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "v1", ("services",)),
     ("networking.k8s.io", "v1", ("ingresses",)),
+    (
+        "gateway.networking.k8s.io",
+        "*",
+        ("httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes"),
+    ),
 )
 
 #: Namespaces never intercepted, whatever the values say: a cluster must be able to restart.
 ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
 
 
-def webhook_rules(*, include_ingresses: bool) -> list[dict[str, Any]]:
+def webhook_rules(*, include_exposures: bool) -> list[dict[str, Any]]:
     """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked)."""
-    groups = POD_RULES + (INGRESS_RULES if include_ingresses else ())
+    groups = POD_RULES + (EXPOSURE_RULES if include_exposures else ())
     return [
         {
             "apiGroups": [group],
@@ -82,9 +91,9 @@ def webhook_configurations(
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [webhook("validate", webhook_rules(include_ingresses=True))],
+        "webhooks": [webhook("validate", webhook_rules(include_exposures=True))],
     }
-    mutating_hook = webhook("mutate", webhook_rules(include_ingresses=False))
+    mutating_hook = webhook("mutate", webhook_rules(include_exposures=False))
     mutating_hook["reinvocationPolicy"] = "IfNeeded"
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",

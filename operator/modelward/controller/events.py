@@ -1,9 +1,15 @@
 """Kubernetes Events for admission decisions, posted off the hot path.
 
 ``record`` is called synchronously by the admission service and only enqueues; a worker task
-posts. Identical events within ``DEDUPE_SECONDS`` are posted once, a token bucket bounds the
-rate, and a full queue drops (counted in ``modelward_events_dropped_total``) rather than
-slowing admission down.
+posts. Identical events within ``DEDUPE_SECONDS`` are posted once, and a full queue drops
+(counted in ``modelward_events_dropped_total``) rather than slowing admission down.
+
+The rate is bounded fairly (``EventBudgets``): one global token bucket caps what the process
+posts, and every Event must also get a token from its object's own bucket and, for objects in
+a namespace, from that namespace's bucket (a policy's Events from that policy's bucket).
+A tenant who floods denials for one object, or for many objects of their namespace, uses up
+their own budget, never everyone's: Events about other objects, namespaces and policies are
+still posted.
 """
 
 from __future__ import annotations
@@ -41,6 +47,16 @@ API_VERSIONS = {
 }
 
 
+POLICY_KINDS = ("ClusterModelPolicy", "ModelPolicy")
+#: Each object's budget: a few Events at once, then one every 5 s (dedupe drops repeats).
+OBJECT_BURST = 5
+OBJECT_RATE = 0.2
+#: A namespace's (or a policy's) share of the global budget.
+SHARE = 5
+#: Buckets kept per class before the full (idle) ones are forgotten.
+MAX_BUCKETS = 10_000
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -48,14 +64,69 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def _refill(self) -> None:
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1:
+
+    def available(self) -> bool:
+        self._refill()
+        return self.tokens >= 1
+
+    @property
+    def full(self) -> bool:
+        self._refill()
+        return self.tokens >= self.capacity
+
+    def take(self) -> bool:
+        if self.available():
             self.tokens -= 1
             return True
         return False
+
+
+class BucketMap:
+    """Token buckets by key, created on first use; idle (full) ones are forgotten."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[tuple[str, ...], TokenBucket] = {}
+
+    def get(self, key: tuple[str, ...]) -> TokenBucket:
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= MAX_BUCKETS:
+                self.buckets = {k: b for k, b in self.buckets.items() if not b.full}
+                while len(self.buckets) >= MAX_BUCKETS:  # all busy: forget the oldest
+                    del self.buckets[next(iter(self.buckets))]
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst)
+        return bucket
+
+
+class EventBudgets:
+    """Global cap, plus per-object and per-namespace budgets, so that no one starves the rest."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.total = TokenBucket(rate, burst)
+        self.objects = BucketMap(min(OBJECT_RATE, rate), min(OBJECT_BURST, burst))
+        self.namespaces = BucketMap(rate / SHARE, max(OBJECT_BURST, burst // SHARE))
+        self.policies = BucketMap(rate / SHARE, max(OBJECT_BURST, burst // SHARE))
+
+    def take(self, namespace: str, involved: Mapping[str, Any]) -> bool:
+        """One token from every budget the Event counts against, or none at all."""
+        kind = str(involved.get("kind"))
+        key = (namespace, kind, str(involved.get("name")))
+        buckets = [self.total]
+        if kind in POLICY_KINDS:
+            buckets.append(self.policies.get(key))
+        else:
+            buckets += [self.objects.get(key), self.namespaces.get((namespace,))]
+        if not all(bucket.available() for bucket in buckets):
+            return False
+        for bucket in buckets:
+            bucket.take()
+        return True
 
 
 def _outcome(findings: list[Finding]) -> str:
@@ -85,7 +156,7 @@ class EventRecorder:
         self.metrics = metrics
         self.component = component
         self.instance = instance
-        self.bucket = TokenBucket(rate, burst)
+        self.budgets = EventBudgets(rate, burst)
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
         self.recent: dict[tuple[str, ...], float] = {}
         self.counts: dict[PolicyRef, Counter[str]] = {}
@@ -149,7 +220,7 @@ class EventRecorder:
         now = time.monotonic()
         if now - self.recent.get(key, -DEDUPE_SECONDS) < DEDUPE_SECONDS:
             return
-        if not self.bucket.take() or self.queue.full():
+        if self.queue.full() or not self.budgets.take(namespace, involved):
             self.metrics.events_dropped.inc()
             return
         self.recent[key] = now

@@ -6,6 +6,7 @@ logic never sees kopf's keyword arguments.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ from typing import Any
 import kopf
 
 from modelward.api.schema import GROUP, VERSION
+from modelward.controller.keys import KeyReader
 from modelward.controller.observe import observe_object, policy_key
+from modelward.controller.resync import StateResync
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine.rules.integrity import MODEL_VOLUME
@@ -48,7 +51,12 @@ def in_cluster_server(info: kopf.ConnectionInfo, environ: Mapping[str, str]) -> 
 
 
 def build_registry(
-    *, state: ClusterState, status: PolicyStatusWriter, verifications: VerificationRecorder
+    *,
+    state: ClusterState,
+    status: PolicyStatusWriter,
+    verifications: VerificationRecorder,
+    keys: KeyReader,
+    resync: StateResync | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -63,7 +71,18 @@ def build_registry(
         async def on_event(*, event: kopf.RawEvent, **_: Any) -> None:
             obj = event.get("object") or {}
             deleted = event.get("type") == "DELETED"
-            entry = observe_object(state, kind, obj, deleted=deleted)
+            material = None
+            if kind == "ClusterModelPolicy":
+                key = policy_key(kind, obj)
+                if deleted:
+                    keys.referencing.pop(key, None)
+                else:
+                    material = await asyncio.to_thread(keys.fetch, obj)
+                    keys.remember(key, obj, material)
+            if event.get("type") is None and resync is not None:
+                # kopf (re-)listed this kind: the list never says what was deleted meanwhile.
+                resync.request(kind)
+            entry = observe_object(state, kind, obj, deleted=deleted, keys=material)
             if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
                 await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from modelward.api.schema import GROUP, VERSION
@@ -58,6 +58,47 @@ class KubeApi:
 
     def list_services(self) -> list[dict[str, Any]]:
         return list(self._json(self.core.list_service_for_all_namespaces)["items"])
+
+    def list_kind(self, kind: str, page_size: int = 500) -> tuple[list[dict[str, Any]], str | None]:
+        """Every object of a watched kind, page by page, and the list's resourceVersion.
+
+        The pages of one list are one consistent snapshot (the continue token pins the
+        version of the first page), which is what lets the state replace a kind as a whole.
+        """
+        methods: dict[str, tuple[Any, ...]] = {
+            "ClusterModelPolicy": (
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                POLICY_PLURALS["ClusterModelPolicy"],
+            ),
+            "ModelPolicy": (
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                POLICY_PLURALS["ModelPolicy"],
+            ),
+            "Namespace": (self.core.list_namespace,),
+            "NetworkPolicy": (self.networking.list_network_policy_for_all_namespaces,),
+            "Service": (self.core.list_service_for_all_namespaces,),
+        }
+        if kind not in methods:
+            raise ValueError(f"{kind} is not a kind modelward lists")
+        method, *args = methods[kind]
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        version: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size}
+            if token:
+                kwargs["_continue"] = token
+            data = self._json(method, *args, **kwargs)
+            metadata = data.get("metadata") or {}
+            version = version or metadata.get("resourceVersion")
+            items.extend(data.get("items") or [])
+            token = metadata.get("continue")
+            if not token:
+                return items, version
 
     def iter_pods(self, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Every pod, one page at a time (the audit holds one page in memory, not the cluster)."""
@@ -142,16 +183,22 @@ class KubeApi:
             )
         return list(data["items"])
 
-    def upsert_deployed_model(self, namespace: str, update: Mapping[str, Any]) -> None:
-        """Create or merge the DeployedModel for ``update["digest"]`` (optimistic retries)."""
+    def upsert_deployed_model(self, namespace: str, update: Mapping[str, Any]) -> bool:
+        """Create or merge the DeployedModel for ``update["digest"]`` (optimistic retries).
+
+        False when the object already lists ``update["record"]``: that verifier result was
+        recorded before (by this replica, an earlier leader, or a catch-up), so nothing is
+        written and the caller posts no Event either."""
         digest = str(update["digest"])
         name = digest.replace(":", "-")
         for _ in range(5):
             current = self._read_custom(GROUP, VERSION, namespace, "deployedmodels", name)
+            if already_recorded(current, str(update.get("record") or "")):
+                return False
             body = merge_deployed_model(current, update, name=name, namespace=namespace)
             try:
                 self._create_or_replace(GROUP, VERSION, namespace, "deployedmodels", body, current)
-                return
+                return True
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -163,6 +210,9 @@ class KubeApi:
 
     # -- the serving certificate (controller/certificates.py) --
 
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._json_or_none(self.core.read_namespaced_config_map, name, namespace)
+
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._json_or_none(self.core.read_namespaced_secret, name, namespace)
 
@@ -171,6 +221,22 @@ class KubeApi:
 
     def replace_secret(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._json(self.core.replace_namespaced_secret, name, namespace, dict(body))
+
+    def watch_secret(
+        self, namespace: str, name: str, *, timeout_seconds: int
+    ) -> Iterator[tuple[str, str | None]]:
+        """(event type, resourceVersion) of one Secret, by name (RBAC: resourceNames)."""
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self.core.list_namespaced_secret,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=timeout_seconds,
+            _request_timeout=timeout_seconds + 30,
+        )
+        for event in stream:
+            obj = event.get("object")
+            metadata = getattr(obj, "metadata", None)
+            yield str(event.get("type")), getattr(metadata, "resource_version", None)
 
     def read_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
         api = self.admissionregistration
@@ -210,25 +276,53 @@ def iter_all(kube: KubeApi) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 MAX_WORKLOADS = 64
+#: Policies that verified a model: the most recent ones, each once.
+MAX_POLICIES = 16
+#: Verifier results (pod UID/container/result) already counted: enough to cover every pod of
+#: a large Deployment, so that a new leader's catch-up does not count a result twice.
+MAX_RECORDED = 512
+
+
+def already_recorded(current: Mapping[str, Any] | None, record: str) -> bool:
+    """True when the DeployedModel ``current`` already counted the verifier result ``record``."""
+    recorded = ((current or {}).get("spec") or {}).get("recorded") or []
+    return bool(record) and record in recorded
+
+
+def _bounded_append(items: list[Any], item: Any, limit: int) -> list[Any]:
+    """``items`` with ``item`` moved to (or added at) the end, keeping the ``limit`` newest."""
+    kept = [i for i in items if i != item]
+    kept.append(item)
+    return kept[-limit:]
 
 
 def merge_deployed_model(
     current: Mapping[str, Any] | None, update: Mapping[str, Any], *, name: str, namespace: str
 ) -> dict[str, Any]:
-    """The DeployedModel after one more verification: counts, first/last seen, workloads."""
+    """The DeployedModel after one more verification: counts, first/last seen, workloads.
+
+    Only an admitted verification names the signer (``update["signer"]`` is empty otherwise):
+    a rejection never replaces the signer of record. Lists stay bounded whatever the input.
+    """
     spec: dict[str, Any] = dict((current or {}).get("spec") or {})
     spec.update(
         digest=update["digest"],
-        signer=update["signer"],
         files=update["files"],
         scan=update["scan"],
         lastResult=update["lastResult"],
         lastSeen=update["lastSeen"],
     )
+    if update.get("signer"):
+        spec["signer"] = update["signer"]
     spec.setdefault("firstSeen", update["lastSeen"])
     spec["verifications"] = int(spec.get("verifications") or 0) + 1
-    if update.get("policy") and update["policy"] not in spec.setdefault("policies", []):
-        spec["policies"].append(update["policy"])
+    policies = [p for p in spec.get("policies") or [] if isinstance(p, str)]
+    if update.get("policy"):
+        policies = _bounded_append(policies, update["policy"], MAX_POLICIES)
+    spec["policies"] = policies[-MAX_POLICIES:]
+    if update.get("record"):
+        recorded = [r for r in spec.get("recorded") or [] if isinstance(r, str)]
+        spec["recorded"] = _bounded_append(recorded, update["record"], MAX_RECORDED)
     workloads = spec.setdefault("workloads", [])
     if update["workload"] not in workloads and len(workloads) < MAX_WORKLOADS:
         workloads.append(update["workload"])

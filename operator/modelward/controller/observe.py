@@ -4,16 +4,32 @@ watch events alike, and the status a policy should show."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from modelward.engine import NamespaceFacts, parse_policy
+from modelward.engine import KeySource, NamespaceFacts, parse_policy
 from modelward.engine.facts import is_default_deny
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
-from modelward.state import ClusterState, PolicyEntry
+from modelward.state import (
+    NAMESPACES,
+    NETWORK_POLICIES,
+    POLICIES,
+    SERVICES,
+    ClusterState,
+    PolicyEntry,
+    ReplaceResult,
+)
+from modelward.state import PolicyKey as PolicyKey
 
-PolicyKey = tuple[str, str | None, str]
+#: Watched kind -> the kind of fact it becomes in the state.
+FACT_KIND = {
+    "ClusterModelPolicy": POLICIES,
+    "ModelPolicy": POLICIES,
+    "Namespace": NAMESPACES,
+    "NetworkPolicy": NETWORK_POLICIES,
+    "Service": SERVICES,
+}
 
 
 def policy_key(kind: str, obj: Mapping[str, Any]) -> PolicyKey:
@@ -22,49 +38,133 @@ def policy_key(kind: str, obj: Mapping[str, Any]) -> PolicyKey:
     return (kind, namespace, str(meta.get("name")))
 
 
-def observe_object(
-    state: ClusterState, kind: str, obj: Mapping[str, Any], *, deleted: bool = False
-) -> PolicyEntry | None:
-    """Apply one object (or its deletion) to the state; returns a policy's new entry."""
+def _compile_policy(
+    state: ClusterState, kind: str, obj: Mapping[str, Any], *, keys: KeySource | None = None
+) -> tuple[PolicyKey, PolicyEntry]:
+    meta = obj.get("metadata") or {}
+    body = {**obj, "kind": kind, "apiVersion": obj.get("apiVersion", "modelward.io/v1alpha1")}
+    try:
+        policy, error = parse_policy(body, keys=keys), None
+    except PolicyError as exc:
+        policy, error = None, exc
+    key = policy_key(kind, obj)
+    return key, state.policy_entry_for(
+        key,
+        policy=policy,
+        error=error,
+        generation=int(meta.get("generation") or 0),
+        resource_version=meta.get("resourceVersion"),
+    )
+
+
+def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The state's key and value for a Namespace, NetworkPolicy or Service."""
     meta = obj.get("metadata") or {}
     name = str(meta.get("name", ""))
     namespace = str(meta.get("namespace") or "")
+    if kind == "Namespace":
+        return name, NamespaceFacts(
+            name=name,
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+    if kind == "NetworkPolicy":
+        return (namespace, name), is_default_deny(obj)
+    if kind == "Service":
+        return (namespace, name), dict((obj.get("spec") or {}).get("selector") or {})
+    raise ValueError(f"{kind} is not a kind the cluster state holds")
+
+
+def observe_object(
+    state: ClusterState,
+    kind: str,
+    obj: Mapping[str, Any],
+    *,
+    deleted: bool = False,
+    keys: KeySource | None = None,
+) -> PolicyEntry | None:
+    """Apply one object (or its deletion) to the state; returns a policy's new entry.
+
+    ``keys``: the key material a ClusterModelPolicy references, read beforehand from
+    modelward's namespace (``controller.keys.KeyReader``).
+    """
+    meta = obj.get("metadata") or {}
     version = meta.get("resourceVersion")
     if kind in ("ClusterModelPolicy", "ModelPolicy"):
-        key = policy_key(kind, obj)
         if deleted:
-            state.delete_policy(key)
+            state.delete_policy(policy_key(kind, obj), version)
             return None
-        body = {**obj, "kind": kind, "apiVersion": obj.get("apiVersion", "modelward.io/v1alpha1")}
-        try:
-            policy, error = parse_policy(body), None
-        except PolicyError as exc:
-            policy, error = None, exc
+        key = policy_key(kind, obj)
+        if not state.accepts(POLICIES, key, version):
+            return None
+        key, entry = _compile_policy(state, kind, obj, keys=keys)
         return state.put_policy(
             key,
-            policy=policy,
-            error=error,
-            generation=int(meta.get("generation") or 0),
+            policy=entry.policy,
+            error=entry.error,
+            generation=entry.generation,
             resource_version=version,
         )
+    if kind not in FACT_KIND:
+        return None
+    fact_key, value = fact(kind, obj)
     if kind == "Namespace":
         if deleted:
-            state.delete_namespace(name)
+            state.delete_namespace(str(fact_key), version)
         else:
-            state.put_namespace(
-                NamespaceFacts(
-                    name=name,
-                    labels=dict(meta.get("labels") or {}),
-                    annotations=dict(meta.get("annotations") or {}),
-                ),
-                version,
-            )
+            state.put_namespace(value, version)
     elif kind == "NetworkPolicy":
-        state.put_network_policy(namespace, name, default_deny=not deleted and is_default_deny(obj))
+        namespace, name = fact_key
+        if deleted:
+            state.delete_network_policy(namespace, name, version)
+        else:
+            state.put_network_policy(namespace, name, default_deny=value, resource_version=version)
     elif kind == "Service":
-        selector = (obj.get("spec") or {}).get("selector")
-        state.put_service(namespace, name, None if deleted else dict(selector or {}))
+        namespace, name = fact_key
+        state.put_service(namespace, name, None if deleted else value, version)
     return None
+
+
+def resync_kind(
+    state: ClusterState,
+    kind: str,
+    objects: Iterable[Mapping[str, Any]],
+    *,
+    list_version: str | None,
+    keys: Mapping[PolicyKey, KeySource] | None = None,
+) -> tuple[ReplaceResult, list[tuple[PolicyKey, Mapping[str, Any]]]]:
+    """Replace what the state holds for ``kind`` by a full list taken at ``list_version``.
+
+    ModelPolicy and ClusterModelPolicy share one fact kind, so a policy list replaces only the
+    entries of its own kind. Returns what changed, and the policies (key, object) written, whose
+    status the caller syncs. Objects whose version the state already holds are not recompiled.
+    ``keys``: per cluster policy, the key material it references (``KeyReader.fetch``).
+    """
+    fact_kind = FACT_KIND[kind]
+    listed: dict[Hashable, tuple[Any, str | None]] = {}
+    compiled: dict[PolicyKey, Mapping[str, Any]] = {}
+    for obj in objects:
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if fact_kind != POLICIES:
+            fact_key, value = fact(kind, obj)
+            listed[fact_key] = (value, version)
+            continue
+        key = policy_key(kind, obj)
+        current = state.policy(key)
+        if current is not None and not state.accepts(POLICIES, key, version):
+            listed[key] = (current, current.resource_version)
+            continue
+        key, entry = _compile_policy(state, kind, obj, keys=(keys or {}).get(key))
+        listed[key] = (entry, version)
+        compiled[key] = obj
+    if fact_kind == POLICIES:
+        # The other policy kind is not part of this list: keep its entries as they are.
+        for key, entry in state.policies.items():
+            if key[0] != kind:
+                listed[key] = (entry, entry.resource_version)
+    result = state.replace(fact_kind, listed, list_version=list_version)
+    written = [(k, compiled[k]) for k in result.written if k in compiled]
+    return result, written
 
 
 def desired_status(
@@ -75,7 +175,7 @@ def desired_status(
         ready, reason = "True", "Loaded"
         message = "the policy is enforced as written"
     else:
-        ready, reason = "False", "InvalidPolicy"
+        ready, reason = "False", entry.error.reason
         message = str(entry.error)
         if entry.policy is not None:
             message += f" (still enforcing the last valid generation {entry.policy.generation})"

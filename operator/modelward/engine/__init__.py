@@ -5,26 +5,31 @@ the controller and the offline ``modelward check`` CLI all call the same functio
 """
 
 from modelward.engine.decision import Decision, Finding, Mode, PolicyRef, Subject, Violation
-from modelward.engine.evaluate import evaluate_ingress, evaluate_workload
+from modelward.engine.evaluate import evaluate_exposure, evaluate_pod_update, evaluate_workload
 from modelward.engine.facts import ClusterFacts, NamespaceFacts, StaticFacts
-from modelward.engine.policy import Policy, parse_policy
+from modelward.engine.policy import KeySource, Policy, StaticKeySource, parse_policy
+from modelward.engine.rules.transport import is_exposure
 from modelward.engine.workloads import UnsupportedKind, Workload, workload_from_object
 
 __all__ = [
     "ClusterFacts",
     "Decision",
     "Finding",
+    "KeySource",
     "Mode",
     "NamespaceFacts",
     "Policy",
     "PolicyRef",
     "StaticFacts",
+    "StaticKeySource",
     "Subject",
     "UnsupportedKind",
     "Violation",
     "Workload",
-    "evaluate_ingress",
+    "evaluate_exposure",
+    "evaluate_pod_update",
     "evaluate_workload",
+    "is_exposure",
     "parse_policy",
     "workload_from_object",
 ]

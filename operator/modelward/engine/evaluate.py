@@ -6,17 +6,18 @@ namespaced policy can add requirements but never remove a cluster policy's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from modelward.engine.decision import Decision, Finding, Mode, Violation
+from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
 from modelward.engine.facts import ClusterFacts, NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rules.images import check_images
-from modelward.engine.rules.integrity import check_integrity
+from modelward.engine.rules.integrity import check_integrity, check_integrity_update
 from modelward.engine.rules.isolation import check_isolation
 from modelward.engine.rules.secrets import check_secrets
-from modelward.engine.rules.transport import check_ingress, check_transport, ingress_backends
+from modelward.engine.rules.transport import check_exposure, check_transport, exposure_backends
 from modelward.engine.workloads import Workload
 
 Checker = Callable[[Workload, NamespaceFacts, Any], Iterator[Violation]]
@@ -51,26 +52,92 @@ def evaluate_workload(
     return Decision(tuple(findings))
 
 
-def evaluate_ingress(
-    ingress: Mapping[str, Any], facts: ClusterFacts, policies: Iterable[Policy]
-) -> Decision:
-    """An Ingress is judged by the policies that select the pods behind its Services.
+def _added_ephemeral_containers(old: Workload, new: Workload) -> set[int]:
+    """Indexes (in the new pod) of the ephemeral containers this update adds."""
+    before = {c.name for c in old.containers() if c.is_ephemeral}
+    return {c.index for c in new.containers() if c.is_ephemeral and c.name not in before}
 
-    A Service's selector stands in for the labels of the pods it routes to; an unknown Service
-    (not created yet) is judged on namespace selection alone.
+
+def _applies_on_update(remedy: Remedy, added: set[int]) -> bool:
+    """Whether the API server would keep this fix on a Pod UPDATE.
+
+    A pod's spec is immutable but for a few fields; the one place a fix can go is the spec of
+    an ephemeral container the update itself adds (``pods/ephemeralcontainers``).
     """
-    meta = ingress.get("metadata") or {}
-    namespace = facts.namespace(str(meta.get("namespace") or "default"))
+    path = remedy.path
+    return (
+        remedy.scope == "spec"
+        and not remedy.append
+        and len(path) >= 3
+        and path[0] == "ephemeralContainers"
+        and isinstance(path[1], int)
+        and path[1] in added
+    )
+
+
+def evaluate_pod_update(
+    old: Workload, new: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+) -> Decision:
+    """The decision for a Pod UPDATE (pods, pods/ephemeralcontainers), judged on what it adds.
+
+    Violations the pod already had cannot be fixed by an update and do not block it. A
+    violation the update introduces keeps its fix only if the fix can be applied to this
+    update (see ``_applies_on_update``); otherwise it has none, so Patch mode denies it as
+    Enforce does. Integrity policies that select the old or the new pod also hold its model
+    declaration, keys and verifier to what was admitted (MW-INT-006).
+    """
+    policies = tuple(policies)
+    introduced = evaluate_workload(new, facts, policies).only_new(
+        evaluate_workload(old, facts, policies)
+    )
+    added = _added_ephemeral_containers(old, new)
+    findings: list[Finding] = []
+    for finding in introduced.findings:
+        remedies = finding.violation.remedies
+        if remedies and not all(_applies_on_update(r, added) for r in remedies):
+            finding = dataclasses.replace(
+                finding, violation=dataclasses.replace(finding.violation, remedies=())
+            )
+        findings.append(finding)
+    namespace = facts.namespace(new.namespace)
+    for policy in policies:
+        config = policy.integrity
+        if config is None or not (
+            policy.applies_to(namespace, old.labels) or policy.applies_to(namespace, new.labels)
+        ):
+            continue
+        findings.extend(
+            Finding(v, policy.ref, config.mode) for v in check_integrity_update(old, new)
+        )
+    return Decision(tuple(findings))
+
+
+def evaluate_exposure(
+    obj: Mapping[str, Any], facts: ClusterFacts, policies: Iterable[Policy]
+) -> Decision:
+    """An Ingress, a Service or a Gateway API route, judged by the policies that may govern
+    the pods it sends traffic to (``transport.is_exposure`` says which objects these are).
+
+    What is behind a backend is known only by a Service's selector, a subset of the pods'
+    labels: a policy applies when some pod carrying those labels could match it, and an
+    unknown backend (a Service not seen yet, a ``resource`` or non-Service backend) is judged
+    on namespace selection alone, so no backend escapes by being unverifiable.
+    """
+    meta = obj.get("metadata") or {}
+    own_namespace = str(meta.get("namespace") or "default")
     findings: list[Finding] = []
     seen: set[tuple[object, ...]] = set()
-    for service in ingress_backends(ingress):
-        labels = facts.service_selector(namespace.name, service) or {}
+    for backend in exposure_backends(obj, facts, own_namespace):
+        namespace = facts.namespace(backend.namespace)
         for policy in policies:
-            if policy.transport is None or not policy.applies_to(namespace, labels):
+            transport = policy.transport
+            if transport is None or not policy.may_apply_to_pods_labelled(
+                namespace, backend.labels
+            ):
                 continue
-            for v in check_ingress(ingress, service, policy.transport.ingress):
+            for v in check_exposure(obj, backend, transport):
                 key = (policy.ref, v.rule_id)
                 if key not in seen:
                     seen.add(key)
-                    findings.append(Finding(v, policy.ref, policy.transport.mode))
+                    findings.append(Finding(v, policy.ref, transport.mode))
     return Decision(tuple(findings))

@@ -11,11 +11,14 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelward.api.schema import API_VERSION, openapi_schema
 from modelward.engine.decision import Mode, PolicyRef
@@ -50,6 +53,21 @@ class Selection:
         ):
             return False
         return self.pod_selector is None or self.pod_selector.matches(pod_labels)
+
+    def _namespace_matches(self, namespace: NamespaceFacts) -> bool:
+        return Selection(self.namespaces, self.namespace_selector).matches(namespace, {})
+
+    def could_match(self, namespace: NamespaceFacts, known_labels: Mapping[str, str]) -> bool:
+        """Whether some pod carrying at least ``known_labels`` in ``namespace`` matches."""
+        return self._namespace_matches(namespace) and (
+            self.pod_selector is None or self.pod_selector.could_match_superset_of(known_labels)
+        )
+
+    def must_match(self, namespace: NamespaceFacts, known_labels: Mapping[str, str]) -> bool:
+        """Whether every pod carrying at least ``known_labels`` in ``namespace`` matches."""
+        return self._namespace_matches(namespace) and (
+            self.pod_selector is None or self.pod_selector.matches_every_superset_of(known_labels)
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,9 @@ class TransportConfig:
     meshes: tuple[str, ...]
     tls_secret_names: tuple[str, ...]
     ingress: IngressConfig
+    allow_external_services: bool = False
+    #: "namespace/name" (any listener) or "namespace/name/listener", exact.
+    allowed_gateways: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -104,13 +125,72 @@ class SecretsConfig:
 
 @dataclass(frozen=True)
 class TrustedSigner:
-    """A public key or CA certificate, inline (``pem``) or in a ConfigMap/Secret key."""
+    """A public key or CA certificate, inline (``pem``) or in a ConfigMap/Secret key.
+
+    A ModelPolicy's references name objects in its own namespace, which the verifier reads as
+    a projected volume. A ClusterModelPolicy's references name objects in modelward's own
+    namespace (``namespace``): the operator reads them itself and they travel like inline keys
+    (``pem`` filled in), because a volume could only come from the pod's namespace, which the
+    tenant writes.
+    """
 
     name: str
     kind: str  # "publicKey" or "caCertificate"
     pem: str | None = None
     config_map: tuple[str, str] | None = None  # (name, key)
     secret: tuple[str, str] | None = None
+    namespace: str | None = None
+
+    @property
+    def reference(self) -> KeyReference | None:
+        """Where a referenced PEM lives, or None for an inline one."""
+        if self.config_map is not None:
+            return KeyReference("ConfigMap", self.namespace, *self.config_map)
+        if self.secret is not None:
+            return KeyReference("Secret", self.namespace, *self.secret)
+        return None
+
+
+@dataclass(frozen=True)
+class KeyReference:
+    """A PEM in a ConfigMap or Secret key; ``namespace`` None means the pod's own."""
+
+    kind: str  # "ConfigMap" or "Secret"
+    namespace: str | None
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name} key {self.key}"
+
+
+class KeySource(Protocol):
+    """Key material a ClusterModelPolicy may reference: modelward's own namespace only.
+
+    The controller reads the referenced ConfigMaps and Secrets (off the event loop) and hands
+    the values to ``parse_policy`` through this protocol, so that parsing stays pure.
+    """
+
+    @property
+    def namespace(self) -> str:
+        """The one namespace cluster policies may read keys from (modelward's)."""
+        ...
+
+    def read(self, ref: KeyReference) -> str | None:
+        """The PEM at ``ref``, or None if the object or key does not exist."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticKeySource:
+    """Key material known in advance: the controller's prefetch, the CLI's manifests, tests."""
+
+    namespace: str
+    values: Mapping[tuple[str, str, str, str], str] = field(default_factory=dict)
+
+    def read(self, ref: KeyReference) -> str | None:
+        return self.values.get((ref.kind, ref.namespace or "", ref.name, ref.key))
 
 
 @dataclass(frozen=True)
@@ -126,6 +206,12 @@ class IntegrityConfig:
     #: Which policy injects this verifier: one verifier container per policy, by name.
     policy_label: str = ""
     container_name: str = "modelward-verify"
+    #: Every model-like volume a long-running container mounts must be the verified model,
+    #: or declared (``modelward.io/unverified-volumes``) and read-only (MW-INT-005).
+    require_verified_volumes: bool = True
+    #: "All": every selected pod must declare a model; "ModelVolumes": only pods that declare
+    #: one or mount a model-like volume are model pods (what a pod is, not what it is labelled).
+    model_pods: str = "All"
 
 
 @dataclass(frozen=True)
@@ -151,6 +237,21 @@ class Policy:
         if not self.match.matches(namespace, pod_labels):
             return False
         return self.exclude.empty or not self.exclude.matches(namespace, pod_labels)
+
+    def may_apply_to_pods_labelled(
+        self, namespace: NamespaceFacts, known_labels: Mapping[str, str]
+    ) -> bool:
+        """Whether the policy may govern pods known only to carry ``known_labels``.
+
+        What an Ingress, a Service or a route exposes is known by a selector (a subset of the
+        pods' labels) or not at all (``{}``): the policy applies unless no such pod could match
+        it, and an exclusion counts only when it holds for every such pod.
+        """
+        if self.ref.namespace is not None and namespace.name != self.ref.namespace:
+            return False
+        if not self.match.could_match(namespace, known_labels):
+            return False
+        return self.exclude.empty or not self.exclude.must_match(namespace, known_labels)
 
 
 @cache
@@ -262,13 +363,15 @@ def _transport(raw: Mapping[str, Any], mode: Mode) -> TransportConfig:
         mode=_mode(raw.get("mode"), mode),
         require_tls=bool(raw.get("requireTLS", True)),
         meshes=tuple(raw.get("meshes", ["istio", "linkerd"])),
-        tls_secret_names=tuple(raw.get("tlsSecretNames", ["*-tls", "*-tls-*", "tls-*"])),
+        tls_secret_names=tuple(raw.get("tlsSecretNames", ["*"])),
         ingress=IngressConfig(
             require_tls=bool(ingress.get("requireTLS", True)),
             rate_limit_annotations=tuple(
                 ingress.get("rateLimitAnnotations", DEFAULT_RATE_LIMIT_ANNOTATIONS)
             ),
         ),
+        allow_external_services=bool(raw.get("allowExternalServices", False)),
+        allowed_gateways=frozenset(str(g) for g in raw.get("allowedGateways") or ()),
     )
 
 
@@ -281,31 +384,151 @@ def _secrets(raw: Mapping[str, Any], mode: Mode) -> SecretsConfig:
     )
 
 
-def _signer(raw: Mapping[str, Any]) -> TrustedSigner:
-    def ref(value: Any) -> tuple[str, str] | None:
+SIGNER_SOURCES = ("publicKey", "caCertificate", "configMapKeyRef", "secretKeyRef")
+SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+MAX_PEM_LENGTH = 16384
+
+
+def check_pem(kind: str, pem: str) -> str | None:
+    """Why ``pem`` is not a usable public key or CA certificate, or None if it is.
+
+    The verifier would only fail on it later, inside every pod; refusing the policy says so
+    once, where its author looks (the CRD checks the PEM's shape; this parses it).
+    """
+    if len(pem) > MAX_PEM_LENGTH:
+        return f"the PEM is {len(pem)} characters long (at most {MAX_PEM_LENGTH})"
+    data = pem.encode("utf-8", "replace")
+    try:
+        if kind == "publicKey":
+            key = serialization.load_pem_public_key(data)
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                return f"it is a {type(key).__name__.lstrip('_')}, not an ECDSA public key"
+            if key.curve.name not in SUPPORTED_CURVES:
+                return f"curve {key.curve.name} is not P-256, P-384 or P-521"
+        else:
+            if not x509.load_pem_x509_certificates(data):
+                return "it holds no certificate"
+    except ValueError as exc:
+        what = "PEM public key" if kind == "publicKey" else "PEM certificate"
+        return f"it is not a {what} ({str(exc).splitlines()[0][:120]})"
+    return None
+
+
+def _signer(
+    raw: Mapping[str, Any],
+    *,
+    where: str,
+    label: str,
+    ref: PolicyRef,
+    keys: KeySource | None,
+) -> TrustedSigner:
+    def key_ref(value: Any) -> tuple[str, str] | None:
         return (str(value["name"]), str(value["key"])) if isinstance(value, Mapping) else None
 
-    if "publicKey" in raw:
-        return TrustedSigner(str(raw["name"]), "publicKey", pem=str(raw["publicKey"]))
-    if "caCertificate" in raw:
-        return TrustedSigner(str(raw["name"]), "caCertificate", pem=str(raw["caCertificate"]))
+    name = str(raw["name"])
+    if "publicKey" in raw or "caCertificate" in raw:
+        kind = "publicKey" if "publicKey" in raw else "caCertificate"
+        signer = TrustedSigner(name, kind, pem=str(raw[kind]))
+        source_field = f"{where}.{kind}"
+    else:
+        source = "configMapKeyRef" if "configMapKeyRef" in raw else "secretKeyRef"
+        namespace = (raw.get(source) or {}).get("namespace")
+        signer = TrustedSigner(
+            name,
+            str(raw.get("type", "publicKey")),
+            config_map=key_ref(raw.get("configMapKeyRef")),
+            secret=key_ref(raw.get("secretKeyRef")),
+            namespace=str(namespace) if namespace else None,
+        )
+        source_field = f"{where}.{source}"
+        if ref.namespace is not None:
+            # A ModelPolicy's keys live in its own namespace, which the verifier volume reads.
+            if namespace and namespace != ref.namespace:
+                raise PolicyError(
+                    f"a ModelPolicy reads keys from its own namespace, not {namespace!r}",
+                    policy=label,
+                    field=f"{source_field}.namespace",
+                    fix="remove namespace (the key must be in the policy's namespace)",
+                    reason="UntrustedKeySource",
+                )
+            return signer
+        signer = _resolve_cluster_key(signer, field_path=source_field, label=label, keys=keys)
+    problem = check_pem(signer.kind, signer.pem or "")
+    if problem is not None:
+        raise PolicyError(
+            f"trusted signer {name!r}: {problem}",
+            policy=label,
+            field=source_field,
+            fix="give the signer's PEM public key (-----BEGIN PUBLIC KEY-----, ECDSA "
+            "P-256/P-384/P-521) or CA certificate (-----BEGIN CERTIFICATE-----)",
+            reason="InvalidKey",
+        )
+    return signer
+
+
+def _resolve_cluster_key(
+    signer: TrustedSigner, *, field_path: str, label: str, keys: KeySource | None
+) -> TrustedSigner:
+    """A ClusterModelPolicy's referenced key, read from modelward's namespace and inlined.
+
+    A reference into the pod's namespace would let the pod's author replace the key their
+    model is checked against; only modelward's own namespace (or an inline PEM) is trusted.
+    """
+    ref = signer.reference
+    assert ref is not None
+    if ref.namespace is None:
+        raise PolicyError(
+            "a ClusterModelPolicy's key reference needs a namespace: without one the key "
+            "would be read from the pod's namespace, which its author can write",
+            policy=label,
+            field=f"{field_path}.namespace",
+            fix="set namespace to modelward's own namespace, or give the PEM inline",
+            reason="UntrustedKeySource",
+        )
+    if keys is None:
+        raise PolicyError(
+            f"cannot read {ref}: no key material was given",
+            policy=label,
+            field=field_path,
+            fix="give the ConfigMap or Secret with the policies (modelward check), or run "
+            "the operator, which reads it from its own namespace",
+            reason="KeyNotFound",
+        )
+    if keys.namespace and ref.namespace != keys.namespace:
+        raise PolicyError(
+            f"{ref} is outside modelward's namespace {keys.namespace!r}; tenants may be "
+            "able to write it",
+            policy=label,
+            field=f"{field_path}.namespace",
+            fix=f"keep cluster policy keys in namespace {keys.namespace}, or give the PEM inline",
+            reason="UntrustedKeySource",
+        )
+    pem = keys.read(ref)
+    if pem is None:
+        raise PolicyError(
+            f"{ref} does not exist",
+            policy=label,
+            field=field_path,
+            fix=f"create it, holding the PEM under key {ref.key!r}",
+            reason="KeyNotFound",
+        )
     return TrustedSigner(
-        str(raw["name"]),
-        str(raw.get("type", "publicKey")),
-        config_map=ref(raw.get("configMapKeyRef")),
-        secret=ref(raw.get("secretKeyRef")),
+        signer.name,
+        signer.kind,
+        pem=pem,
+        config_map=signer.config_map,
+        secret=signer.secret,
+        namespace=signer.namespace,
     )
 
 
-def _integrity(raw: Mapping[str, Any], mode: Mode, label: str, ref: PolicyRef) -> IntegrityConfig:
+def _integrity(
+    raw: Mapping[str, Any], mode: Mode, label: str, ref: PolicyRef, keys: KeySource | None
+) -> IntegrityConfig:
     where = "spec.integrity"
     signers = []
     for index, item in enumerate(raw.get("trustedSigners") or []):
-        sources = [
-            k
-            for k in ("publicKey", "caCertificate", "configMapKeyRef", "secretKeyRef")
-            if k in item
-        ]
+        sources = [k for k in SIGNER_SOURCES if k in item]
         if len(sources) != 1:
             raise PolicyError(
                 "a trusted signer needs exactly one of publicKey, caCertificate, "
@@ -314,7 +537,9 @@ def _integrity(raw: Mapping[str, Any], mode: Mode, label: str, ref: PolicyRef) -
                 field=f"{where}.trustedSigners.{index}",
                 fix="give each signer one source of its PEM",
             )
-        signers.append(_signer(item))
+        signers.append(
+            _signer(item, where=f"{where}.trustedSigners.{index}", label=label, ref=ref, keys=keys)
+        )
     require = bool(raw.get("requireSignature", True))
     verifier = (raw.get("verifier") or {}).get("image")
     if require and (not signers or not verifier):
@@ -334,13 +559,55 @@ def _integrity(raw: Mapping[str, Any], mode: Mode, label: str, ref: PolicyRef) -
         allowed_ignore_paths=tuple(raw.get("allowedIgnorePaths") or ()),
         verifier_image=str(verifier) if verifier else None,
         policy_label=str(ref),
-        container_name="modelward-verify-"
-        + hashlib.sha256(f"{ref.kind}/{ref.namespace}/{ref.name}".encode()).hexdigest()[:8],
+        container_name=verifier_container_name(ref),
+        require_verified_volumes=bool(raw.get("requireVerifiedModelVolumes", True)),
+        model_pods=str(raw.get("modelPods", "All")),
     )
 
 
-def parse_policy(obj: Mapping[str, Any]) -> Policy:
-    """Compile a policy object; ``PolicyError`` says which field is wrong and how to fix it."""
+def key_references(obj: Mapping[str, Any]) -> tuple[KeyReference, ...]:
+    """The ConfigMap and Secret keys a policy object's signers reference (before parsing), so
+    that the controller can read them before it compiles the policy."""
+    spec = obj.get("spec")
+    integrity = spec.get("integrity") if isinstance(spec, Mapping) else None
+    signers = integrity.get("trustedSigners") if isinstance(integrity, Mapping) else None
+    refs = []
+    for item in signers if isinstance(signers, list) else []:
+        for field_name, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            raw = item.get(field_name) if isinstance(item, Mapping) else None
+            if isinstance(raw, Mapping) and raw.get("name") and raw.get("key"):
+                namespace = raw.get("namespace")
+                refs.append(
+                    KeyReference(
+                        kind,
+                        str(namespace) if namespace else None,
+                        str(raw["name"]),
+                        str(raw["key"]),
+                    )
+                )
+    return tuple(refs)
+
+
+VERIFIER_PREFIX = "modelward-verify-"
+
+
+def verifier_container_name(ref: PolicyRef) -> str:
+    """The verifier's container name: 160 bits of the policy's identity.
+
+    A ModelPolicy author chooses their policy's name; with a short hash they could choose one
+    whose verifier shares a cluster policy's container (and key annotations) and so fight over
+    its content. 40 hex characters keep the name, and ``<name>-keys``, within 63 characters.
+    """
+    identity = f"{ref.kind}/{ref.namespace or ''}/{ref.name}".encode()
+    return VERIFIER_PREFIX + hashlib.sha256(identity).hexdigest()[:40]
+
+
+def parse_policy(obj: Mapping[str, Any], *, keys: KeySource | None = None) -> Policy:
+    """Compile a policy object; ``PolicyError`` says which field is wrong and how to fix it.
+
+    ``keys`` holds the ConfigMap and Secret keys a ClusterModelPolicy references (read from
+    modelward's namespace by the controller); without it such a policy cannot be compiled.
+    """
     kind = str(obj.get("kind", ""))
     meta = obj.get("metadata") or {}
     name = str(meta.get("name") or "<unnamed>")
@@ -374,6 +641,14 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
             field="spec.match",
             fix="add match.namespaces or match.namespaceSelector; podSelector can only narrow",
         )
+    if not namespaced and (spec.get("exclude") or {}).get("podSelector") is not None:
+        raise PolicyError(
+            "exclude.podSelector is not allowed in a ClusterModelPolicy: a pod's labels are "
+            "written by the pod's author, who could use it to opt out",
+            policy=label,
+            field="spec.exclude.podSelector",
+            fix="exclude by namespace (exclude.namespaces or exclude.namespaceSelector)",
+        )
     mode = Mode(spec.get("mode", "Enforce"))
     isolation = _isolation(spec["isolation"], mode) if "isolation" in spec else None
     if (
@@ -398,5 +673,7 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
         images=_images(spec["images"], mode) if "images" in spec else None,
         transport=_transport(spec["transport"], mode) if "transport" in spec else None,
         secrets=_secrets(spec["secrets"], mode) if "secrets" in spec else None,
-        integrity=_integrity(spec["integrity"], mode, label, ref) if "integrity" in spec else None,
+        integrity=(
+            _integrity(spec["integrity"], mode, label, ref, keys) if "integrity" in spec else None
+        ),
     )

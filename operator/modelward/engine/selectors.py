@@ -29,6 +29,12 @@ class Requirement:
             return self.key in labels
         return self.key not in labels  # DoesNotExist
 
+    def holds_for_every_superset_of(self, labels: Mapping[str, str]) -> bool:
+        """Whether every label set containing ``labels`` meets it."""
+        if self.operator == "DoesNotExist":
+            return False  # any superset may carry the key
+        return self.key in labels and self.matches(labels)
+
 
 @dataclass(frozen=True)
 class LabelSelector:
@@ -38,6 +44,31 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
+
+    def could_match_superset_of(self, labels: Mapping[str, str]) -> bool:
+        """Whether a pod carrying ``labels`` and perhaps others could be selected.
+
+        A Service selector or an unknown backend only tells which labels the pods behind it
+        carry at least; judging their exposure by the selector alone would let one extra pod
+        label (that the selector does not mention) take the pods out of a policy.
+        """
+        if not all(r.matches(labels) for r in self.requirements if r.key in labels):
+            return False
+        # Each key the known labels lack may be added with any value, or stay absent: some
+        # choice must meet every requirement on that key (In x with NotIn x: none does).
+        open_keys = {r.key for r in self.requirements if r.key not in labels}
+        for key in open_keys:
+            on_key = [r for r in self.requirements if r.key == key]
+            named = {v for r in on_key for v in r.values}
+            fresh = "\0" + "".join(sorted(named))  # a value no requirement names
+            choices: list[dict[str, str]] = [{}, {key: fresh}, *({key: v} for v in named)]
+            if not any(all(r.matches(c) for r in on_key) for c in choices):
+                return False
+        return True
+
+    def matches_every_superset_of(self, labels: Mapping[str, str]) -> bool:
+        """Whether every pod carrying at least ``labels`` is selected."""
+        return all(r.holds_for_every_superset_of(labels) for r in self.requirements)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> LabelSelector:

@@ -1,15 +1,21 @@
-"""X.509 chain validation for the certificate method (see :mod:`modelward.integrity.trust`)."""
+"""X.509 chain validation for the certificate method (see :mod:`modelward.integrity.trust`).
+
+Path validation (signatures, validity, basic and name constraints, path lengths, unknown
+critical extensions) is ``cryptography.x509.verification``'s; what is ours is the policy for
+the signing certificate (code signing), identity pinning, and messages that say what to fix.
+"""
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from modelward.integrity.errors import Rejection, TrustMaterialError
@@ -102,23 +108,45 @@ def _check_leaf_usage(cert: x509.Certificate) -> None:
         )
 
 
-def _check_issuer(issuer: x509.Certificate, below: int) -> None:
-    """``issuer`` signs a chain with ``below`` CA certificates under it (leaf excluded)."""
-    name = issuer.subject.rfc4514_string()
-    try:
-        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        raise Rejection(f"issuer {name} is not a CA", code="certificate") from None
-    if not bc.ca:
-        raise Rejection(f"issuer {name} is not a CA", code="certificate")
-    if bc.path_length is not None and below > bc.path_length:
-        raise Rejection(f"issuer {name} path length constraint exceeded", code="certificate")
-    try:
-        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not ku.key_cert_sign:
-            raise Rejection(f"issuer {name} may not sign certificates", code="certificate")
-    except x509.ExtensionNotFound:
-        pass
+def _issuer_key_usage(
+    policy: verification.Policy, cert: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
+    """Extension validator for CA certificates: a key usage, if present, allows signing."""
+    del policy
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError(
+            f"issuer {cert.subject.rfc4514_string()} may not sign certificates "
+            "(keyUsage lacks keyCertSign)"
+        )
+
+
+def _verifier(anchors: Sequence[x509.Certificate], when: datetime.datetime) -> Any:
+    """RFC 5280 path validation by ``cryptography.x509.verification``.
+
+    The WebPKI profiles it ships are for TLS (they require authority key identifiers and the
+    client-auth EKU, which a private code-signing PKI need not have), so the extension
+    policies start from "permit all" and add what matters here: CA certificates must carry
+    basicConstraints (the library then enforces ``cA`` and path lengths) and, when they have
+    a key usage, ``keyCertSign``. Name constraints, validity periods, signatures, chain depth
+    and unknown critical extensions are the library's, on every certificate of the path.
+    The leaf's own usage (code signing) is checked by :func:`_check_leaf_usage`.
+    """
+    agnostic = verification.Criticality.AGNOSTIC
+    ca_policy = (
+        verification.ExtensionPolicy.permit_all()
+        .require_present(x509.BasicConstraints, agnostic, None)
+        .may_be_present(x509.KeyUsage, agnostic, _issuer_key_usage)
+    )
+    return (
+        verification.PolicyBuilder()
+        .store(verification.Store(list(anchors)))
+        .time(when)
+        .max_chain_depth(MAX_CHAIN_DEPTH)
+        .extension_policies(
+            ca_policy=ca_policy, ee_policy=verification.ExtensionPolicy.permit_all()
+        )
+        .build_client_verifier()
+    )
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -127,6 +155,49 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def _names_reach_an_anchor(
+    leaf: x509.Certificate, pool: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
+) -> bool:
+    """Whether issuer names and signatures alone lead from ``leaf`` to a trusted CA.
+
+    Only chooses the message when validation fails: no such path means the model was signed
+    under another CA ("wrong-signer"); a path that exists was refused for its constraints.
+    """
+    current, seen = leaf, 0
+    while seen <= MAX_CHAIN_DEPTH:
+        if any(a.subject == current.issuer and _issued_by(current, a) for a in anchors):
+            return True
+        parents = [c for c in pool if c.subject == current.issuer and _issued_by(current, c)]
+        if not parents or parents[0] is current:
+            return False
+        current, seen = parents[0], seen + 1
+    return False
+
+
+def _validate_path(
+    leaf: x509.Certificate,
+    pool: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    when: datetime.datetime,
+) -> None:
+    try:
+        _verifier(anchors, when).verify(leaf, list(pool))
+    except (verification.VerificationError, ValueError) as exc:
+        reason = str(exc).removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+        reason = reason.split(" (encountered processing")[0]
+        name = leaf.subject.rfc4514_string()
+        if not _names_reach_an_anchor(leaf, pool, anchors):
+            raise Rejection(
+                f"signing certificate {name} (issuer {leaf.issuer.rfc4514_string()}) does not "
+                "chain to a trusted CA",
+                code="wrong-signer",
+            ) from exc
+        raise Rejection(
+            f"certificate chain of {name} refused by path validation: {reason}",
+            code="certificate",
+        ) from exc
 
 
 def _identities(cert: x509.Certificate) -> set[str]:
@@ -169,14 +240,7 @@ def verify_certificate_chain(
     _check_validity(leaf, when, "signing")
     _check_critical_extensions(leaf, "signing")
     _check_leaf_usage(leaf)
-    anchors = [ca.certificate for ca in policy.cas]
-    path = _build_path(leaf, pool, anchors, when)
-    if path is None:
-        raise Rejection(
-            f"signing certificate {leaf.subject.rfc4514_string()} (issuer "
-            f"{leaf.issuer.rfc4514_string()}) does not chain to a trusted CA",
-            code="wrong-signer",
-        )
+    _validate_path(leaf, pool, [ca.certificate for ca in policy.cas], when)
     if policy.identities and not (_identities(leaf) & policy.identities):
         raise Rejection(
             f"signing certificate {leaf.subject.rfc4514_string()} does not carry "
@@ -194,45 +258,3 @@ def verify_certificate_chain(
         issuer=leaf.issuer.rfc4514_string(),
     )
     return key, signer
-
-
-def _build_path(
-    leaf: x509.Certificate,
-    pool: list[x509.Certificate],
-    anchors: list[x509.Certificate],
-    when: datetime.datetime,
-) -> list[x509.Certificate] | None:
-    """Depth-first search for leaf -> intermediates from the bundle -> a trusted anchor.
-
-    A certificate in the bundle that is byte-identical to a trusted anchor is treated as the
-    anchor (``model_signing`` copies the CA into the bundle); any other bundle certificate is
-    only ever an intermediate and must itself be valid now and a CA.
-    """
-
-    def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
-        current = path[-1]
-        cas_below = len(path) - 1
-        for anchor in anchors:
-            if anchor.subject == current.issuer and _issued_by(current, anchor):
-                try:
-                    _check_issuer(anchor, cas_below)
-                    _check_validity(anchor, when, "CA")
-                except Rejection:
-                    continue
-                return [*path, anchor]
-        if len(path) >= MAX_CHAIN_DEPTH:
-            return None
-        for candidate in pool:
-            if candidate in path or candidate in anchors:
-                continue
-            if candidate.subject != current.issuer or not _issued_by(current, candidate):
-                continue
-            _check_issuer(candidate, cas_below)
-            _check_validity(candidate, when, "intermediate")
-            _check_critical_extensions(candidate, "intermediate")
-            found = extend([*path, candidate])
-            if found is not None:
-                return found
-        return None
-
-    return extend([leaf])

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from modelward.console import emit
 from modelward.integrity.errors import UnusableInputError
 from modelward.integrity.result import VerifierResult
 from modelward.integrity.trust import (
@@ -60,7 +61,9 @@ examples:
   modelward scan pytorch_model.bin --output json
   modelward scan model/ --allow-global mypkg.config.ModelConfig
 
-exit codes: 0 clean, 1 unsafe (findings printed), 2 a path could not be scanned
+exit codes: 0 clean, 1 unsafe (findings printed; a file that spends its expansion budget
+is an archive-bomb finding), 2 a path could not be scanned (an unreadable file or folder is
+named; the rest is still scanned)
 """
 
 _VERIFY_POD_EPILOG = """\
@@ -181,6 +184,15 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         metavar="DOMAIN",
         help="also accept ONNX operators of this domain; repeatable",
     )
+    scan.add_argument(
+        "--max-expansion",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="expansion budget per file in MiB (bytes decompressed or read from archive "
+        "members); default: 100x the file's size, at least 256 MiB, at most 16 GiB more than "
+        "its size. Raise it only for files you trust",
+    )
     scan.add_argument("--output", choices=("text", "json"), default="text")
     scan.set_defaults(handler=run_scan)
 
@@ -249,15 +261,14 @@ def policy_from_args(args: argparse.Namespace) -> VerificationPolicy:
 
 
 def _print(text: str, stream: TextIO | None = None) -> None:
-    out = stream or sys.stdout
-    out.write(text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+    emit(text, stream=stream)
 
 
 def _fail(message: str, output: str) -> int:
     if output == "json":
         _print(json.dumps({"result": "error", "reason": message}))
     else:
-        _print(f"error: {message}", sys.stderr)
+        _print(f"error: {' '.join(message.split())}", sys.stderr)
     return EXIT_UNUSABLE
 
 
@@ -342,9 +353,17 @@ def run_scan(args: argparse.Namespace) -> int:
     """``modelward scan``."""
     from modelward.integrity.scanning import ScanPolicy, scan_paths
 
+    limits: dict[str, int] = {}
+    if args.max_expansion is not None:
+        if args.max_expansion < 1:
+            return _fail("--max-expansion must be at least 1 (MiB)", args.output)
+        limits = dict(
+            expansion_floor=args.max_expansion << 20, max_expansion_bytes=args.max_expansion << 20
+        )
     policy = ScanPolicy(
         extra_allowed_globals=frozenset(args.allow_global),
         extra_onnx_domains=frozenset(args.allow_onnx_domain),
+        **limits,
     )
     report = scan_paths(args.paths, policy=policy)
     if args.output == "json":

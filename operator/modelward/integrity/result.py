@@ -6,9 +6,11 @@ from pod status with :func:`parse_termination_message`. Two constraints shape it
 
 * the kubelet keeps at most 4096 bytes, so the message is compact (short keys, no per-file
   list) and :meth:`VerifierResult.to_termination_message` truncates free text to fit;
-* the operator must not trust it blindly (a model-serving image could write anything to the
-  log if it ran with the same volume), so the parser validates every field and raises
-  :class:`TerminationMessageError` instead of guessing.
+* the operator must not trust it blindly (anyone who can create a pod can add a container that
+  writes anything), so the parser validates every field, refuses unknown fields, values out of
+  range and text longer than the verifier ever writes (:data:`LIMITS`), and raises
+  :class:`TerminationMessageError` instead of guessing. Whether the *container* that wrote it
+  may be believed at all is the operator's question (``controller/verifications.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,18 @@ ScanOutcome = Literal["clean", "unsafe", "skipped", "error"]
 OUTCOMES: Final = ("verified", "rejected", "error")
 SCAN_OUTCOMES: Final = ("clean", "unsafe", "skipped", "error")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_LIMITS: Final = {"reason": 1024, "signer": 512, "policy": 253}
+#: Longest text per field, in characters; the verifier truncates to these, the parser refuses
+#: anything longer. A policy label is "<Kind> <namespace>/<name>" (up to 63 + 253 characters).
+LIMITS: Final = {"reason": 1024, "signer": 512, "policy": 340}
+#: Largest plausible counts: a model has far fewer files, a verification takes less than a day.
+MAX_FILES: Final = 10_000_000
+MAX_DURATION_MS: Final = 86_400_000
+#: Signers as ``Signer.short`` writes them: a key's fingerprint or a certificate's subject.
+_SIGNER = re.compile(r"key:sha256:[0-9a-f]{64}|cert:[^\x00-\x1f\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+FIELDS: Final = frozenset(
+    ("v", "result", "digest", "signer", "files", "scan", "reason", "duration_ms", "policy")
+)
 
 
 class TerminationMessageError(IntegrityError):
@@ -72,9 +85,9 @@ class VerifierResult:
         """Compact JSON, guaranteed to fit in :data:`MAX_MESSAGE_BYTES` bytes."""
         fitted = replace(
             self,
-            reason=_truncate(self.reason, _LIMITS["reason"]) or "",
-            signer=_truncate(self.signer, _LIMITS["signer"]),
-            policy=_truncate(self.policy, _LIMITS["policy"]),
+            reason=_truncate(self.reason, LIMITS["reason"]) or "",
+            signer=_truncate(self.signer, LIMITS["signer"]),
+            policy=_truncate(self.policy, LIMITS["policy"]),
         )
         text = _dump(fitted)
         while len(text.encode("utf-8")) > MAX_MESSAGE_BYTES and fitted.reason:
@@ -106,6 +119,31 @@ def _field(
     return value
 
 
+def _text(doc: dict[str, Any], name: str, *, optional: bool = False) -> Any:
+    """A bounded string field; control characters (bar tab and newline in the reason) refused."""
+    value = _field(doc, name, str, optional=optional)
+    if value is None:
+        return None
+    if len(value) > LIMITS[name]:
+        raise TerminationMessageError(
+            f"termination message: field {name!r} is longer than {LIMITS[name]} characters"
+        )
+    if _CONTROL.search(value) or (name != "reason" and ("\n" in value or "\t" in value)):
+        raise TerminationMessageError(
+            f"termination message: field {name!r} contains control characters"
+        )
+    return value
+
+
+def _count(doc: dict[str, Any], name: str, limit: int) -> int:
+    value: int = _field(doc, name, int)
+    if not 0 <= value <= limit:
+        raise TerminationMessageError(
+            f"termination message: field {name!r}={value} is outside 0..{limit}"
+        )
+    return value
+
+
 def parse_termination_message(text: str) -> VerifierResult:
     """Parse and validate a termination message written by ``modelward verify-pod``."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
@@ -118,6 +156,11 @@ def parse_termination_message(text: str) -> VerifierResult:
         ) from exc
     if not isinstance(doc, dict):
         raise TerminationMessageError("termination message: expected a JSON object")
+    unknown = sorted(set(doc) - FIELDS)
+    if unknown:
+        raise TerminationMessageError(
+            f"termination message: unknown field(s) {', '.join(map(repr, unknown[:3]))}"
+        )
     version = doc.get("v")
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise TerminationMessageError(
@@ -135,20 +178,23 @@ def parse_termination_message(text: str) -> VerifierResult:
         raise TerminationMessageError(
             f"termination message: digest {digest!r} is not sha256:<64 hex>"
         )
-    files = _field(doc, "files", int)
-    duration = _field(doc, "duration_ms", int)
-    if files < 0 or duration < 0:
-        raise TerminationMessageError("termination message: negative count")
+    files = _count(doc, "files", MAX_FILES)
+    duration = _count(doc, "duration_ms", MAX_DURATION_MS)
+    signer = _text(doc, "signer", optional=True)
+    if signer is not None and not _SIGNER.fullmatch(signer):
+        raise TerminationMessageError(
+            f"termination message: signer {signer[:80]!r} is neither key:<hex> nor cert:<subject>"
+        )
     result = VerifierResult(
         v=FORMAT_VERSION,
         result=cast(Outcome, outcome),
         scan=cast(ScanOutcome, scan),
-        reason=_field(doc, "reason", str),
+        reason=_text(doc, "reason"),
         digest=digest,
-        signer=_field(doc, "signer", str, optional=True),
+        signer=signer,
         files=files,
         duration_ms=duration,
-        policy=_field(doc, "policy", str, optional=True),
+        policy=_text(doc, "policy", optional=True),
     )
     if result.result == "verified" and (result.digest is None or result.signer is None):
         raise TerminationMessageError(

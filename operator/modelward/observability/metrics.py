@@ -1,15 +1,38 @@
 """Prometheus metrics (documented in docs/metrics.md).
 
-Collectors live in their own registry, created at start-up (no import-time globals). Label
-values are bounded: rule IDs and modes are fixed sets, kinds are the intercepted kinds,
-policies and namespaces are objects an administrator creates.
+Collectors live in their own registry, created at start-up (no import-time globals). Every
+label value comes from a closed set, never from a request as such: an AdmissionReview can be
+sent by anyone who reaches the webhook port, and one unique label value per request grows
+memory and ``/metrics`` without bound. Rule IDs, modes, operations and decisions are fixed
+sets; ``kind`` is one of the judged kinds or ``other`` (``kind_label``); ``namespace`` is a
+namespace the cluster has (from the watch) or ``other`` (``namespace_label``); ``policy`` is
+a policy that exists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelward.engine.rules.transport import EXPOSURE_KINDS
+from modelward.engine.workloads import TEMPLATE_POINTERS
+
+#: The label value standing for every value outside a closed set.
+OTHER = "other"
+KNOWN_KINDS = frozenset({*TEMPLATE_POINTERS, *(kind for _, kind in EXPOSURE_KINDS)})
+
+
+def kind_label(kind: str) -> str:
+    """A request's kind as a label value: a kind modelward judges, or ``other``."""
+    return kind if kind in KNOWN_KINDS or kind == "" else OTHER
+
+
+def namespace_label(namespace: str, known: Container[str]) -> str:
+    """A request's namespace as a label value: one the cluster has, or ``other``."""
+    return namespace if namespace in known else OTHER
+
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -30,6 +53,9 @@ class Metrics:
     model_verification_duration: Histogram
     audit_violations: Gauge
     audit_duration: Histogram
+    connections: Gauge
+    connections_refused: Counter
+    reviews_in_flight: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -106,6 +132,23 @@ class Metrics:
                 "modelward_audit_duration_seconds",
                 "How long one background audit scan took.",
                 buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                registry=registry,
+            ),
+            connections=Gauge(
+                "modelward_webhook_connections",
+                "Open connections to the webhook port (TLS handshakes included).",
+                registry=registry,
+            ),
+            connections_refused=Counter(
+                "modelward_webhook_connections_refused",
+                "Connections to the webhook port closed at once because --max-connections "
+                "were open.",
+                registry=registry,
+            ),
+            reviews_in_flight=Gauge(
+                "modelward_admission_reviews_in_flight",
+                "Reviews being evaluated or waiting for an evaluation worker (a review past "
+                "its budget counts until its evaluation really ends).",
                 registry=registry,
             ),
             certificate_expiry=Gauge(

@@ -60,3 +60,63 @@ def test_rate_limit_drops_and_counts() -> None:
     assert recorder.queue.qsize() == 2
     dropped = recorder.metrics.registry.get_sample_value("modelward_events_dropped_total")
     assert dropped == 1.0
+
+
+def _flood(recorder: EventRecorder, subject: Subject, count: int, policy: PolicyRef) -> None:
+    """``count`` denials with distinct messages (so deduplication cannot absorb them)."""
+    for index in range(count):
+        finding = Finding(
+            Violation("MW-IMG-001", f"not pinned {index}", "pin it", "c"), policy, Mode.ENFORCE
+        )
+        recorder.record(subject, Decision((finding,)), outcome="denied")
+
+
+def _posted_about(recorder: EventRecorder) -> list[tuple[str, str, str]]:
+    events = [recorder.queue.get_nowait()[1] for _ in range(recorder.queue.qsize())]
+    return [
+        (e["metadata"]["namespace"], e["involvedObject"]["kind"], e["involvedObject"]["name"])
+        for e in events
+    ]
+
+
+def test_a_flood_about_one_object_does_not_starve_events_about_another() -> None:
+    recorder = _recorder(rate=0.0, burst=50)  # no refill: the budgets are what they are
+    _flood(recorder, Subject("Pod", "attacker", "noisy"), 80, ENFORCING)
+    _flood(recorder, Subject("Pod", "victim", "quiet"), 1, AUDITING)
+    posted = _posted_about(recorder)
+    assert ("victim", "Pod", "quiet") in posted
+    assert ("serving-a", "ModelPolicy", "team") in posted  # the other policy's Event too
+    assert posted.count(("attacker", "Pod", "noisy")) <= 5
+
+
+def test_a_flood_from_many_objects_of_one_namespace_stays_in_that_namespace() -> None:
+    recorder = _recorder(rate=0.0, burst=50)
+    for index in range(80):
+        _flood(recorder, Subject("Pod", "attacker", f"pod-{index}"), 1, ENFORCING)
+    _flood(recorder, Subject("Deployment", "victim", "llm"), 1, ENFORCING)
+    posted = _posted_about(recorder)
+    assert ("victim", "Deployment", "llm") in posted
+    assert sum(1 for ns, kind, _ in posted if ns == "attacker") <= 10
+
+
+def test_the_global_cap_still_holds_across_namespaces() -> None:
+    recorder = _recorder(rate=0.0, burst=20)
+    for index in range(100):
+        _flood(
+            recorder,
+            Subject("Pod", f"ns-{index}", "p"),
+            1,
+            PolicyRef("ClusterModelPolicy", f"p{index}"),
+        )
+    assert recorder.queue.qsize() == 20
+    dropped = recorder.metrics.registry.get_sample_value("modelward_events_dropped_total")
+    assert dropped == 180.0
+
+
+def test_idle_buckets_are_forgotten() -> None:
+    from modelward.controller import events
+
+    budgets = events.EventBudgets(rate=1000.0, burst=1000)
+    for index in range(events.MAX_BUCKETS + 10):
+        budgets.objects.get(("ns", "Pod", str(index)))
+    assert len(budgets.objects.buckets) <= events.MAX_BUCKETS

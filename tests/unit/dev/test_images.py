@@ -172,7 +172,7 @@ def test_a_registry_with_htpasswd_and_tls_refuses_anonymous_pushes() -> None:
     image = busybox_image()
     with LocalRegistry(tls=True, users=(user,)) as registry:
         assert registry.url.startswith("https://127.0.0.1:")
-        with pytest.raises(RegistryError, match="HTTP 401.*wants credentials"):
+        with pytest.raises(RegistryError, match=r"HTTP 401.*wants credentials"):
             image.push(registry.client(), "busybox", "1")
         with pytest.raises(RegistryError, match="HTTP 401"):
             image.push(registry.client(Credentials("pusher", "wrong")), "busybox", "1")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelward.engine import Decision, Policy, StaticFacts, evaluate_workload, parse_policy
+from modelward.engine import (
+    Decision,
+    KeySource,
+    Policy,
+    StaticFacts,
+    evaluate_workload,
+    parse_policy,
+)
 from modelward.engine.facts import NamespaceFacts
 from modelward.engine.patches import JsonPatch
 from modelward.engine.workloads import workload_from_object
@@ -23,6 +30,7 @@ def policy(
     kind: str = "ClusterModelPolicy",
     namespace: str | None = None,
     exclude: dict[str, Any] | None = None,
+    keys: KeySource | None = None,
 ) -> Policy:
     spec: dict[str, Any] = {"mode": mode, **sections}
     if kind == "ClusterModelPolicy":
@@ -35,8 +43,17 @@ def policy(
     if namespace:
         meta["namespace"] = namespace
     return parse_policy(
-        {"apiVersion": "modelward.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+        {"apiVersion": "modelward.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec},
+        keys=keys,
     )
+
+
+#: A Secret volume source that provably carries a certificate: the pod cannot start unless the
+#: Secret holds both keys (MW-TLS-001 evidence).
+TLS_SECRET: dict[str, Any] = {
+    "secretName": "server-tls",
+    "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+}
 
 
 def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
@@ -60,7 +77,7 @@ def compliant_pod(**spec_overrides: Any) -> dict[str, Any]:
                     "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": True}],
                 }
             ],
-            "volumes": [{"name": "tls", "secret": {"secretName": "server-tls"}}],
+            "volumes": [{"name": "tls", "secret": copy.deepcopy(TLS_SECRET)}],
         },
     }
     pod["spec"].update(copy.deepcopy(spec_overrides))
@@ -111,3 +128,42 @@ def apply_json_patch(document: Any, ops: JsonPatch) -> Any:
                 raise KeyError(f"replace of missing {op['path']}")
             parent[last] = op["value"]
     return result
+
+
+def public_key_pem(curve: Any = None) -> str:
+    """A fresh ECDSA public key (P-256 unless ``curve`` says otherwise), as PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def ca_certificate_pem() -> str:
+    """A fresh self-signed CA certificate, as PEM."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()

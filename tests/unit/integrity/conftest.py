@@ -296,6 +296,16 @@ def keys(tmp_path: Path) -> Callable[..., KeyPair]:
     return factory
 
 
+def flip_byte(path: Path, offset: int) -> None:
+    """Change the byte at ``offset`` for certain (writing a fixed byte into random data
+    leaves it unchanged once in 256 runs, which made tamper tests flaky)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        old = f.read(1)
+        f.seek(offset)
+        f.write(bytes([old[0] ^ 0xFF]))
+
+
 def copy_model(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst

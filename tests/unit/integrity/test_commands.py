@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +167,49 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "example" in capsys.readouterr().out
+
+
+def test_unreadable_subfolder_is_named_and_the_rest_is_scanned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests run as root, where ``chmod 000`` does not stop reads, so ``os.scandir`` is made to
+    refuse one folder with the PermissionError another user would get."""
+    for name in ("a", "locked", "z"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "a" / "ok.pkl").write_bytes(pickle.dumps({"a": 1}))
+    (tmp_path / "locked" / "hidden.pkl").write_bytes(pickle.dumps({"a": 1}))
+    (tmp_path / "z" / "ok.pkl").write_bytes(pickle.dumps([1, 2]))
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if Path(path) == tmp_path / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert main(["scan", str(tmp_path), "--output", "json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["result"] == "error"
+    assert doc["errors"] == [
+        f"{tmp_path / 'locked'}: cannot list folder: Permission denied; its files were not scanned"
+    ]
+    scanned = {f["path"] for f in doc["files"] if "error" not in f}
+    assert scanned == {str(tmp_path / "a" / "ok.pkl"), str(tmp_path / "z" / "ok.pkl")}
+    # a finding elsewhere still makes it unsafe (1); the unreadable folder is still named
+    (tmp_path / "z" / "bad.pkl").write_bytes(b"cposix\nsystem\n(S'id'\ntR.")
+    assert main(["scan", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"ERROR  {tmp_path / 'locked'}: cannot list folder" in out and "UNSAFE" in out
+
+
+def test_nested_zip_is_not_clean_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .scanning.test_hostile import nested_zip
+
+    bomb = tmp_path / "model.zip"
+    bomb.write_bytes(nested_zip(2, 8))
+    assert main(["scan", str(bomb)]) == 1
+    assert "archive-bomb" in capsys.readouterr().out
+    assert main(["scan", str(bomb), "--max-expansion", "0"]) == 2
+    assert "--max-expansion must be at least 1" in capsys.readouterr().err

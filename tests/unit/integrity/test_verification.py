@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from modelward.integrity.errors import BundleFormatError, UnsupportedFormatError
 from modelward.integrity.trust import TrustPolicy, load_ca_certificates, load_public_keys
@@ -23,6 +27,7 @@ from modelward.integrity.verification import (
 from .conftest import (
     KeyPair,
     copy_model,
+    flip_byte,
     make_cert,
     make_key,
     make_model,
@@ -150,9 +155,7 @@ def _verify(model: Path, key: KeyPair, **policy: Any) -> VerificationResult:
 
 def test_tamper_changed_file(signed: tuple[Path, KeyPair], tmp_path: Path) -> None:
     model = copy_model(signed[0], tmp_path / "m")
-    with open(model / "weights.bin", "r+b") as f:
-        f.seek(1000)
-        f.write(b"\x00\x01\x02")
+    flip_byte(model / "weights.bin", 1000)
     result = _verify(model, signed[1])
     assert not result.verified and result.code == "files-mismatch"
     assert result.changed == ["weights.bin"] and not result.missing and not result.extra
@@ -408,9 +411,7 @@ def test_shards_tampered_shard(tmp_path: Path) -> None:
     model = make_model(tmp_path)
     key = make_key(tmp_path, "k")
     sign_api(model, key, model / "model.sig", method="shards", shard_size=50_000)
-    with open(model / "weights.bin", "r+b") as f:
-        f.seek(120_000)
-        f.write(b"!")
+    flip_byte(model / "weights.bin", 120_000)
     assert _verify(model, key, allow_shards=True).changed == ["weights.bin"]
     with open(model / "weights.bin", "ab") as f:
         f.write(b"more")
@@ -454,3 +455,101 @@ def test_blake3_is_a_clear_unsupported_error(tmp_path: Path) -> None:
     sign_api(model, key, model / "model.sig", hashing="blake3")
     with pytest.raises(UnsupportedFormatError, match="unsupported hash_type"):
         _verify(model, key)
+
+
+def _constrained_intermediate(
+    issuer_key: ec.EllipticCurvePrivateKey, subject_key: ec.EllipticCurvePrivateKey, domain: str
+) -> x509.Certificate:
+    """An intermediate CA that may only issue for e-mail addresses at ``domain`` (critical)."""
+    now = datetime.datetime.now(datetime.UTC)
+    org = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "modelward tests")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "constrained intermediate"), org])
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modelward test CA"), org])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer)
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.NameConstraints(
+                permitted_subtrees=[x509.RFC822Name(domain)], excluded_subtrees=None
+            ),
+            critical=True,
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+@pytest.mark.parametrize(("domain", "verified"), [("example.com", True), ("other.org", False)])
+def test_intermediate_name_constraints_are_enforced(
+    tmp_path: Path, domain: str, verified: bool
+) -> None:
+    """A CA that delegated only `other.org` to an intermediate: a leaf for signer@example.com
+    under it must be refused (the hand-written path builder ignored NameConstraints)."""
+    model = make_model(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    inter_key = make_key(tmp_path, "inter").key
+    inter = _constrained_intermediate(pki.ca_key, inter_key, domain)
+    leaf_pair = make_key(tmp_path, "leaf")
+    leaf = make_cert(
+        subject_key=leaf_pair.key,
+        subject="leaf",
+        issuer_key=inter_key,
+        issuer="constrained intermediate",
+        ca=False,
+        email="signer@example.com",
+    )
+    sign_certificate_cli(
+        model,
+        leaf_pair.private,
+        write_pem(tmp_path / "leaf.crt", leaf),
+        write_pem(tmp_path / "chain.pem", inter),
+        tmp_path / "model.sig",
+    )
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
+    assert result.verified is verified, result.reason
+    if not verified:
+        assert result.code == "certificate" and "name constraints" in result.reason
+
+
+def test_intermediate_that_is_not_a_ca_is_refused(tmp_path: Path) -> None:
+    model = make_model(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    inter_key = make_key(tmp_path, "inter").key
+    inter = make_cert(
+        subject_key=inter_key,
+        subject="intermediate",
+        issuer_key=pki.ca_key,
+        issuer="modelward test CA",
+        ca=False,  # not a CA: basicConstraints cA false
+    )
+    leaf_pair = make_key(tmp_path, "leaf")
+    leaf = make_cert(
+        subject_key=leaf_pair.key,
+        subject="leaf",
+        issuer_key=inter_key,
+        issuer="intermediate",
+        ca=False,
+    )
+    sign_certificate_cli(
+        model,
+        leaf_pair.private,
+        write_pem(tmp_path / "leaf.crt", leaf),
+        write_pem(tmp_path / "chain.pem", inter),
+        tmp_path / "model.sig",
+    )
+    result = verify_model(
+        model_path=str(model),
+        signature_path=str(tmp_path / "model.sig"),
+        trust=ca_trust(pki.ca_pem),
+    )
+    assert not result.verified and result.code == "certificate"
+    assert "basicConstraints" in result.reason

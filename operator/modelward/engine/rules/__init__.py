@@ -51,16 +51,37 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-IMG-002", "images", "Images from allowed registries"),
         RuleInfo("MW-IMG-003", "images", "No forbidden tags (latest, none)"),
         RuleInfo(
-            "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted TLS secret"
+            "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted certificate"
         ),
         RuleInfo("MW-TLS-002", "transport", "Ingresses to model-serving pods terminate TLS"),
         RuleInfo("MW-TLS-003", "transport", "Ingresses to model-serving pods are rate limited"),
+        RuleInfo(
+            "MW-TLS-004",
+            "transport",
+            "No LoadBalancer, NodePort or externalIPs Service to model-serving pods",
+        ),
+        RuleInfo(
+            "MW-TLS-005",
+            "transport",
+            "Gateway API routes to model-serving pods use allowed Gateways",
+        ),
         RuleInfo("MW-SEC-001", "secrets", "No credentials as literal env values or arguments"),
         RuleInfo("MW-SEC-002", "secrets", "No system prompts as literal env values"),
         RuleInfo("MW-INT-001", "integrity", "Model-serving pods declare the model they serve"),
         RuleInfo("MW-INT-002", "integrity", "The model volume is mounted read-only", True),
         RuleInfo("MW-INT-003", "integrity", "OCI model images are referenced by digest"),
         RuleInfo("MW-INT-004", "integrity", "The model is verified before serving starts", True),
+        RuleInfo(
+            "MW-INT-005",
+            "integrity",
+            "Every model-like volume served from is the verified one, or declared and read-only",
+            True,
+        ),
+        RuleInfo(
+            "MW-INT-006",
+            "integrity",
+            "The model declaration, keys and verifier do not change after admission",
+        ),
     )
 }
 

@@ -9,28 +9,39 @@ A pod declares its model with annotations on the pod (template):
 The verifier is an init container per policy, appended after the pod's own init containers
 (so after a downloader such as KServe's storage-initializer has written the model), running
 ``modelward verify-pod`` from the policy's verifier image with read-only mounts of the model
-and of the trusted keys. It is Pod Security "restricted" compliant. Inline keys travel as pod
-annotations projected into files by the Downward API; referenced keys come from a ConfigMap or
-Secret in the pod's namespace. Injection is idempotent: a pod that already carries exactly the
-verifier the policy asks for gets no patch.
+and of the trusted keys. It is Pod Security "restricted" compliant. Inline keys, and the keys a
+ClusterModelPolicy references in modelward's namespace (read by the operator), travel as pod
+annotations projected into files by the Downward API; a ModelPolicy's referenced keys come from
+a ConfigMap or Secret in its (the pod's) namespace. Injection is idempotent: a pod that already
+carries exactly the verifier the policy asks for gets no patch.
+
+Volumes are compared by the storage behind them, not by their names: two volumes naming one
+PersistentVolumeClaim (or one host path, CSI volume, image) are the same model, so a second,
+writable name for the verified model is caught, and a second model-like volume the verifier
+never saw is too (MW-INT-005). Once admitted, a pod's model declaration, key annotations and
+verifier cannot change (MW-INT-006, judged on UPDATE with the old object).
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from modelward.engine.decision import Remedy, Violation
+from modelward.engine.exact import differs
 from modelward.engine.facts import NamespaceFacts
-from modelward.engine.policy import IntegrityConfig, TrustedSigner
+from modelward.engine.policy import VERIFIER_PREFIX, IntegrityConfig, TrustedSigner
 from modelward.engine.rules.images import DIGEST, ImageReference
 from modelward.engine.workloads import ContainerRef, Workload
 
 MODEL_VOLUME = "modelward.io/model-volume"
 MODEL_PATH = "modelward.io/model-path"
 MODEL_SIGNATURE = "modelward.io/model-signature"
+UNVERIFIED_VOLUMES = "modelward.io/unverified-volumes"
+MODEL_ANNOTATION_PREFIX = "modelward.io/model-"
 KEY_ANNOTATION_PREFIX = "keys.modelward.io/"
 MODEL_MOUNT = "/modelward/model"
 KEYS_MOUNT = "/modelward/keys"
@@ -87,12 +98,19 @@ def declared_model(w: Workload) -> ModelDeclaration | str:
 
 
 def key_annotation(cfg: IntegrityConfig, signer: TrustedSigner) -> str:
-    suffix = cfg.container_name.removeprefix("modelward-verify-")
+    """``keys.modelward.io/<80 bits of the verifier's name>.<signer>``: 61 characters at most,
+    within the 63 an annotation name may have, and distinct per policy and signer."""
+    suffix = cfg.container_name.removeprefix(VERIFIER_PREFIX)[:20]
     return f"{KEY_ANNOTATION_PREFIX}{suffix}.{signer.name}"
 
 
 def keys_volume(cfg: IntegrityConfig) -> dict[str, Any]:
-    """A projected volume holding every trusted key or CA as ``<signer>.pem``."""
+    """A projected volume holding every trusted key or CA as ``<signer>.pem``.
+
+    Inline PEMs, and those the operator read for a cluster policy, come from the pod's own
+    annotations (Downward API); only a ModelPolicy's references are projected from its
+    namespace.
+    """
     inline = [
         {
             "path": f"{s.name}.pem",
@@ -103,6 +121,8 @@ def keys_volume(cfg: IntegrityConfig) -> dict[str, Any]:
     ]
     sources: list[dict[str, Any]] = [{"downwardAPI": {"items": inline}}] if inline else []
     for s in cfg.signers:
+        if s.pem is not None:
+            continue
         if s.config_map is not None:
             name, key = s.config_map
             sources.append(
@@ -146,37 +166,198 @@ def verifier_container(cfg: IntegrityConfig, model: ModelDeclaration) -> dict[st
 
 
 def _matches(existing: Any, expected: Any) -> bool:
-    """The API server adds defaults to stored objects (``fieldRef.apiVersion``,
-    ``imagePullPolicy``...): compare only what modelward sets, at every depth."""
-    if isinstance(expected, Mapping):
-        return isinstance(existing, Mapping) and all(
-            k in existing and _matches(existing[k], v) for k, v in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(existing, list)
-            and len(existing) == len(expected)
-            and all(_matches(a, b) for a, b in zip(existing, expected, strict=True))
-        )
-    return bool(existing == expected)
+    """Exactly what modelward sets, at every depth: nothing changed, nothing added (a verifier
+    with an added ``command`` is not the verifier) except the API server's defaults
+    (``fieldRef.apiVersion``, ``imagePullPolicy``...; see ``engine.exact``)."""
+    return differs(existing, expected, where="") is None
 
 
-def _writers(w: Workload, volume: str) -> Iterator[tuple[ContainerRef, int]]:
-    """Mounts of the model volume that are not read-only, in long-running containers."""
-    for c in w.containers():
-        long_running = c.list_name != "initContainers" or c.spec.get("restartPolicy") == "Always"
-        if not long_running:
+#: Volume types that can hold a model: storage that outlives the pod or comes from outside it.
+MODEL_LIKE_TYPES = (
+    "persistentVolumeClaim",
+    "ephemeral",
+    "image",
+    "hostPath",
+    "csi",
+    "nfs",
+    "iscsi",
+    "cephfs",
+    "rbd",
+    "glusterfs",
+    "azureFile",
+    "azureDisk",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "cinder",
+    "fc",
+    "flexVolume",
+    "portworxVolume",
+    "quobyte",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
+    "photonPersistentDisk",
+    "flocker",
+    "gitRepo",
+)
+#: Source fields that say how a volume is mounted, not which storage it is.
+_MOUNT_OPTIONS = ("readOnly", "fsType")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The storage behind a volume: its type and what identifies it (not the volume's name).
+
+    Two volumes of one pod naming the same claim, host path, CSI volume or image are the
+    same storage; emptyDir, ephemeral, projected and downwardAPI volumes are private to their
+    volume, so their identity is the volume name.
+    """
+
+    type: str
+    identity: str
+    read_only: bool = False
+
+    def overlaps(self, other: Storage) -> bool:
+        if self.type != other.type:
+            return False
+        if self.type == "hostPath":
+            a, b = self.identity.rstrip("/") + "/", other.identity.rstrip("/") + "/"
+            return a.startswith(b) or b.startswith(a)
+        return self.identity == other.identity
+
+    def describe(self) -> str:
+        return f"{self.type} {self.identity}"
+
+
+def storage_of(volume: Mapping[str, Any]) -> Storage:
+    name = str(volume.get("name", ""))
+    for type_, source in volume.items():
+        if type_ == "name" or not isinstance(source, Mapping):
             continue
-        for index, mount in enumerate(c.spec.get("volumeMounts") or []):
-            if (
-                isinstance(mount, Mapping)
-                and mount.get("name") == volume
-                and mount.get("readOnly") is not True
-            ):
-                yield c, index
+        read_only = source.get("readOnly") is True
+        if type_ == "persistentVolumeClaim":
+            return Storage(type_, str(source.get("claimName", "")), read_only)
+        if type_ == "hostPath":
+            return Storage(type_, posixpath.normpath(str(source.get("path") or "/")))
+        if type_ == "image":
+            return Storage(type_, str(source.get("reference", "")), True)
+        if type_ == "configMap":
+            return Storage(type_, str(source.get("name", "")), True)
+        if type_ == "secret":
+            return Storage(type_, str(source.get("secretName", "")), True)
+        if type_ in ("emptyDir", "ephemeral", "projected", "downwardAPI"):
+            return Storage(type_, name, type_ in ("projected", "downwardAPI"))
+        identity = {k: v for k, v in source.items() if k not in _MOUNT_OPTIONS}
+        return Storage(type_, json.dumps(identity, sort_keys=True, default=str), read_only)
+    return Storage("emptyDir", name)  # no source given: the API server defaults to emptyDir
+
+
+def _volumes(w: Workload) -> dict[str, Mapping[str, Any]]:
+    return {
+        str(v.get("name")): v for v in w.pod_spec.get("volumes") or [] if isinstance(v, Mapping)
+    }
+
+
+def _long_running(c: ContainerRef) -> bool:
+    return c.list_name != "initContainers" or c.spec.get("restartPolicy") == "Always"
+
+
+def _mounts(c: ContainerRef) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    for index, mount in enumerate(c.spec.get("volumeMounts") or []):
+        if isinstance(mount, Mapping):
+            yield index, mount
+
+
+def _writes(mount: Mapping[str, Any], storage: Storage) -> bool:
+    return mount.get("readOnly") is not True and not storage.read_only
+
+
+def _writers(w: Workload, model: Storage) -> Iterator[tuple[ContainerRef, int, str]]:
+    """Writable mounts of the model's storage, under any volume name, in long-running
+    containers."""
+    volumes = _volumes(w)
+    for c in w.containers():
+        if not _long_running(c):
+            continue
+        for index, mount in _mounts(c):
+            volume = volumes.get(str(mount.get("name")))
+            if volume is None:
+                continue
+            storage = storage_of(volume)
+            if storage.overlaps(model) and _writes(mount, storage):
+                yield c, index, str(mount.get("name"))
+
+
+def _written_by_init(w: Workload) -> set[str]:
+    """Volumes an init container can write: an emptyDir filled this way may hold a downloaded
+    model (the verifier mounts read-only, so it never counts)."""
+    written = set()
+    for c in w.containers():
+        if c.is_init:
+            written |= {str(m.get("name")) for _, m in _mounts(c) if m.get("readOnly") is not True}
+    return written
+
+
+def model_like_mounts(w: Workload) -> Iterator[tuple[ContainerRef, int, str, Storage]]:
+    """Mounts, in long-running containers, of volumes that can hold a model: persistent,
+    external or image storage, or an emptyDir an init container writes."""
+    volumes = _volumes(w)
+    filled = _written_by_init(w)
+    for c in w.containers():
+        if not _long_running(c):
+            continue
+        for index, mount in _mounts(c):
+            name = str(mount.get("name"))
+            volume = volumes.get(name)
+            if volume is None:
+                continue
+            storage = storage_of(volume)
+            if storage.type in MODEL_LIKE_TYPES or (storage.type == "emptyDir" and name in filled):
+                yield c, index, name, storage
+
+
+def declared_unverified(w: Workload) -> set[str]:
+    raw = w.annotations.get(UNVERIFIED_VOLUMES, "")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _coverage(w: Workload, model: ModelDeclaration, storage: Storage) -> Iterator[Violation]:
+    """MW-INT-005: a long-running container serves only from the verified storage, or from a
+    volume the pod declares as unverified and mounts read-only."""
+    declared = declared_unverified(w)
+    seen: set[tuple[str, str]] = set()
+    for c, index, name, other in model_like_mounts(w):
+        if other.overlaps(storage) or (c.describe, name) in seen:
+            continue
+        seen.add((c.describe, name))
+        if name not in declared:
+            yield Violation(
+                "MW-INT-005",
+                f'mounts volume "{name}" ({other.describe()}), which is not the verified '
+                f'model "{model.volume}"',
+                f"serve the model from {model.volume}, or list {name} in the pod annotation "
+                f"{UNVERIFIED_VOLUMES} and mount it readOnly",
+                container=c.describe,
+            )
+        elif _writes(c.spec["volumeMounts"][index], other):
+            yield Violation(
+                "MW-INT-005",
+                f'mounts the unverified volume "{name}" writable',
+                "set readOnly: true on the mount (a volume the verifier does not check may only "
+                "be read)",
+                container=c.describe,
+                remedies=(Remedy((*c.path, "volumeMounts", index, "readOnly"), True),),
+            )
+
+
+def is_model_pod(w: Workload) -> bool:
+    """A pod is a model pod by what it is: it declares a model or mounts model-like storage."""
+    return MODEL_VOLUME in w.annotations or next(model_like_mounts(w), None) is not None
 
 
 def check_integrity(w: Workload, ns: NamespaceFacts, cfg: IntegrityConfig) -> Iterator[Violation]:
+    if cfg.model_pods == "ModelVolumes" and not is_model_pod(w):
+        return
     model = declared_model(w)
     if isinstance(model, str):
         if cfg.require_signature:
@@ -187,11 +368,7 @@ def check_integrity(w: Workload, ns: NamespaceFacts, cfg: IntegrityConfig) -> It
                 f"(and {MODEL_PATH}, {MODEL_SIGNATURE} if needed)",
             )
         return
-    volume = next(
-        v
-        for v in w.pod_spec.get("volumes") or []
-        if isinstance(v, Mapping) and v.get("name") == model.volume
-    )
+    volume = _volumes(w)[model.volume]
     image = volume.get("image")
     if isinstance(image, Mapping):
         ref = ImageReference.parse(str(image.get("reference") or ""))
@@ -202,20 +379,30 @@ def check_integrity(w: Workload, ns: NamespaceFacts, cfg: IntegrityConfig) -> It
                 f"use {ref.name}@sha256:<digest> so the model bytes cannot change under the tag",
                 container=f'image volume "{model.volume}"',
             )
+    storage = storage_of(volume)
     if cfg.require_read_only:
-        for c, index in _writers(w, model.volume):
+        for c, index, name in _writers(w, storage):
+            what = (
+                f'the model volume "{name}"'
+                if name == model.volume
+                else f'volume "{name}", the model\'s storage ({storage.describe()}),'
+            )
             yield Violation(
                 "MW-INT-002",
-                f'mounts the model volume "{model.volume}" writable',
+                f"mounts {what} writable",
                 "set readOnly: true on the mount (a serving container must not change its model)",
                 container=c.describe,
                 remedies=(Remedy((*c.path, "volumeMounts", index, "readOnly"), True),),
             )
     if cfg.require_signature:
-        yield from _verifier(w, cfg, model)
+        if cfg.require_verified_volumes:
+            yield from _coverage(w, model, storage)
+        yield from _verifier(w, cfg, model, storage)
 
 
-def _verifier(w: Workload, cfg: IntegrityConfig, model: ModelDeclaration) -> Iterator[Violation]:
+def _verifier(
+    w: Workload, cfg: IntegrityConfig, model: ModelDeclaration, storage: Storage
+) -> Iterator[Violation]:
     expected = verifier_container(cfg, model)
     volume = keys_volume(cfg)
     init = [c for c in w.pod_spec.get("initContainers") or [] if isinstance(c, Mapping)]
@@ -245,13 +432,15 @@ def _verifier(w: Workload, cfg: IntegrityConfig, model: ModelDeclaration) -> Ite
         return
     if not _matches(init[index], expected):
         remedies.append(Remedy(("initContainers", index), expected))
+    by_name = _volumes(w)
     later_writers = [
         c.get("name")
         for c in init[index + 1 :]
         if any(
             isinstance(m, Mapping)
-            and m.get("name") == model.volume
-            and m.get("readOnly") is not True
+            and m.get("name") in by_name
+            and storage_of(by_name[str(m.get("name"))]).overlaps(storage)
+            and _writes(m, storage_of(by_name[str(m.get("name"))]))
             for m in c.get("volumeMounts") or []
         )
     ]
@@ -268,3 +457,48 @@ def _verifier(w: Workload, cfg: IntegrityConfig, model: ModelDeclaration) -> Ite
             fix,
             remedies=tuple(remedies),
         )
+
+
+def _protected_annotations(w: Workload) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in w.annotations.items()
+        if k.startswith((MODEL_ANNOTATION_PREFIX, KEY_ANNOTATION_PREFIX)) or k == UNVERIFIED_VOLUMES
+    }
+
+
+def _verifiers(w: Workload) -> dict[str, Mapping[str, Any]]:
+    return {
+        c.name: c.spec for c in w.containers() if c.is_init and c.name.startswith(VERIFIER_PREFIX)
+    }
+
+
+def check_integrity_update(old: Workload, new: Workload) -> Iterator[Violation]:
+    """MW-INT-006: a pod's model declaration, trusted keys and verifiers, once admitted, do
+    not change.
+
+    The API server lets a pod's annotations and container images change after creation, and
+    the Downward API carries annotation changes into the verifier's key files: without this,
+    a pod held back (by a scheduling gate) could swap the key or the verifier's image before
+    its model is checked. Nothing here can be patched: the old values are the right ones.
+    """
+    before, after = _protected_annotations(old), _protected_annotations(new)
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key) != after.get(key):
+            change = "added" if key not in before else "removed" if key not in after else "changed"
+            yield Violation(
+                "MW-INT-006",
+                f"annotation {key} is {change}; the model declaration and trusted keys are "
+                "fixed once the pod is admitted",
+                "recreate the pod (or roll out its workload) to change the model or its keys",
+            )
+    old_verifiers, new_verifiers = _verifiers(old), _verifiers(new)
+    for name, spec in sorted(old_verifiers.items()):
+        if new_verifiers.get(name) != spec:
+            yield Violation(
+                "MW-INT-006",
+                "the verifier is changed (image, arguments or mounts); it is fixed once the "
+                "pod is admitted",
+                "recreate the pod (or roll out its workload) to change its verifier",
+                container=f'init container "{name}"',
+            )

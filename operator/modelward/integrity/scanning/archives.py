@@ -4,7 +4,10 @@ Every member is scanned by content, whatever its name (CVE-2025-1889 hid a pickl
 member picklescan skipped for its extension). Corruption that a lenient loader tolerates but
 a scanner might trip over is itself a finding: bad CRCs, names that differ between the
 central directory and the local header, duplicate names, encrypted members. Expansion is
-bounded in total bytes and in ratio, so a zip bomb costs a finding, not the node's memory.
+bounded in ratio, and every byte decompressed or read from a member is charged to the
+top-level file's expansion budget (:meth:`ScanPolicy.expansion_budget`), so a zip bomb, an
+archive of overlapping members or a nest of archives costs a finding, not the node's memory
+or minutes of CPU.
 
 PyTorch storages (``<prefix>/data/<key>`` next to ``<prefix>/data.pkl``) are raw tensor
 bytes that ``torch.load`` never unpickles; they are not read at all, which is also what
@@ -23,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import IO, Any, Final
 
-from modelward.integrity.scanning.context import ScanContext
+from modelward.integrity.scanning.context import MEMBER_COST, ScanContext
 from modelward.integrity.scanning.pickle_scan import (
     Global,
     Malformed,
@@ -119,15 +122,9 @@ def scan_zip(f: IO[bytes], ctx: ScanContext, scan_member: ScanMember) -> None:
                 offset=info.header_offset,
             )
             continue
-        if info.compress_type != zipfile.ZIP_STORED:
-            ctx.budget.expanded += info.file_size
-            if ctx.budget.expanded > ctx.policy.max_expansion_bytes:
-                member.add(
-                    "archive-bomb",
-                    "total decompressed size exceeds the limit",
-                    offset=info.header_offset,
-                )
-                return
+        # Stored members count too: members may overlap, so reading them all can cost far
+        # more than the archive's size (the non-recursive zip bomb).
+        member.charge(info.file_size + MEMBER_COST)
         try:
             with archive.open(info) as stream:
                 scan_member(stream, member, info.file_size)
@@ -170,6 +167,7 @@ def scan_tar(f: IO[bytes], ctx: ScanContext, scan_member: ScanMember) -> None:
         if stream is None:
             continue
         member = ctx.nested(m.name)
+        member.charge(m.size + MEMBER_COST)  # sparse members claim sizes they do not store
         with stream:
             if legacy_torch and m.name == "storages":
                 _scan_tar_storages(Reader(stream, offset=m.offset_data), member)
@@ -341,8 +339,8 @@ class _Decompressed:
                 self.error = f"decompression failed: {exc}"
                 break
             self._out += len(out)
-            self._ctx.budget.expanded += len(out)
-            if self._ctx.budget.expanded > self._ctx.policy.max_expansion_bytes or (
+            self._ctx.charge(len(out))
+            if (
                 self._compressed
                 and self._out > _BOMB_MIN
                 and self._out > self._ctx.policy.max_ratio * self._compressed

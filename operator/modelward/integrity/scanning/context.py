@@ -24,6 +24,11 @@ DEFAULT_ONNX_DOMAINS: Final = frozenset(
 )
 
 
+#: Work charged for each archive member opened, whatever its size: a zip of 100,000 empty
+#: members costs as much to walk as a few hundred MiB of data.
+MEMBER_COST: Final = 4 << 10
+
+
 @dataclass(frozen=True)
 class ScanPolicy:
     """Scanner limits and allowances (all bounded so hostile input cannot exhaust us)."""
@@ -31,17 +36,45 @@ class ScanPolicy:
     extra_allowed_globals: frozenset[str] = frozenset()
     extra_onnx_domains: frozenset[str] = frozenset()
     max_depth: int = 4  # archives/compression/embedded pickles inside each other
-    max_expansion_bytes: int = 64 << 30  # total bytes decompressed for one top-level file
+    #: The expansion budget of one top-level file (see :meth:`expansion_budget`): bytes
+    #: decompressed plus bytes of archive members read, plus :data:`MEMBER_COST` per member.
+    expansion_floor: int = 256 << 20
+    expansion_factor: int = 100
+    max_expansion_bytes: int = 16 << 30
     max_ratio: int = 1000  # decompressed/compressed above this (and > 64 MiB) is a bomb
     max_members: int = 100_000  # archive members
     max_stack: int = 1_000_000  # pickle stack/memo entries retained
     max_retained: int = 500_000  # container items retained across a pickle
+
+    def expansion_budget(self, size: int | None) -> int:
+        """Work one file of ``size`` bytes may cost: ``expansion_factor`` times its size, at
+        least ``expansion_floor``, at most ``max_expansion_bytes`` beyond its own size.
+
+        Counted in bytes, not seconds, so the verdict on a file never depends on how fast the
+        machine is: a 15 KB nested zip gets 256 MiB, a 2 GB compressed checkpoint 16 GiB more
+        than its size. A file that needs more is reported (``archive-bomb``), never "clean".
+        """
+        size = max(0, size or 0)
+        return max(
+            self.expansion_floor, min(self.expansion_factor * size, self.max_expansion_bytes + size)
+        )
+
+
+class BudgetExceeded(Exception):
+    """The file has cost its whole expansion budget; its scan ends here (see ``scan_file``)."""
+
+    def __init__(self, member: str | None, spent: int, limit: int) -> None:
+        super().__init__(f"expansion budget exceeded ({spent} > {limit} bytes)")
+        self.member = member
+        self.spent = spent
+        self.limit = limit
 
 
 @dataclass
 class Budget:
     """Mutable counters shared by everything scanned under one top-level file."""
 
+    limit: int = 256 << 20
     expanded: int = 0
 
 
@@ -77,6 +110,12 @@ class ScanContext:
                 message=message,
             )
         )
+
+    def charge(self, n: int) -> None:
+        """Spend ``n`` bytes of the file's budget; raises :class:`BudgetExceeded` past it."""
+        self.budget.expanded += n
+        if self.budget.expanded > self.budget.limit:
+            raise BudgetExceeded(self.member, self.budget.expanded, self.budget.limit)
 
     def isolated(self, member: str | None) -> ScanContext:
         """A nested context whose findings are kept apart until :meth:`merge`."""

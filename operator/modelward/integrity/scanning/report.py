@@ -67,6 +67,8 @@ class FileScan:
     size: int
     findings: tuple[Finding, ...] = ()
     error: str | None = None
+    #: Bytes charged to the file's expansion budget (decompressed or read from members).
+    expanded: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class ScanReport:
                     "format": s.format,
                     "size": s.size,
                     "findings": len(s.findings),
+                    "expanded": s.expanded,
                     **({"error": s.error} if s.error else {}),
                 }
                 for s in self.files

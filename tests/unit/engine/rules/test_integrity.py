@@ -5,19 +5,25 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modelward.engine import StaticKeySource
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.rules.integrity import MODEL_VOLUME
 from modelward.engine.workloads import workload_from_object
 from tests.unit.engine.builders import (
     DIGEST,
     apply_json_patch,
+    ca_certificate_pem,
     compliant_pod,
     decide,
     policy,
+    public_key_pem,
     rule_ids,
 )
 
-KEY = "-----BEGIN PUBLIC KEY-----\nMFkw...\n-----END PUBLIC KEY-----\n"
+KEY = public_key_pem()
+CA = ca_certificate_pem()
+#: What the operator read from its own namespace for the cluster policy's reference.
+KEYS = StaticKeySource("modelward-system", {("ConfigMap", "modelward-system", "ca", "ca.pem"): CA})
 SECTION = {
     "integrity": {
         "trustedSigners": [
@@ -25,14 +31,14 @@ SECTION = {
             {
                 "name": "team-ca",
                 "type": "caCertificate",
-                "configMapKeyRef": {"name": "ca", "key": "ca.pem"},
+                "configMapKeyRef": {"name": "ca", "key": "ca.pem", "namespace": "modelward-system"},
             },
         ],
         "verifier": {"image": f"registry.example.com/modelward@{DIGEST}"},
     }
 }
-ENFORCE = policy(SECTION)
-PATCH = policy(SECTION, mode="Patch")
+ENFORCE = policy(SECTION, keys=KEYS)
+PATCH = policy(SECTION, mode="Patch", keys=KEYS)
 
 
 def model_pod(**annotations: str) -> dict[str, Any]:
@@ -103,8 +109,8 @@ def test_patch_injects_a_restricted_verifier_and_is_idempotent() -> None:
     }
     keys = next(v for v in patched["spec"]["volumes"] if v["name"].endswith("-keys"))
     kinds = [next(iter(src)) for src in keys["projected"]["sources"]]
-    assert kinds == ["downwardAPI", "configMap"]
-    assert KEY in patched["metadata"]["annotations"].values()
+    assert kinds == ["downwardAPI"]  # the cluster policy's referenced CA travels inline too
+    assert {KEY, CA} <= set(patched["metadata"]["annotations"].values())
     # Re-admission of the patched pod, also with the defaults the API server adds, finds nothing.
     assert rule_ids(decide(patched, PATCH)) == []
     stored = copy.deepcopy(patched)
@@ -166,7 +172,7 @@ def test_oci_model_image_needs_a_digest() -> None:
 
 
 def test_two_policies_inject_two_verifiers() -> None:
-    other = policy(SECTION, mode="Patch", name="second")
+    other = policy(SECTION, mode="Patch", name="second", keys=KEYS)
     patched = _patched(model_pod(), PATCH, other)
     verifiers = [
         c for c in patched["spec"]["initContainers"] if c["name"].startswith("modelward-verify-")

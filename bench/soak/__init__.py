@@ -1,0 +1,1 @@
+"""Soak benchmark: the webhook port under mixed legitimate and hostile traffic."""

@@ -1,0 +1,147 @@
+"""ClusterState: versions and tombstones, atomic per-kind replace, readers on other threads."""
+
+from __future__ import annotations
+
+import threading
+
+from modelward.engine import NamespaceFacts
+from modelward.state import NETWORK_POLICIES, POLICIES, SERVICES, ClusterState
+from tests.unit.engine.builders import policy
+
+
+def _state() -> ClusterState:
+    state = ClusterState()
+    state.ready = True
+    return state
+
+
+def test_replace_removes_what_the_list_no_longer_holds() -> None:
+    """The stale-state bug: a default-deny policy deleted while the watch was down."""
+    state = _state()
+    state.put_network_policy("a", "default-deny", default_deny=True, resource_version="10")
+    state.put_service("a", "llm", {"app": "llm"}, "11")
+    state.put_service("a", "kept", {"app": "kept"}, "12")
+    assert state.namespace("a").has_default_deny is True
+
+    removed = state.replace(NETWORK_POLICIES, {}, list_version="20")
+    services = state.replace(SERVICES, {("a", "kept"): ({"app": "kept"}, "12")}, list_version="20")
+
+    assert removed.removed == (("a", "default-deny"),)
+    assert state.namespace("a").has_default_deny is False
+    assert services.removed == (("a", "llm"),) and services.written == ()
+    assert state.service_selector("a", "llm") is None
+    assert state.service_selector("a", "kept") == {"app": "kept"}
+
+
+def test_replace_keeps_what_a_newer_watch_event_wrote() -> None:
+    """A list taken before a create must not remove the created object."""
+    state = _state()
+    state.put_network_policy("a", "created-later", default_deny=True, resource_version="30")
+    state.replace(NETWORK_POLICIES, {}, list_version="25")
+    assert state.namespace("a").has_default_deny is True
+
+
+def test_replace_does_not_resurrect_what_a_newer_watch_event_deleted() -> None:
+    state = _state()
+    state.put_network_policy("a", "p", default_deny=True, resource_version="10")
+    state.delete_network_policy("a", "p", "30")
+    result = state.replace(NETWORK_POLICIES, {("a", "p"): (True, "10")}, list_version="25")
+    assert result.written == () and state.namespace("a").has_default_deny is False
+
+
+def test_replace_applies_newer_listed_copies_and_skips_equal_ones() -> None:
+    state = _state()
+    state.put_namespace(NamespaceFacts("a", {"tier": "old"}), "5")
+    result = state.replace(
+        "namespaces",
+        {"a": (NamespaceFacts("a", {"tier": "new"}), "7"), "b": (NamespaceFacts("b"), "8")},
+        list_version="9",
+    )
+    assert sorted(result.written) == ["a", "b"]
+    assert state.namespace("a").labels == {"tier": "new"}
+    again = state.replace(
+        "namespaces",
+        {"a": (NamespaceFacts("a", {"tier": "new"}), "7"), "b": (NamespaceFacts("b"), "8")},
+        list_version="9",
+    )
+    assert again.written == () and again.removed == ()
+
+
+def test_a_stale_copy_never_undoes_a_deletion() -> None:
+    state = _state()
+    state.put_service("a", "s", {"app": "x"}, "10")
+    state.put_service("a", "s", None, "12")  # the watch's DELETED
+    state.put_service("a", "s", {"app": "x"}, "10")  # an older copy still in flight
+    assert state.service_selector("a", "s") is None
+    state.put_service("a", "s", {"app": "y"}, "14")  # re-created: newer, accepted
+    assert state.service_selector("a", "s") == {"app": "y"}
+
+
+def test_tombstones_are_forgotten_after_a_second_list() -> None:
+    state = _state()
+    for index in range(100):
+        state.put_service("a", f"s{index}", {"app": "x"}, str(10 + index))
+        state.put_service("a", f"s{index}", None, str(200 + index))
+    state.replace(SERVICES, {}, list_version="400")
+    state.replace(SERVICES, {}, list_version="500")
+    assert state._stores[SERVICES].tombstones == {}
+
+
+def test_read_views_are_copies_not_the_live_dictionaries() -> None:
+    state = _state()
+    p = policy({"images": {}}, name="p")
+    key = ("ClusterModelPolicy", None, "p")
+    state.put_policy(key, policy=p, error=None, generation=1, resource_version="1")
+    view = state.policies
+    state.delete_policy(key, "2")
+    assert key in view and state.policies == {}  # iterating ``view`` cannot break meanwhile
+
+
+def test_readers_on_other_threads_see_a_replace_whole_or_not_at_all() -> None:
+    """The audit reads the state from a worker thread while watch events and resyncs write."""
+    state = _state()
+    sets = {
+        prefix: {
+            ("ClusterModelPolicy", None, f"{prefix}{i}"): (
+                state.policy_entry_for(
+                    ("ClusterModelPolicy", None, f"{prefix}{i}"),
+                    policy=policy({"images": {}}, name=f"{prefix}{i}"),
+                    error=None,
+                    generation=1,
+                    resource_version=None,
+                ),
+                None,
+            )
+            for i in range(20)
+        }
+        for prefix in ("p", "q")
+    }
+    state.replace(POLICIES, sets["p"], list_version=None)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: set[int] = set()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                names = {p.ref.name[0] for p in state.active_policies}
+                seen.add(len(state.active_policies))
+                assert len(names) == 1, names  # all p... or all q..., never a mix
+                for key, entry in state.policies.items():
+                    assert entry.policy is not None and entry.policy.ref.name == key[2]
+                state.namespace("a")
+        except BaseException as error:
+            errors.append(error)
+            stop.set()
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    for index in range(300):
+        state.replace(POLICIES, sets["pq"[index % 2]], list_version=None)
+        state.put_network_policy("a", f"n{index}", default_deny=True)
+    stop.set()
+    for reader in readers:
+        reader.join(timeout=30)
+    assert not errors, errors
+    assert seen == {20}
