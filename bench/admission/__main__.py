@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.admission import report
 
-PHASES = ("engine", "https", "cluster")
+PHASES = ("engine", "adversarial", "https", "cluster")
 
 INTRO = """\
 What admission costs, measured by `bench/admission` (`make bench`, or
@@ -33,6 +33,9 @@ containers, 70 env vars, 24 volumes, managedFields). Neither is denied: validati
 rule to the end and mutation returns a patch, the most work either webhook does.
 
 1. In-process: the engine alone, and the admission service without HTTP (parse, decide, encode).
+   1b. The worst pod a hostile author can write: every shape of `modelward_dev.adversarial`
+   (credential-format literals repeated, long image references, thousands of containers or
+   env vars) at 1 MiB, built from the large pod, engine + patch, beside the large pod itself.
 2. HTTPS: `bench/admission/server.py` serves modelward's real admission app (as `modelward run`
    builds it) in its own process; a minimal keep-alive client in another process drives it at
    concurrency 1 and 16. Every answer is checked (uid, allowed, patch).
@@ -63,6 +66,7 @@ class Counts:
     review_warmup: int
     fill_namespaces: int
     fill_policies: int
+    adversarial_repeats: int = 3
 
 
 FULL = Counts(
@@ -103,6 +107,7 @@ TINY = Counts(  # for the smoke test: every code path, as little time as possibl
     review_warmup=8,
     fill_namespaces=3,
     fill_policies=5,
+    adversarial_repeats=1,
 )
 
 
@@ -118,6 +123,11 @@ def run(phases: tuple[str, ...], counts: Counts, *, argv: list[str], quick: bool
 
         log("phase 1: the engine in-process")
         results["engine"] = engine_bench.run(count=counts.engine, warmup=counts.engine_warmup)
+    if "adversarial" in phases:
+        from bench.admission import adversarial_bench
+
+        log("phase 1b: adversarial 1 MiB pods in-process")
+        results["adversarial"] = adversarial_bench.run(repeats=counts.adversarial_repeats)
     if "https" in phases:
         from bench.admission import https_bench
 

@@ -221,6 +221,20 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             )
         )
+    adversarial = results.get("adversarial")
+    if adversarial:
+        parts.append(
+            f"**1b. Adversarial pods** ({adversarial['size_bytes'] // 1024} KiB each, engine + "
+            f"patch, best of {adversarial['repeats']}, wall ms): the worst, "
+            f"{adversarial['worst']['case']!r}, took {adversarial['worst']['ms']} ms, "
+            f"{adversarial['worst_vs_large_pod']}x the large pod "
+            f"({adversarial['large_pod_bytes']:,} bytes, {adversarial['large_pod_us']} µs). "
+            "The five slowest:\n\n"
+            + _table(
+                ["case", "bytes", "ms"],
+                [[r["case"], f"{r['bytes']:,}", r["ms"]] for r in adversarial["cases"][:5]],
+            )
+        )
     if results.get("https"):
         parts.append(
             "**2-3. HTTPS**, keep-alive client in its own process (latency in ms; CPU in µs "

@@ -58,6 +58,7 @@ def policy_objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
                         },
                     },
                     "forbidServiceAccountTokenAutomount": True,
+                    "allowedServiceAccountTokenAudiences": ["vault"],
                     "requireDefaultDenyNetworkPolicy": True,
                 },
             },

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelward.engine import NamespaceFacts, Policy
+from modelward.engine.selectors import LabelSelector
 from modelward.errors import PolicyError
 
 PolicyKey = tuple[str, str | None, str]
@@ -71,6 +72,15 @@ class PolicyEntry:
     error: PolicyError | None
     generation: int
     resource_version: str | None
+
+
+@dataclass(frozen=True)
+class NetworkPolicyFacts:
+    """What one NetworkPolicy means for MW-ISO-014."""
+
+    default_deny: bool
+    #: The pods it opens to every ingress source; None when it opens nothing to everyone.
+    opens_ingress_to: LabelSelector | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,7 @@ class ClusterState:
         #: Derived from the stores under the same lock, so readers never compute them.
         self._active: tuple[Policy, ...] = ()
         self._default_deny: dict[str, frozenset[str]] = {}
+        self._open_ingress: dict[str, tuple[tuple[str, LabelSelector], ...]] = {}
         #: True once every kind was listed in full; before, "no default-deny" is unknown.
         self.ready = False
 
@@ -200,10 +211,16 @@ class ClusterState:
             self._active = tuple(e.policy for e in items.values() if e.policy is not None)
         elif kind == NETWORK_POLICIES:
             deny: dict[str, set[str]] = {}
-            for (namespace, name), default_deny in items.items():
-                if default_deny:
+            opened: dict[str, list[tuple[str, LabelSelector]]] = {}
+            for (namespace, name), facts in items.items():
+                if facts.default_deny:
                     deny.setdefault(namespace, set()).add(name)
+                if facts.opens_ingress_to is not None:
+                    opened.setdefault(namespace, []).append((name, facts.opens_ingress_to))
             self._default_deny = {ns: frozenset(names) for ns, names in deny.items()}
+            self._open_ingress = {
+                ns: tuple(sorted(pairs, key=lambda pair: pair[0])) for ns, pairs in opened.items()
+            }
 
     # -- policies ------------------------------------------------------------------------------
 
@@ -285,9 +302,17 @@ class ClusterState:
         name: str,
         *,
         default_deny: bool,
+        opens_ingress_to: LabelSelector | None = None,
         resource_version: str | None = None,
     ) -> None:
-        self._put(NETWORK_POLICIES, (namespace, name), default_deny, resource_version)
+        """Store what one NetworkPolicy means for MW-ISO-014: whether it is a default-deny, and
+        which pods it opens to every ingress source (None: it opens nothing to everyone)."""
+        self._put(
+            NETWORK_POLICIES,
+            (namespace, name),
+            NetworkPolicyFacts(default_deny=default_deny, opens_ingress_to=opens_ingress_to),
+            resource_version,
+        )
 
     def delete_network_policy(
         self, namespace: str, name: str, resource_version: str | None = None
@@ -313,12 +338,14 @@ class ClusterState:
         with self._lock:
             known: NamespaceFacts | None = self._stores[NAMESPACES].items.get(name)
             deny = bool(self._default_deny.get(name))
+            opened = self._open_ingress.get(name, ())
         known = known or NamespaceFacts(name=name)
         return NamespaceFacts(
             name=name,
             labels=known.labels,
             annotations=known.annotations,
             has_default_deny=deny if self.ready else None,
+            open_ingress=opened,
         )
 
     def service_selector(self, namespace: str, name: str) -> Mapping[str, str] | None:

@@ -383,7 +383,11 @@ def test_an_ephemeral_container_cannot_write_the_model(
 ) -> None:
     """``edit`` cannot add ephemeral containers; an on-call role that may ``kubectl debug``
     can, and must still not get a writable model mount past modelward."""
-    debug = {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}
+    debug = {
+        "apiGroups": [""],
+        "resources": ["pods/ephemeralcontainers"],
+        "verbs": ["get", "patch"],
+    }
     with Tenant(
         control_plane=control_plane,
         namespace=serving_namespace,
@@ -394,6 +398,8 @@ def test_an_ephemeral_container_cannot_write_the_model(
 
 
 def _add_writable_ephemeral_container(tenant: Tenant, serving_namespace: str) -> None:
+    """Patch mode may repair the new container (the fix travels with this very update) or
+    deny it; what it must never do is store a writable mount of the model."""
     ephemeral = {
         "spec": {
             "ephemeralContainers": [
@@ -415,7 +421,15 @@ def _add_writable_ephemeral_container(tenant: Tenant, serving_namespace: str) ->
         "-p",
         json.dumps(ephemeral),
     )
-    assert result.returncode != 0 and "modelward" in result.stderr, result.stderr
+    if result.returncode != 0:
+        assert "modelward" in result.stderr, result.stderr
+        return
+    stored = json.loads(
+        tenant.kubectl("get", "pod/llm", "-n", serving_namespace, "-o", "json", check=True).stdout
+    )
+    (debugger,) = stored["spec"]["ephemeralContainers"]
+    assert all(m.get("readOnly") for m in debugger["volumeMounts"]), debugger
+    assert "ALL" in debugger["securityContext"]["capabilities"]["drop"], debugger
 
 
 def test_a_forged_verifier_on_an_unselected_pod_is_not_recorded(

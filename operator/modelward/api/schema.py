@@ -150,7 +150,8 @@ def _isolation() -> Schema:
             "gpu": _object(
                 "Dedicated GPU nodes (MW-ISO-011, MW-ISO-012). A pod requesting a GPU "
                 "resource must carry the pool's node selector and toleration; a pod "
-                "requesting none may not tolerate the GPU taint.",
+                "requesting none may not tolerate the GPU taint; no pod may set "
+                "spec.nodeName, which skips the scheduler and so the taint.",
                 {
                     "resources": _strings(
                         "Extended resources that count as GPUs.", default=["nvidia.com/gpu"]
@@ -166,7 +167,17 @@ def _isolation() -> Schema:
                 },
             ),
             "forbidServiceAccountTokenAutomount": _boolean(
-                "Pods must set automountServiceAccountToken: false (MW-ISO-013).", True
+                "Pods must set automountServiceAccountToken: false and project no service "
+                "account token the API server accepts (MW-ISO-013).",
+                True,
+            ),
+            "allowedServiceAccountTokenAudiences": _strings(
+                "Audiences of projected service account tokens that MW-ISO-013 allows, e.g. "
+                "a secrets manager's ('vault'). Never list the API server's own audience: "
+                "a token without an audience, or with any audience not listed, is an API "
+                "token.",
+                default=[],
+                maxItems=32,
             ),
             "requireDefaultDenyNetworkPolicy": _boolean(
                 "The namespace must hold a NetworkPolicy that selects every pod and allows "
@@ -197,8 +208,10 @@ def _images() -> Schema:
                 True,
             ),
             "allowedRegistries": _strings(
-                "If set, images must come from these registries or repositories; globs such "
-                "as 'registry.example.com/models/*' (MW-IMG-002)."
+                "If set, images must come from these registries or repositories (MW-IMG-002): "
+                "a host ('ghcr.io', '*.example.com'), or a host and a repository path "
+                "('registry.example.com/models/*'). Host and path are matched apart; '*' "
+                "never crosses a '/', a whole '**' component spans any depth."
             ),
             "forbiddenTags": _strings(
                 "Tags that may not be used; an image with neither tag nor digest counts as "

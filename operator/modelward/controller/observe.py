@@ -8,7 +8,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from modelward.engine import KeySource, NamespaceFacts, parse_policy
-from modelward.engine.facts import is_default_deny
+from modelward.engine.facts import ingress_opening, is_default_deny
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
 from modelward.state import (
@@ -17,6 +17,7 @@ from modelward.state import (
     POLICIES,
     SERVICES,
     ClusterState,
+    NetworkPolicyFacts,
     PolicyEntry,
     ReplaceResult,
 )
@@ -69,7 +70,9 @@ def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
             annotations=dict(meta.get("annotations") or {}),
         )
     if kind == "NetworkPolicy":
-        return (namespace, name), is_default_deny(obj)
+        return (namespace, name), NetworkPolicyFacts(
+            default_deny=is_default_deny(obj), opens_ingress_to=ingress_opening(obj)
+        )
     if kind == "Service":
         return (namespace, name), dict((obj.get("spec") or {}).get("selector") or {})
     raise ValueError(f"{kind} is not a kind the cluster state holds")
@@ -118,7 +121,13 @@ def observe_object(
         if deleted:
             state.delete_network_policy(namespace, name, version)
         else:
-            state.put_network_policy(namespace, name, default_deny=value, resource_version=version)
+            state.put_network_policy(
+                namespace,
+                name,
+                default_deny=value.default_deny,
+                opens_ingress_to=value.opens_ingress_to,
+                resource_version=version,
+            )
     elif kind == "Service":
         namespace, name = fact_key
         state.put_service(namespace, name, None if deleted else value, version)

@@ -10,18 +10,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from modelward.engine.selectors import LabelSelector, SelectorError
+
 
 @dataclass(frozen=True)
 class NamespaceFacts:
     """A namespace's labels and annotations, and whether it holds a default-deny policy.
 
     ``has_default_deny`` is ``None`` when unknown (the cache has not seen the namespace).
+    ``open_ingress`` names the NetworkPolicies that let every source in to the pods they
+    select, with their pod selectors: NetworkPolicies add up, so one of them undoes the
+    default-deny for those pods.
     """
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     has_default_deny: bool | None = None
+    open_ingress: tuple[tuple[str, LabelSelector], ...] = ()
 
     def selector_labels(self) -> Mapping[str, str]:
         """Labels as a namespaceSelector sees them (the name label is always set)."""
@@ -48,6 +54,62 @@ def is_default_deny(network_policy: Mapping[str, Any]) -> bool:
     return "Ingress" in types and not spec.get("ingress")
 
 
+#: Peers that stand for every source: all pods of all namespaces, every IP address.
+_EVERY_CIDR = frozenset({"0.0.0.0/0", "::/0"})
+
+
+def _is_everyone(peer: Any) -> bool:
+    if not isinstance(peer, Mapping):
+        return False
+    namespaces, pods, block = (
+        peer.get("namespaceSelector"),
+        peer.get("podSelector"),
+        peer.get("ipBlock"),
+    )
+    if isinstance(block, Mapping):
+        return block.get("cidr") in _EVERY_CIDR and not block.get("except")
+    return _selects_all(namespaces) and (pods is None or _selects_all(pods))
+
+
+def _selects_all(selector: Any) -> bool:
+    return (
+        isinstance(selector, Mapping)
+        and not selector.get("matchLabels")
+        and not selector.get("matchExpressions")
+    )
+
+
+def ingress_opening(network_policy: Mapping[str, Any]) -> LabelSelector | None:
+    """The pods a NetworkPolicy opens to every ingress source, or None if it opens none.
+
+    A rule opens everything when it names no source (no ``from``, or ``from: []``: "any"),
+    or a source that is everyone (``namespaceSelector: {}``, ``ipBlock`` ``0.0.0.0/0``).
+    Ports do not narrow it: the model's port open to anyone is what default-deny prevents.
+    A selector the API server would have refused is taken to select every pod.
+    """
+    spec = network_policy.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        return None
+    types = spec.get("policyTypes") or ["Ingress"]
+    if "Ingress" not in types:
+        return None
+    rules = spec.get("ingress") or []
+    if not any(
+        isinstance(rule, Mapping) and (not rule.get("from") or any(map(_is_everyone, rule["from"])))
+        for rule in rules
+    ):
+        return None
+    raw = spec.get("podSelector")
+    try:
+        return LabelSelector.parse(raw) if isinstance(raw, Mapping) else LabelSelector()
+    except SelectorError:
+        return LabelSelector()
+
+
+def _first(item: tuple[str, LabelSelector]) -> str:
+    return item[0]
+
+
 @dataclass
 class StaticFacts:
     """Facts from a fixed set of objects: the CLI's manifests, tests."""
@@ -55,6 +117,8 @@ class StaticFacts:
     namespaces: dict[str, NamespaceFacts] = field(default_factory=dict)
     default_deny_namespaces: set[str] = field(default_factory=set)
     services: dict[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    #: namespace -> NetworkPolicy name -> the pods it opens to every source.
+    open_ingress: dict[str, dict[str, LabelSelector]] = field(default_factory=dict)
     #: What to assume for a namespace with no NetworkPolicy in the set.
     assume_default_deny: bool | None = False
 
@@ -70,8 +134,12 @@ class StaticFacts:
                 labels=dict(meta.get("labels") or {}),
                 annotations=dict(meta.get("annotations") or {}),
             )
-        elif kind == "NetworkPolicy" and is_default_deny(obj):
-            self.default_deny_namespaces.add(namespace)
+        elif kind == "NetworkPolicy":
+            if is_default_deny(obj):
+                self.default_deny_namespaces.add(namespace)
+            opened = ingress_opening(obj)
+            if opened is not None:
+                self.open_ingress.setdefault(namespace, {})[name] = opened
         elif kind == "Service":
             selector = (obj.get("spec") or {}).get("selector") or {}
             self.services[(namespace, name)] = dict(selector)
@@ -80,7 +148,11 @@ class StaticFacts:
         known = self.namespaces.get(name) or NamespaceFacts(name=name)
         deny = True if name in self.default_deny_namespaces else self.assume_default_deny
         return NamespaceFacts(
-            name=name, labels=known.labels, annotations=known.annotations, has_default_deny=deny
+            name=name,
+            labels=known.labels,
+            annotations=known.annotations,
+            has_default_deny=deny,
+            open_ingress=tuple(sorted((self.open_ingress.get(name) or {}).items(), key=_first)),
         )
 
     def service_selector(self, namespace: str, name: str) -> Mapping[str, str] | None:

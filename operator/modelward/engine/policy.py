@@ -87,6 +87,8 @@ class IsolationConfig:
     gpu: GpuPool | None
     forbid_token_automount: bool
     require_default_deny: bool
+    #: Projected service account token audiences that are not the API server's.
+    allowed_token_audiences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,7 @@ def _isolation(raw: Mapping[str, Any], mode: Mode) -> IsolationConfig:
         gpu=gpu,
         forbid_token_automount=bool(raw.get("forbidServiceAccountTokenAutomount", True)),
         require_default_deny=bool(raw.get("requireDefaultDenyNetworkPolicy", True)),
+        allowed_token_audiences=tuple(raw.get("allowedServiceAccountTokenAudiences") or ()),
     )
 
 

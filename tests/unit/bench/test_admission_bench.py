@@ -169,3 +169,15 @@ def test_cluster_phase_runs_through_a_real_api_server() -> None:
     assert caches["policies"] == counts.fill_policies and caches["pods"] == counts.fill_namespaces
     assert 400 <= caches["fresh_operator_probe_status"] < 500  # the fresh operator served
     assert report.targets({"cluster": results})
+
+
+def test_adversarial_phase_reports_the_worst_case_beside_the_large_pod() -> None:
+    from bench.admission import adversarial_bench
+
+    result = adversarial_bench.run(repeats=1, size=16 * 1024, cases=("env a:", "many env"))
+    assert {r["case"] for r in result["cases"]} == {"env a:", "many env"}
+    assert result["worst"] == max(result["cases"], key=lambda r: r["ms"])
+    assert result["large_pod_us"] > 0 and result["worst_vs_large_pod"] > 0
+    assert "Adversarial pods" in report.markdown(
+        {"meta": _results()["meta"], "adversarial": result}
+    )

@@ -68,6 +68,24 @@ def test_namespaces_network_policies_services() -> None:
     assert state.namespace("a").has_default_deny is False
 
 
+def test_allow_all_network_policies_are_remembered_until_narrowed() -> None:
+    state = ClusterState()
+    state.ready = True
+    opener = {
+        "metadata": {"name": "open", "namespace": "a"},
+        "spec": {"podSelector": {"matchLabels": {"app": "m"}}, "ingress": [{}]},
+    }
+    observe_object(state, "NetworkPolicy", opener)
+    ((name, selector),) = state.namespace("a").open_ingress
+    assert name == "open" and selector.matches({"app": "m"}) and not selector.matches({})
+    narrowed = {**opener, "spec": {**opener["spec"], "ingress": [{"from": [{"podSelector": {}}]}]}}
+    observe_object(state, "NetworkPolicy", narrowed)
+    assert state.namespace("a").open_ingress == ()
+    observe_object(state, "NetworkPolicy", opener)
+    observe_object(state, "NetworkPolicy", opener, deleted=True)
+    assert state.namespace("a").open_ingress == ()
+
+
 def test_status_patch_only_when_something_changed() -> None:
     state = ClusterState()
     entry = observe_object(state, "ClusterModelPolicy", _policy(3, {"images": {}}, "1"))

@@ -40,8 +40,14 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-ISO-009", "isolation", "No host ports"),
         RuleInfo("MW-ISO-010", "isolation", "Sandboxed runtime class", True),
         RuleInfo("MW-ISO-011", "isolation", "GPU pods run on the dedicated GPU pool", True),
-        RuleInfo("MW-ISO-012", "isolation", "Pods without GPUs do not tolerate the GPU taint"),
-        RuleInfo("MW-ISO-013", "isolation", "Service account token not automounted", True),
+        RuleInfo(
+            "MW-ISO-012",
+            "isolation",
+            "Pods stay off the GPU pool unless they request GPUs (no toleration, no nodeName)",
+        ),
+        RuleInfo(
+            "MW-ISO-013", "isolation", "No service account token: automounted or projected", True
+        ),
         RuleInfo("MW-ISO-014", "isolation", "Default-deny NetworkPolicy in the namespace"),
         RuleInfo(
             "MW-ISO-015", "isolation", "Baseline hardening: AppArmor, SELinux, procMount, sysctls"

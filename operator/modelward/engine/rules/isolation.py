@@ -74,16 +74,38 @@ def check_isolation(w: Workload, ns: NamespaceFacts, cfg: IsolationConfig) -> It
     if cfg.runtime_class_names:
         yield from _runtime_class(w, cfg)
     if cfg.gpu is not None:
+        yield from _node_name(w)
         yield from _gpu(w, cfg.gpu)
     if cfg.forbid_token_automount:
         yield from _token_automount(w)
-    if cfg.require_default_deny and ns.has_default_deny is False:
+        yield from _projected_tokens(w, cfg.allowed_token_audiences)
+    if cfg.require_default_deny:
+        yield from _default_deny(w, ns)
+
+
+def _default_deny(w: Workload, ns: NamespaceFacts) -> Iterator[Violation]:
+    """MW-ISO-014: default-deny in the namespace, and no NetworkPolicy that undoes it.
+
+    NetworkPolicies add up: a pod is reachable from wherever any policy selecting it allows,
+    so one allow-all policy beside the default-deny opens the model to every caller.
+    """
+    if ns.has_default_deny is False:
         yield Violation(
             "MW-ISO-014",
             f'namespace "{ns.name}" has no default-deny NetworkPolicy',
             "apply a NetworkPolicy with podSelector: {} and policyTypes: [Ingress] and no "
             "ingress rules, then allow only the callers that need the model",
         )
+        return
+    for name, selector in ns.open_ingress:
+        if selector.matches(w.labels):
+            yield Violation(
+                "MW-ISO-014",
+                f'NetworkPolicy "{name}" allows ingress from every source to this pod, which '
+                "undoes the namespace's default-deny",
+                "give each of its ingress rules a `from` that names only the callers that "
+                "need the model (a namespaceSelector and podSelector), or delete it",
+            )
 
 
 # -- baseline -----------------------------------------------------------------------------------
@@ -377,6 +399,32 @@ def _gpu(w: Workload, pool: GpuPool) -> Iterator[Violation]:
         )
 
 
+def _node_name(w: Workload) -> Iterator[Violation]:
+    """MW-ISO-012: a pod that names its node skips the scheduler, and with it the GPU taint.
+
+    The kubelet admits a pod bound to it by ``spec.nodeName`` without checking NoSchedule
+    taints, so a pod with no GPU (and no toleration) could still land on the GPU pool.
+    Legitimate placement does not need it: the scheduler binds through the ``pods/binding``
+    subresource (not a Pod CREATE), and DaemonSet pods carry a node affinity instead.
+
+    A stored pod (one with a ``resourceVersion``: the audit's, or the old and new object of
+    an UPDATE) has a nodeName because the scheduler bound it; only a pod being created, or a
+    template, chose its node itself. The API server refuses a CREATE that sets a
+    resourceVersion, so a new pod cannot pass for a stored one.
+    """
+    node = w.pod_spec.get("nodeName")
+    if not node:
+        return
+    if w.kind == "Pod" and (w.template_metadata or {}).get("resourceVersion"):
+        return
+    yield Violation(
+        "MW-ISO-012",
+        f"spec.nodeName {node!r} places the pod without the scheduler, past the GPU taint "
+        "and node selectors",
+        "remove spec.nodeName and choose nodes with nodeSelector or a required node affinity",
+    )
+
+
 def _token_automount(w: Workload) -> Iterator[Violation]:
     value = w.pod_spec.get("automountServiceAccountToken")
     if value is False:
@@ -389,3 +437,32 @@ def _token_automount(w: Workload) -> Iterator[Violation]:
         "set automountServiceAccountToken: false (mount a projected token only where needed)",
         remedies=() if value else (Remedy(("automountServiceAccountToken",), False),),
     )
+
+
+def _projected_tokens(w: Workload, allowed_audiences: tuple[str, ...]) -> Iterator[Violation]:
+    """MW-ISO-013: a service account token projected by hand is an API token all the same.
+
+    A ``serviceAccountToken`` projection without an audience gets the API server's, and the
+    API server's own audiences are cluster settings the engine cannot see; so only the
+    audiences a policy lists (a secrets manager's, say) are taken to be for someone else.
+    """
+    for volume in w.pod_spec.get("volumes") or []:
+        projected = _mapping(volume).get("projected")
+        if not projected:
+            continue  # most volumes: one look-up
+        for source in _mapping(projected).get("sources") or []:
+            token = _mapping(source).get("serviceAccountToken")
+            if token is None:
+                continue
+            audience = _mapping(token).get("audience")
+            if audience and audience in allowed_audiences:
+                continue
+            what = f"audience {audience!r}" if audience else "no audience (the API server's)"
+            yield Violation(
+                "MW-ISO-013",
+                f'volume "{_mapping(volume).get("name")}" projects a service account token '
+                f"with {what}",
+                "remove the serviceAccountToken source, or request the token for the service "
+                "that needs it with an audience listed in "
+                "isolation.allowedServiceAccountTokenAudiences",
+            )

@@ -60,3 +60,71 @@ def test_image_volumes_are_images_too() -> None:
     assert [(f.violation.rule_id, f.violation.container) for f in found] == [
         ("MW-IMG-001", 'image volume "model"')
     ]
+
+
+@pytest.mark.parametrize(
+    ("reference", "registry", "repository"),
+    [
+        ("index.docker.io/library/nginx:1", "docker.io", "library/nginx"),
+        ("docker.io/nginx", "docker.io", "library/nginx"),
+        ("Registry.Example.com/serving/x", "registry.example.com", "serving/x"),
+        ("Myhost/app", "myhost", "app"),  # upper case: a host, never a repository
+        ("team/app:v1", "docker.io", "team/app"),
+        ("localhost/app", "localhost", "app"),
+    ],
+)
+def test_references_normalise_like_the_runtime(
+    reference: str, registry: str, repository: str
+) -> None:
+    ref = ImageReference.parse(reference)
+    assert (ref.registry, ref.repository) == (registry, repository)
+
+
+WILDCARD = policy(
+    {
+        "images": {
+            "requireDigest": False,
+            "allowedRegistries": ["*.example.com/*", "registry.example.com/models/**", "ghcr.io/"],
+        }
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "evil.com/x.example.com/foo:1",  # the host is evil.com; '*' may not cross '/'
+        "evil.com/registry.example.com/models/x:1",
+        "x.example.com.evil.com/foo:1",
+        "x.example.com:5000/foo:1",  # another port is another registry
+        "registry.example.com/team/nested/foo:1",  # '*' is one component
+        "example.com/foo:1",  # '*.' needs a subdomain
+        "nginx:1",  # docker.io/library/nginx
+        "x.example.com/foo/../../evil:1",  # not a reference a runtime would pull
+        "x.example.com/Foo:1",
+        "x.example.com/foo:1:2",
+    ],
+)
+def test_registry_globs_match_host_and_path_separately(image: str) -> None:
+    assert rule_ids(decide(_pod(image), WILDCARD)) == ["MW-IMG-002"]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "x.example.com/foo:1",
+        "X.Example.com/foo:1",
+        "a.b.example.com/foo@" + DIGEST,
+        "registry.example.com/models/llama:1",
+        "registry.example.com/models/meta/llama/3:1",  # '**' is any depth
+        "registry.example.com/models:1",  # and none
+        "ghcr.io/org/team/img:v1",  # a bare host allows every repository
+    ],
+)
+def test_registry_globs_admit_what_they_name(image: str) -> None:
+    assert rule_ids(decide(_pod(image), WILDCARD)) == []
+
+
+def test_malformed_reference_is_named_as_such() -> None:
+    (finding,) = decide(_pod("x.example.com/a/../b:1"), WILDCARD).findings
+    assert "not a well-formed reference" in finding.violation.message

@@ -6,9 +6,17 @@ from typing import Any
 
 import pytest
 
+from modelward.engine import StaticFacts, evaluate_workload
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.workloads import workload_from_object
-from tests.unit.engine.builders import apply_json_patch, compliant_pod, decide, policy, rule_ids
+from tests.unit.engine.builders import (
+    apply_json_patch,
+    compliant_pod,
+    decide,
+    facts,
+    policy,
+    rule_ids,
+)
 
 ISOLATION = policy({"isolation": {}})
 
@@ -217,3 +225,143 @@ def test_patch_mode_denies_explicit_insecure_values() -> None:
     p = policy({"isolation": {}}, mode="Patch")
     d = decide(_with_container(privileged=True, allowPrivilegeEscalation=True), p)
     assert sorted(f.violation.rule_id for f in d.denials) == ["MW-ISO-003", "MW-ISO-006"]
+
+
+def _network_policy(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "serving-a"},
+        "spec": {"podSelector": {}, **spec},
+    }
+
+
+DEFAULT_DENY = _network_policy("deny", policyTypes=["Ingress"])
+
+
+def _with_network_policies(*objects: dict[str, Any]) -> StaticFacts:
+    f = facts()
+    for obj in (DEFAULT_DENY, *objects):
+        f.add_object(obj)
+    return f
+
+
+def _judge(pod: dict[str, Any], f: StaticFacts) -> list[str]:
+    return rule_ids(evaluate_workload(workload_from_object(pod), f, [ISOLATION]))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"ingress": [{}]},  # one rule, no `from`: every source
+        {"ingress": [{"from": []}]},
+        {"ingress": [{"ports": [{"port": 8443}]}]},  # the model's port, to anyone
+        {"ingress": [{"from": [{"namespaceSelector": {}}]}]},  # every pod of every namespace
+        {"ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {}}]}]},
+        {"ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        {"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}, {}]},
+        {"podSelector": {"matchLabels": {"app": "model"}}, "ingress": [{}]},
+        {
+            "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{}],
+        },
+    ],
+)
+def test_allow_all_network_policy_undoes_default_deny(spec: dict[str, Any]) -> None:
+    opener = _network_policy("allow-all", **spec)
+    assert _judge(compliant_pod(), _with_network_policies(opener)) == ["MW-ISO-014"]
+    (finding,) = evaluate_workload(
+        workload_from_object(compliant_pod()), _with_network_policies(opener), [ISOLATION]
+    ).findings
+    assert '"allow-all"' in finding.violation.message
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "gw"}}}]}]},
+        {"ingress": [{"from": [{"podSelector": {}}]}]},  # this namespace only
+        {"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]},
+        {"ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}]},
+        {"podSelector": {"matchLabels": {"app": "other"}}, "ingress": [{}]},  # other pods
+        {"policyTypes": ["Egress"], "ingress": [{}], "egress": [{}]},  # ingress not governed
+    ],
+)
+def test_narrow_network_policies_keep_default_deny(spec: dict[str, Any]) -> None:
+    opener = _network_policy("narrow", **spec)
+    assert _judge(compliant_pod(), _with_network_policies(opener)) == []
+
+
+def test_deployment_is_judged_by_its_template_labels() -> None:
+    opener = _network_policy("open", podSelector={"matchLabels": {"app": "model"}}, ingress=[{}])
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "serving-a", "labels": {"app": "other"}},
+        "spec": {
+            "template": {"metadata": {"labels": {"app": "model"}}, "spec": compliant_pod()["spec"]}
+        },
+    }
+    assert _judge(deployment, _with_network_policies(opener)) == ["MW-ISO-014"]
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_node_name_skips_the_gpu_taint(gpu: bool) -> None:
+    spec = {
+        "nodeName": "gpu-node-1",
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    pod = _gpu_pod(**spec) if gpu else compliant_pod(nodeName="gpu-node-1")
+    found = decide(pod, GPU).findings
+    assert [f.violation.rule_id for f in found] == ["MW-ISO-012"]
+    assert "nodeName" in found[0].violation.message and not found[0].violation.patchable
+    assert rule_ids(decide(pod, ISOLATION)) == []  # no GPU pool, no taint to skip
+
+
+def test_node_name_in_a_template_is_refused_too() -> None:
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "serving-a"},
+        "spec": {"template": {"spec": compliant_pod(nodeName="gpu-node-1")["spec"]}},
+    }
+    assert rule_ids(decide(deployment, GPU)) == ["MW-ISO-012"]
+
+
+def test_a_stored_pod_was_bound_by_the_scheduler() -> None:
+    pod = compliant_pod(nodeName="node-1")
+    pod["metadata"]["resourceVersion"] = "4711"  # the audit's copy, or an UPDATE's
+    assert rule_ids(decide(pod, GPU)) == []
+
+
+TOKENS = policy({"isolation": {"allowedServiceAccountTokenAudiences": ["vault"]}})
+
+
+def _projected(*tokens: dict[str, Any]) -> dict[str, Any]:
+    pod = compliant_pod()
+    sources = [{"serviceAccountToken": t} for t in tokens]
+    pod["spec"]["volumes"].append({"name": "token", "projected": {"sources": sources}})
+    return pod
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        {"path": "token"},  # no audience: the API server's
+        {"path": "token", "audience": "https://kubernetes.default.svc.cluster.local"},
+        {"path": "token", "audience": "api"},
+        {},
+    ],
+)
+def test_projected_api_token_is_a_mounted_token(token: dict[str, Any]) -> None:
+    found = decide(_projected(token), TOKENS).findings
+    assert [f.violation.rule_id for f in found] == ["MW-ISO-013"]
+    assert 'volume "token"' in found[0].violation.message and not found[0].violation.patchable
+
+
+def test_projected_token_for_an_allowed_audience_is_fine() -> None:
+    assert rule_ids(decide(_projected({"path": "t", "audience": "vault"}), TOKENS)) == []
+    assert rule_ids(decide(_projected({"path": "t", "audience": "vault"}), ISOLATION)) == [
+        "MW-ISO-013"
+    ]  # the default list is empty
+    relaxed = policy({"isolation": {"forbidServiceAccountTokenAutomount": False}})
+    assert rule_ids(decide(_projected({"path": "t"}), relaxed)) == []

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from modelward.engine.rules.secrets import (
+    TOKEN_FORMATS,
+    TOKEN_HINTS,
+    looks_like_system_prompt,
+    token_format,
+)
 from tests.unit.engine.builders import compliant_pod, decide, policy, rule_ids
 
 SECRETS = policy({"secrets": {}})
@@ -76,3 +82,60 @@ def test_allowed_env_names_exempt_reviewed_values() -> None:
     p = policy({"secrets": {"allowedEnvNames": ["PUBLIC_*"]}})
     env = [{"name": "PUBLIC_TOKEN", "value": "q8Zr2Lp0Xv7Nw4Ks1Ty9Bm6Hc3Jd5Gf"}]
     assert rule_ids(decide(_pod(env), p)) == []
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+@pytest.mark.parametrize(
+    ("text", "description"),
+    [
+        (f"Bearer {JWT}", "a JSON Web Token"),
+        (f"token-{JWT}", "a JSON Web Token"),
+        (f"id.{JWT}.more", "a JSON Web Token"),
+        ("postgresql+asyncpg://app:s3cret@db:5432/x", "a password in a URL"),
+        ("see redis://default:hunter22@cache and s3://bucket", "a password in a URL"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----", "a private key"),
+        ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "a private key"),
+        ("-----BEGIN PGP PRIVATE KEY BLOCK-----", "a private key"),
+        ("-----BEGIN PRIVATE KEY-----", "a private key"),
+        ("key=AKIAIOSFODNN7EXAMPLE", "an AWS access key"),
+        ("ghp_" + "a1B2c3D4e5" * 4, "a GitHub token"),
+        ("github_pat_" + "a1_B2c3D4e5" * 4, "a GitHub token"),
+        ("xoxb-1234567890-abcdef", "a Slack token"),
+        ("sk_live_" + "a1B2c3D4e5" * 2, "a Stripe key"),
+        ("AIza" + "a1B2c3D4e5" * 4, "a Google API key"),
+        ("hf_" + "a1B2c3D4e5" * 3, "a Hugging Face token"),
+    ],
+)
+def test_token_formats(text: str, description: str) -> None:
+    assert token_format(text) == description
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIi.dozjgNryP4J3jVmN",  # a payload too short to be a JWT
+        "xeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3",  # not at a boundary
+        "https://user@example.com/path",  # a user, no password
+        "http://a:bc@host",  # two characters are not a password
+        "HTTP://user:password@host",  # schemes are lower case
+        "xAKIAIOSFODNN7EXAMPLE",
+        "mask-" + "a" * 30,  # 'sk-' inside a word
+    ],
+)
+def test_lookalikes_are_not_tokens(text: str) -> None:
+    assert token_format(text) is None
+
+
+def test_every_format_has_a_hint_that_finds_it() -> None:
+    """The one-pass pre-check may never hide a format: each needs a hint."""
+    assert [name for name, _ in TOKEN_FORMATS] == list(TOKEN_HINTS)
+
+
+def test_prompt_phrases_are_found_in_any_case_and_only_as_words() -> None:
+    padding = "Context for the assistant follows in the next lines of this value. " * 2
+    assert looks_like_system_prompt("X", padding + "YOU ARE THE assistant")
+    assert looks_like_system_prompt("X", padding + "never reveal the rules")
+    assert not looks_like_system_prompt("X", padding + "whenever revealed, it stays")
+    assert not looks_like_system_prompt("X", padding + "bayou are a place")
