@@ -26,6 +26,7 @@ docs/development.md ("The test node"); in short:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shlex
 import shutil
@@ -315,10 +316,16 @@ class LocalNode(StartStop):
     def _create_bridge(self) -> None:
         """The pods' bridge, created here (not by the CNI plugin) so its name is ours to remove.
 
-        The bridge plugin finds it, adds the gateway address if missing and attaches pods."""
+        The bridge plugin finds it, adds the gateway address if missing and attaches pods.
+
+        Its MAC address is set explicitly: a bridge whose address the kernel chose takes the
+        lowest MAC of its ports and changes whenever a pod's veth with a lower one comes or
+        goes. Pods keep the gateway's old MAC in their ARP cache, and every packet between a
+        pod and the host (API calls through the ``kubernetes`` Service stand-in, webhook
+        calls, /metrics) is dropped for half a minute until the entry expires."""
         s = self._settings
         prefix = s.subnet.split("/")[1]
-        _ip("link", "add", "name", s.bridge, "type", "bridge")
+        _ip("link", "add", "name", s.bridge, "address", bridge_mac(s.bridge), "type", "bridge")
         _ip("addr", "add", f"{s.gateway}/{prefix}", "dev", s.bridge)
         _ip("link", "set", s.bridge, "up")
 
@@ -498,6 +505,12 @@ def _cgroup_hierarchies() -> list[Path]:
         if len(fields) > 2 and fields[2] in ("cgroup", "cgroup2"):
             hierarchies.append(Path(fields[1]))
     return sorted(set(hierarchies))
+
+
+def bridge_mac(bridge: str) -> str:
+    """A fixed, locally administered unicast MAC address derived from the bridge's name."""
+    digest = hashlib.sha256(bridge.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def _ip(*args: str) -> None:

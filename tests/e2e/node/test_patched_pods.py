@@ -108,13 +108,19 @@ def gpu_node(cluster: LocalCluster, cluster_kubectl: ToolRunner) -> Iterator[str
 
 
 def bare_pod(cluster: LocalCluster, name: str, namespace: str, **container: Any) -> dict[str, Any]:
-    """A pod with no security settings at all: everything comes from Patch mode."""
+    """A pod with no security settings: they come from Patch mode.
+
+    Except the token automount: the API server's ServiceAccount plugin projects the token
+    (``kube-api-access-*``) before any webhook runs, and setting
+    ``automountServiceAccountToken: false`` then leaves that volume for MW-ISO-013 to deny.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
             "containers": [
                 {
                     "name": "main",
@@ -150,7 +156,6 @@ def test_a_patched_pod_runs_with_the_patched_settings(
     assert spec["runtimeClassName"] == "hardened"
     assert spec["nodeSelector"] == {GPU_LABEL: "true"} and spec["nodeName"] == gpu_node
     assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-    assert spec["automountServiceAccountToken"] is False
     logs = wait_until(
         "the container's report",
         lambda: (

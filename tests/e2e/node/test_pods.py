@@ -4,6 +4,7 @@ kubelet, Deployments roll out, EndpointSlices list the ready pods."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from modelward_dev.cluster import LocalCluster
 from modelward_dev.controlplane import ToolRunner
@@ -119,3 +120,37 @@ def test_a_deployment_rolls_out_and_its_endpointslice_lists_the_ready_pods(
         lambda: ready_addresses() == pod_ips,
         explain=lambda: json.dumps(sorted(ready_addresses())),
     )
+
+
+def test_the_pods_gateway_keeps_its_mac_address_while_pods_come_and_go(
+    cluster: LocalCluster, cluster_kubectl: ToolRunner, cluster_namespace: str
+) -> None:
+    """A bridge whose MAC the kernel chose follows the lowest MAC among its ports, so it
+    changes as pods' veths come and go; running pods keep the old one in their ARP cache and
+    lose every packet to and from the host (API calls, webhook calls) for half a minute."""
+    sysfs = Path("/sys/class/net") / cluster.node.settings.bridge
+    mac = (sysfs / "address").read_text().strip()
+    assert (sysfs / "addr_assign_type").read_text().strip() == "3"  # NET_ADDR_SET: ours, fixed
+    service = cluster.control_plane.kubernetes_service_ip
+    body = busybox_pod(cluster, "stays", cluster_namespace, "exec sleep 3600")
+    assert apply(cluster_kubectl, body).returncode == 0
+    wait_for_phase(cluster_kubectl, "stays", cluster_namespace, "Running")
+
+    def api_server_answers() -> str:
+        """The API server's plain-HTTP refusal, through the gateway and the Service stand-in
+        (a cached stale gateway MAC makes this time out)."""
+        request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 2"
+        probe = f"({request}) | nc -w 3 {service} 443; cat /proc/net/arp"
+        result = cluster_kubectl("exec", "stays", "-n", cluster_namespace, "--", "sh", "-c", probe)
+        return result.stdout + result.stderr
+
+    first = api_server_answers()
+    assert "400 Bad Request" in first, first
+    for name in ("comes", "goes"):
+        brief = busybox_pod(cluster, name, cluster_namespace, "true", restartPolicy="Never")
+        assert apply(cluster_kubectl, brief).returncode == 0
+        wait_for_phase(cluster_kubectl, name, cluster_namespace, "Succeeded")
+        cluster_kubectl("delete", "pod", name, "-n", cluster_namespace, "--wait", check=True)
+    assert (sysfs / "address").read_text().strip() == mac
+    again = api_server_answers()
+    assert "400 Bad Request" in again and mac in again, again
