@@ -56,7 +56,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     unsigned = root / "unsigned"
     shutil.copytree(signed, unsigned)
     (unsigned / "model.sig").unlink()
-    return {"signed": signed, "tampered": tampered, "unsigned": unsigned, "public": key.public}
+    # Signed by the release key all the same: a signature says who shipped it, not that it
+    # is safe to load. A protocol-0 pickle that calls os.system when loaded (never loaded).
+    payload = root / "payload"
+    payload.mkdir()
+    (payload / "config.json").write_text('{"layers": 2}')
+    (payload / "weights.bin").write_bytes(b"cposix\nsystem\n(S'id'\ntR.")
+    sign_key_cli(payload, key, payload / "model.sig")
+    return {
+        "signed": signed,
+        "tampered": tampered,
+        "unsigned": unsigned,
+        "payload": payload,
+        "public": key.public,
+    }
 
 
 @pytest.fixture
@@ -287,8 +300,13 @@ def test_a_signed_model_is_verified_in_the_pod_and_served(
     from cyclonedx.validation.json import JsonStrictValidator
 
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(out) is None
-    hashes = [c["hashes"] for c in json.loads(out)["components"]]
-    assert [{"alg": "SHA-256", "content": result.digest.split(":")[1]}] in hashes
+    [component] = json.loads(out)["components"]
+    assert component["type"] == "machine-learning-model"
+    assert component["hashes"] == [{"alg": "SHA-256", "content": result.digest.split(":")[1]}]
+
+    # The inventory outlives the pod.
+    cluster_kubectl("delete", "pod", name, "-n", namespace, "--wait", check=True)
+    assert cluster_kubectl("get", "deployedmodel", record, "-n", namespace).returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -296,9 +314,10 @@ def test_a_signed_model_is_verified_in_the_pod_and_served(
     [
         ("tampered", "copied", "config.json"),
         ("unsigned", "image-volume", "model.sig"),
+        ("payload", "copied", "posix.system"),
     ],
 )
-def test_a_tampered_or_unsigned_model_holds_the_pod_in_init(
+def test_a_tampered_unsigned_or_payload_carrying_model_holds_the_pod_in_init(
     cluster: LocalCluster,
     cluster_kubectl: ToolRunner,
     namespace: str,
@@ -330,7 +349,11 @@ def test_a_tampered_or_unsigned_model_holds_the_pod_in_init(
         "terminated"
     )
     assert finished is not None and finished["exitCode"] != 0
-    assert json.loads(finished["message"])["result"] != "verified"
+    reported = parse_termination_message(finished["message"])
+    assert not reported.admitted
+    if model == "payload":  # the signature holds; the scan refuses what it would run
+        assert (reported.result, reported.scan) == ("verified", "unsafe")
+        assert "scan unsafe" in events[0]["message"]
     # The serving container never started.
     server = pod["status"]["containerStatuses"][0]
     assert "waiting" in server["state"] and not server.get("lastState"), server
