@@ -1,9 +1,9 @@
 """Fixtures for tests on the real node: pod helpers and modelward installed from its own image.
 
 ``modelward_release`` installs charts/modelward with ``helm install`` into the ``cluster``
-fixture's cluster, from the image ``modelward_dev.images`` built from this checkout and pushed
-to the cluster's registry: modelward runs as the chart's two pods, and every admission review
-of these tests goes API server → chart Service (its endpoints) → a modelward pod.
+fixture's cluster (``modelward_dev.install``), from the image built from this checkout: modelward
+runs as the chart's two pods, and every admission review of these tests goes API server → chart
+Service (its endpoints) → a modelward pod.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +18,8 @@ import yaml
 
 from modelward_dev.cluster import LocalCluster
 from modelward_dev.controlplane import ToolRunner
+from modelward_dev.install import Release, install_modelward, uninstall_modelward
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CHART = REPO_ROOT / "charts" / "modelward"
 RELEASE = "mw"
 RELEASE_NAMESPACE = "modelward-system"
 FULLNAME = "mw-modelward"
@@ -118,67 +115,22 @@ def wait_for_phase(
     return result
 
 
-@dataclass(frozen=True)
-class Release:
-    """modelward as installed by helm in the cluster."""
-
-    name: str
-    namespace: str
-    fullname: str
-    image: str
-
-
 @pytest.fixture(scope="session")
-def modelward_release(
-    cluster: LocalCluster, cluster_kubectl: ToolRunner, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Release]:
-    """``helm install`` of charts/modelward from the image built from this checkout; waits
-    until both replicas are Ready and the API server calls them (a denied probe)."""
-    image = cluster.image("modelward")
-    repository, digest = image.split("@", 1)
-    values = {
-        "image": {"repository": repository, "digest": digest, "pullPolicy": "IfNotPresent"},
-        "replicaCount": 2,
-        "operator": {"logFormat": "text", "auditIntervalSeconds": 0, "deadlineSeconds": 4},
-        "webhook": {
-            "timeoutSeconds": 10,
-            "namespaceSelector": {"matchExpressions": [{"key": SCOPE_LABEL, "operator": "Exists"}]},
-        },
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "96Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
-        },
-        "terminationGracePeriodSeconds": 5,
-        "preStopSleepSeconds": 1,
-        "grafanaDashboard": {"enabled": False},
-    }
-    values_file = tmp_path_factory.mktemp("helm") / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    helm = cluster.control_plane.helm
-    installed = helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--create-namespace",
-        "-f",
-        str(values_file),
-        "--wait",
-        "--timeout=240s",
-        timeout=300,
+def modelward_release(cluster: LocalCluster) -> Iterator[Release]:
+    """``helm install`` of charts/modelward from the image built from this checkout
+    (``modelward_dev.install``); both replicas Ready and called by the API server."""
+    release = install_modelward(
+        cluster,
+        release=RELEASE,
+        namespace=RELEASE_NAMESPACE,
+        namespace_selector={"matchExpressions": [{"key": SCOPE_LABEL, "operator": "Exists"}]},
+        probe_namespace_labels={SCOPE_LABEL: "probe"},
     )
-    release = Release(RELEASE, RELEASE_NAMESPACE, FULLNAME, image)
+    assert release.fullname == FULLNAME
     try:
-        assert installed.returncode == 0, installed.stderr + "\n" + _release_state(cluster_kubectl)
-        _wait_until_webhook_serves(cluster, cluster_kubectl)
         yield release
     finally:
-        helm("uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", timeout=120)
-        for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
-            cluster.control_plane.api_request(
-                "DELETE", f"/apis/admissionregistration.k8s.io/v1/{resource}/{FULLNAME}"
-            )
+        uninstall_modelward(cluster, release)
 
 
 def _release_state(kubectl: ToolRunner) -> str:
@@ -187,38 +139,6 @@ def _release_state(kubectl: ToolRunner) -> str:
         "logs", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/name=modelward", "--tail=30"
     )
     return f"pods:\n{pods}\nlogs:\n{logs.stdout}{logs.stderr}"
-
-
-def _wait_until_webhook_serves(cluster: LocalCluster, kubectl: ToolRunner) -> None:
-    """A server-side dry-run of a probe pod is denied by modelward once the caBundle is in
-    place and the API server reaches a pod through the Service's endpoints."""
-    namespace = "modelward-probe"
-    cluster.control_plane.api_request(
-        "POST",
-        "/api/v1/namespaces",
-        body={"metadata": {"name": namespace, "labels": {SCOPE_LABEL: "probe"}}},
-    )
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "probe", "labels": {"modelward.io/probe": "deny"}},
-        "spec": {"containers": [{"name": "c", "image": "probe"}]},
-    }
-    last: list[str] = []
-
-    def denied() -> bool:
-        response = cluster.control_plane.api_request(
-            "POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", body=probe
-        )
-        last[:] = [f"HTTP {response.status}: {response.message}"]
-        return "modelward probe" in response.message
-
-    wait_until(
-        "the API server to call modelward's pods",
-        denied,
-        timeout=90,
-        explain=lambda: f"{last}\n{_release_state(kubectl)}",
-    )
 
 
 def apply_policy(kubectl: ToolRunner, policy: dict[str, Any], timeout: float = 60.0) -> None:
