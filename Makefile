@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image
 
-## demo: build or reuse the local control plane, run modelward, show what it denies, patches, records
+## demo: a small real cluster (node included), modelward installed by helm from its own image;
+##       what it denies and patches, a signed model served, a tampered one held in Init
 demo: venv binaries
 	$(PY) hack/demo.py
 
