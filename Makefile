@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 ## demo: a small real cluster (node included), modelward installed by helm from its own image;
 ##       what it denies and patches, a signed model served, a tampered one held in Init
-demo: venv binaries
+demo: venv binaries system-deps
 	$(PY) hack/demo.py
 
 ## test: every test — unit, contract, end-to-end against a real kube-apiserver — and the linters
