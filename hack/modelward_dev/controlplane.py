@@ -659,6 +659,12 @@ class LocalControlPlane(StartStop):
         return self._ca_pem
 
     @property
+    def webhook_client_ca_path(self) -> Path:
+        """The CA of the client certificate kube-apiserver presents to admission webhooks
+        (give it to ``modelward run --client-ca-file``)."""
+        return self.work_dir / "pki" / "client-ca.crt"
+
+    @property
     def admin_cert_path(self) -> Path:
         return self.work_dir / "pki" / "admin.crt"
 
@@ -837,6 +843,11 @@ class LocalControlPlane(StartStop):
         admin = issue_certificate(
             client_ca, common_name="admin", organization="system:masters", client=True
         )
+        # The certificate the API server presents to admission webhooks (its
+        # AdmissionConfiguration below), so a webhook can refuse every other caller.
+        webhook_client = issue_certificate(
+            client_ca, common_name="kube-apiserver-webhook-client", client=True
+        )
         # The service-account signing key only needs a key pair; a CA's is as good as any and
         # keeps every key of the harness coming from modelward.certs.
         service_accounts = create_ca(common_name="modelward-local-service-accounts")
@@ -848,6 +859,8 @@ class LocalControlPlane(StartStop):
             "client-ca.key": client_ca.key_pem,
             "admin.crt": admin.cert_pem,
             "admin.key": admin.key_pem,
+            "webhook-client.crt": webhook_client.cert_pem,
+            "webhook-client.key": webhook_client.key_pem,
             "service-accounts.key": service_accounts.key_pem,
             "service-accounts.pub": _public_key_pem(service_accounts),
         }
@@ -862,6 +875,36 @@ class LocalControlPlane(StartStop):
             files["kubelet-client.key"] = kubelet_client.key_pem
         for name, content in files.items():
             _write_private(pki / name, content)
+        # kube-apiserver authenticates to webhooks with the kubeconfig its admission
+        # configuration names; the user "*" matches every webhook host.
+        webhook_kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "users": [
+                {
+                    "name": "*",
+                    "user": {
+                        "client-certificate": str(pki / "webhook-client.crt"),
+                        "client-key": str(pki / "webhook-client.key"),
+                    },
+                }
+            ],
+        }
+        _write_private(pki / "webhook-kubeconfig", yaml.safe_dump(webhook_kubeconfig).encode())
+        plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(pki / "webhook-kubeconfig"),
+        }
+        admission = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": name, "configuration": plugin}
+                for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        _write_private(pki / "admission.yaml", yaml.safe_dump(admission).encode())
         self._ca_pem = serving_ca.cert_pem
         self._ssl_context = None
 
@@ -912,6 +955,7 @@ class LocalControlPlane(StartStop):
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'client-ca.crt'}",
+                f"--admission-control-config-file={pki / 'admission.yaml'}",
                 f"--service-cluster-ip-range={self._service_range}",
                 "--allow-privileged=true",
                 "--authorization-mode=RBAC",

@@ -179,8 +179,8 @@ def test_events_are_recorded_on_the_object_and_the_policy(
     def events_posted() -> bool:
         items = get_json(kubectl, "events", "-n", namespace)["items"]
         policy_items = get_json(kubectl, "events", "-n", "default")["items"]
-        found["pod"] = [e for e in items if e["involvedObject"]["name"] == "evented"]
-        found["policy"] = [e for e in policy_items if e["involvedObject"]["name"] == namespace]
+        found["pod"] = [e for e in items if e["involvedObject"].get("name") == "evented"]
+        found["policy"] = [e for e in policy_items if e["involvedObject"].get("name") == namespace]
         return bool(found["pod"] and found["policy"])
 
     wait_for("events", events_posted)
@@ -198,7 +198,7 @@ def test_dry_run_records_no_event(kubectl: ToolRunner, namespace: str) -> None:
 
     def wet_event() -> bool:
         names.update(
-            e["involvedObject"]["name"]
+            e["involvedObject"].get("name")
             for e in get_json(kubectl, "events", "-n", namespace)["items"]
         )
         return "wet" in names

@@ -46,4 +46,6 @@ def test_pods_created_before_a_policy_are_reported(kubectl: ToolRunner, namespac
         ),
     )
     events = get_json(kubectl, "events", "-n", namespace)["items"]
-    assert any(e["involvedObject"]["name"] == "old" and e.get("action") == "Audit" for e in events)
+    assert any(
+        e["involvedObject"].get("name") == "old" and e.get("action") == "Audit" for e in events
+    )

@@ -198,7 +198,7 @@ def test_a_hand_projected_api_token_counts_as_automount(
     kubectl: ToolRunner, tenant: Tenant, serving_namespace: str
 ) -> None:
     apply_policy(kubectl, policy(serving_namespace, [serving_namespace], ISOLATION, "Enforce"))
-    body = pod("token", serving_namespace)
+    body = pod("token", serving_namespace, serviceAccountName=tenant.name)
     body["spec"]["volumes"].append(
         {
             "name": "api-token",
@@ -231,7 +231,7 @@ def test_node_name_cannot_skip_the_gpu_pool(
 def test_the_registry_glob_does_not_cross_path_segments(
     kubectl: ToolRunner, tenant: Tenant, serving_namespace: str
 ) -> None:
-    sections = {"images": {"allowedRegistries": ["*.example.com/*"]}}
+    sections = {"images": {"allowedRegistries": ["*.example.com/**"]}}
     apply_policy(kubectl, policy(serving_namespace, [serving_namespace], sections, "Enforce"))
     body = pod("evil", serving_namespace)
     body["spec"]["containers"][0]["image"] = f"evil.com/x.example.com/foo@{DIGEST}"
@@ -270,7 +270,7 @@ def test_a_pathological_value_does_not_open_the_fail_open_webhook(
         try:
             privileged = pod("privileged", open_namespace)
             privileged["spec"]["hostNetwork"] = True
-            privileged["spec"]["containers"][0]["securityContext"]["privileged"] = True
+            privileged["spec"]["hostPID"] = True
             result = as_tenant(other, privileged, dry_run=True)
             assert result.returncode != 0 and "[MW-ISO-007]" in result.stderr, result.stderr
             good = as_tenant(tenant, pod("good", serving_namespace), dry_run=True)

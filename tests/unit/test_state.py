@@ -145,3 +145,15 @@ def test_readers_on_other_threads_see_a_replace_whole_or_not_at_all() -> None:
         reader.join(timeout=30)
     assert not errors, errors
     assert seen == {20}
+
+
+def test_the_namespace_view_follows_the_state() -> None:
+    """The admission app holds the view from start-up; namespaces created later must count
+    (a copy taken at start-up made every Event and count vanish)."""
+    state = ClusterState()
+    view = state.namespace_names
+    assert "serving" not in view
+    state.put_namespace(NamespaceFacts(name="serving"), "5")
+    assert "serving" in view and 7 not in view
+    state.delete_namespace("serving", "6")
+    assert "serving" not in view

@@ -87,7 +87,7 @@ def make_admission_app(
     """
     evaluator = evaluator or Evaluator(workers=4, queue=16, on_change=metrics.reviews_in_flight.set)
     limits = limits or ReviewLimits()
-    namespaces = service.state.namespaces
+    namespaces = service.state.namespace_names  # a live view: namespaces come and go
     requests = _LabelledChildren(metrics.admission_requests)
     violations = _LabelledChildren(metrics.violations)
     duration = _LabelledChildren(metrics.admission_duration)
