@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image
 
-## demo: build or reuse the local control plane, run modelward, show what it denies, patches, records
-demo: venv binaries
+## demo: a small real cluster (node included), modelward installed by helm from its own image;
+##       what it denies and patches, a signed model served, a tampered one held in Init
+demo: venv binaries system-deps
 	$(PY) hack/demo.py
 
 ## test: every test — unit, contract, end-to-end against a real kube-apiserver — and the linters
@@ -53,11 +54,22 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## binaries: build kube-apiserver, etcd, kubectl, helm from the Go module proxy (cached)
+## binaries: build kube-apiserver, etcd, kubectl, helm, and the test node's kubelet,
+## kube-scheduler, kube-controller-manager and containerd from the Go module proxy (cached)
 binaries:
 	hack/build-control-plane.sh
+	hack/build-node.sh
 
-## system-deps: Debian packages the tests use (Prometheus, promtool, a registry)
+## image: modelward's image built from files (no Docker engine), reproducibly, as an OCI layout
+## in $(IMAGE_DIR); `make image PUSH=host:port/repo:tag` also pushes it (INSECURE=1: plain HTTP;
+## REGISTRY_USER/REGISTRY_PASSWORD: basic auth)
+IMAGE_DIR ?= dist/image
+image: venv
+	rm -rf $(IMAGE_DIR)
+	PYTHONPATH=hack $(PY) -m modelward_dev.images modelward --output $(IMAGE_DIR) \
+		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure)
+
+## system-deps: Debian packages the tests use (Prometheus, containerd, runc, CNI plugins, a registry, busybox)
 system-deps:
 	hack/install-system-deps.sh
 

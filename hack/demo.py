@@ -1,47 +1,183 @@
-"""`make demo`: modelward's main job on a local, real control plane, start to finish.
+"""`make demo`: modelward's main job on a small real cluster, start to finish.
 
-Starts (or reuses) etcd + kube-apiserver, installs the CRDs, runs the operator with its
-webhooks registered, applies the example policies and workloads from manifests/examples/, and
-shows what was denied, what was patched and what was recorded (Events, metrics, policy
-status). Then it cleans up: the operator stops and its webhooks are removed; the control plane
-stops too unless it was already running before or ``--keep`` is given.
+Starts a LocalCluster (etcd + kube-apiserver, kube-scheduler, kube-controller-manager, a local
+registry, containerd + kubelet: pods really run), builds modelward's image from this checkout,
+installs the chart with ``helm install``, applies the example policies and workloads from
+manifests/examples/ (what is denied, what is patched), then serves a model signed with the
+real ``model_signing`` tool next to a tampered copy: the injected verifier runs in each pod,
+the signed one is served, the tampered one is held in Init. It ends with the Events, the
+DeployedModel inventory and metrics, and tears everything down (``--keep``: after Enter).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "hack")]
 
-from modelward_dev.binaries import find_binaries  # noqa: E402
-from modelward_dev.controlplane import LocalControlPlane, default_state_dir  # noqa: E402
-from modelward_dev.operator_process import OperatorProcess  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from modelward_dev.binaries import find_binaries, find_node_binaries  # noqa: E402
+from modelward_dev.cluster import LocalCluster  # noqa: E402
+from modelward_dev.controlplane import loopback_opener  # noqa: E402
+from modelward_dev.install import Release, install_modelward  # noqa: E402
 
 EXAMPLES = ROOT / "manifests" / "examples"
+MODELS_NAMESPACE = "models-demo"
+STEPS = 8
 BOLD, RED, GREEN, YELLOW, DIM, RESET = (
     ("\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m", "\033[0m")
     if sys.stdout.isatty()
     else ("",) * 6
 )
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def step(number: int, text: str) -> None:
-    print(f"\n{BOLD}[{number}/7] {text}{RESET}", flush=True)
+    print(f"\n{BOLD}[{number}/{STEPS}] {text}{RESET}", flush=True)
 
 
 def indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.strip().splitlines())
 
 
-def apply_file(plane: LocalControlPlane, path: Path) -> tuple[bool, str]:
-    result = plane.kubectl("apply", "-f", str(path))
-    return result.returncode == 0, (result.stdout + result.stderr).strip()
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.25)
+    return value
+
+
+def sign_models(folder: Path) -> tuple[Path, Path, str]:
+    """A model signed with the real model_signing CLI, and a tampered copy; the public key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = folder / "release.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signed = folder / "signed"
+    signed.mkdir()
+    (signed / "config.json").write_text('{"architecture": "demo", "layers": 2}')
+    (signed / "weights.bin").write_bytes(os.urandom(64 * 1024))
+    tool = Path(sys.executable).parent / "model_signing"
+    done = subprocess.run(
+        [
+            str(tool),
+            "sign",
+            "key",
+            "--private_key",
+            str(private),
+            "--signature",
+            str(signed / "model.sig"),
+            str(signed),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"demo: model_signing failed: {done.stderr}")
+    private.unlink()  # the demo signs once; the key never leaves this function
+    tampered = folder / "tampered"
+    shutil.copytree(signed, tampered)
+    (tampered / "config.json").write_text('{"architecture": "demo", "layers": 3}')
+    return signed, tampered, public.decode()
+
+
+def model_pod(cluster: LocalCluster, name: str, model: Path) -> list[dict[str, Any]]:
+    """A ConfigMap holding the model's files and a pod whose init container copies them into
+    an emptyDir (a downloader's stand-in); the server lists the model and sleeps."""
+    busybox = cluster.image("busybox")
+    files = {f.name: base64.b64encode(f.read_bytes()).decode() for f in sorted(model.iterdir())}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"{name}-files", "namespace": MODELS_NAMESPACE},
+            "binaryData": files,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": MODELS_NAMESPACE,
+                "annotations": {
+                    "modelward.io/model-volume": "models",
+                    "modelward.io/model-path": "llama",
+                },
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 1,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "initContainers": [
+                    {
+                        "name": "download",
+                        "image": busybox,
+                        "command": ["sh", "-c", "mkdir -p /m/llama && cp -L /src/* /m/llama/"],
+                        "securityContext": RESTRICTED,
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": "/m"},
+                            {"name": "source", "mountPath": "/src", "readOnly": True},
+                        ],
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": busybox,
+                        "command": [
+                            "sh",
+                            "-c",
+                            "echo serving $(ls /mnt/models/llama); exec sleep 3600",
+                        ],
+                        "securityContext": RESTRICTED,
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": "/mnt/models", "readOnly": True}
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "models", "emptyDir": {}},
+                    {"name": "source", "configMap": {"name": f"{name}-files"}},
+                ],
+            },
+        },
+    ]
 
 
 def main() -> int:
@@ -49,147 +185,185 @@ def main() -> int:
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="leave the control plane running afterwards (reused next time)",
+        help="keep the cluster running until Enter is pressed (KUBECONFIG is printed)",
     )
-    parser.add_argument("--stop", action="store_true", help="stop a kept control plane and exit")
     args = parser.parse_args()
-    if args.stop:
-        stopped = LocalControlPlane.stop_reusable()
-        print("stopped the demo control plane" if stopped else "no demo control plane running")
-        return 0
 
-    print(f"{BOLD}modelward demo{RESET}: a real kube-apiserver calls modelward's webhooks over TLS")
-    step(1, "control plane (etcd + kube-apiserver, built from the Go module proxy, cached)")
-    binaries = find_binaries()
-    was_running = LocalControlPlane.reusable_is_running()
+    print(f"{BOLD}modelward demo{RESET}: a real cluster whose pods run, modelward as its pods")
     started = time.monotonic()
-    plane = LocalControlPlane.reuse_or_start(default_state_dir(), binaries=binaries)
-    version = plane.api_request("GET", "/version").json().get("gitVersion")
-    print(
-        f"    kube-apiserver {version} ready in {time.monotonic() - started:.1f}s; "
-        f"KUBECONFIG={plane.kubeconfig_path}"
-    )
-
-    operator: OperatorProcess | None = None
+    step(1, "cluster: control plane, scheduler, controllers, registry, containerd + kubelet")
+    find_binaries()
+    find_node_binaries()
+    cluster = LocalCluster()
+    cluster.start()
+    release: Release | None = None
     try:
-        step(2, "CRDs from manifests/crds/")
-        plane.kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            str(ROOT / "manifests/crds"),
-            check=True,
-        )
-        plane.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "-f",
-            str(ROOT / "manifests/crds"),
-            "--timeout=60s",
-            check=True,
-        )
+        kubectl = cluster.control_plane.kubectl
+        print(indent(kubectl("get", "nodes", "-o", "wide").stdout))
         print(
-            indent(plane.kubectl("get", "crd", "-l", "app.kubernetes.io/part-of=modelward").stdout)
+            f"    ready in {time.monotonic() - started:.0f} s; "
+            f"KUBECONFIG={cluster.control_plane.kubeconfig_path}"
         )
 
-        step(3, "modelward operator + admission webhooks (a local process, HTTPS on 127.0.0.1)")
-        # A short audit period so that the demo shows a PolicyReport (the default is 5 minutes).
-        operator = OperatorProcess(control_plane=plane, extra_args=("--audit-interval", "10"))
-        operator.start()
-        print(f"    webhooks at {operator.webhook_url}, metrics at {operator.metrics_url}/metrics")
+        step(2, "modelward's image built from this checkout; helm install charts/modelward")
+        release = install_modelward(cluster)
+        print(f"    image {release.image}")
+        print(indent(kubectl("get", "pods", "-n", release.namespace, "-o", "wide").stdout))
 
-        step(4, "example policies (manifests/examples/policies/)")
-        ok, out = apply_file(plane, EXAMPLES / "workloads" / "00-namespace.yaml")
-        assert ok, out
+        step(3, "example policies (manifests/examples/policies/)")
+        done = kubectl("apply", "-f", str(EXAMPLES / "workloads" / "00-namespace.yaml"))
+        assert done.returncode == 0, done.stderr
         for path in sorted((EXAMPLES / "policies").glob("*.yaml")):
-            ok, out = apply_file(plane, path)
-            assert ok, out
-        time.sleep(2)  # let the operator's watch pick the policies up and write their status
-        print(indent(plane.kubectl("get", "cmp,mp", "-A").stdout))
+            done = kubectl("apply", "-f", str(path))
+            assert done.returncode == 0, done.stderr
+        wait_for(
+            "the example policies to be Ready",
+            lambda: (
+                "False" not in kubectl("get", "cmp,mp", "-A").stdout
+                and "True" in kubectl("get", "cmp,mp", "-A").stdout
+            ),
+            timeout=30,
+        )
+        print(indent(kubectl("get", "cmp,mp", "-A").stdout))
 
-        step(5, "example workloads (manifests/examples/workloads/)")
+        step(4, "example workloads (manifests/examples/workloads/): denied, patched, admitted")
         for path in sorted((EXAMPLES / "workloads").glob("*.yaml")):
             if path.name.startswith("00-"):
                 continue
-            ok, out = apply_file(plane, path)
-            verdict = f"{GREEN}ADMITTED{RESET}" if ok else f"{RED}DENIED{RESET}"
+            done = kubectl("apply", "-f", str(path))
+            verdict = f"{GREEN}ADMITTED{RESET}" if done.returncode == 0 else f"{RED}DENIED{RESET}"
             print(f"\n  {verdict} {path.name}")
-            print(indent(out))
+            print(indent((done.stdout + done.stderr).strip()))
 
-        step(6, "what was patched (read back from the API server)")
-        pod = json.loads(
-            plane.kubectl("get", "pod", "llm-patched", "-n", "serving-demo", "-o", "json").stdout
-        )
-        spec = pod["spec"]
-        shown = {
-            k: spec.get(k)
-            for k in (
-                "runtimeClassName",
-                "automountServiceAccountToken",
-                "securityContext",
-                "nodeSelector",
-                "tolerations",
-            )
+        step(5, "a model signed with model_signing, and a tampered copy")
+        folder = Path(tempfile.mkdtemp(prefix="modelward-demo-"))
+        signed, tampered, public_key = sign_models(folder)
+        kubectl("create", "namespace", MODELS_NAMESPACE, check=True)
+        cluster.wait_for_service_account(MODELS_NAMESPACE)
+        policy = {
+            "apiVersion": "modelward.io/v1alpha1",
+            "kind": "ClusterModelPolicy",
+            "metadata": {"name": "models-demo-integrity"},
+            "spec": {
+                "mode": "Patch",
+                "match": {"namespaces": [MODELS_NAMESPACE]},
+                "integrity": {
+                    "trustedSigners": [{"name": "release", "publicKey": public_key}],
+                    "verifier": {"image": release.image},
+                },
+            },
         }
-        shown["containers[0].securityContext"] = spec["containers"][0].get("securityContext")
-        print(indent(json.dumps(shown, indent=2)))
-        deployment = json.loads(
-            plane.kubectl(
-                "get", "deployment", "llm-signed", "-n", "serving-demo", "-o", "json"
-            ).stdout
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(policy), check=True)
+        wait_for(
+            "the integrity policy to be Ready",
+            lambda: (
+                "True"
+                in kubectl(
+                    "get",
+                    "cmp",
+                    "models-demo-integrity",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                ).stdout
+            ),
+            timeout=30,
         )
-        template = deployment["spec"]["template"]["spec"]
-        verifier = template["initContainers"][-1]
-        print(f"\n    Deployment llm-signed: verifier init container {verifier['name']} injected")
-        print(indent(" ".join(verifier["args"]), "      "))
-        print(f"      model mount read-only: {template['containers'][0]['volumeMounts'][0]}")
+        objects = model_pod(cluster, "llm-signed", signed) + model_pod(
+            cluster, "llm-tampered", tampered
+        )
+        done = kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+        assert done.returncode == 0, done.stderr
+        print(indent(done.stdout + done.stderr))
+        shutil.rmtree(folder, ignore_errors=True)
 
-        step(7, "what was recorded: Events, policy status, metrics")
-        time.sleep(12)  # events post off the hot path; status folds in every 5s; audit every 10s
+        step(6, "the verifier modelward injected runs in each pod (from modelward's image)")
+
+        def phase(name: str) -> str:
+            return kubectl(
+                "get", "pod", name, "-n", MODELS_NAMESPACE, "-o", "jsonpath={.status.phase}"
+            ).stdout
+
+        def events(reason: str) -> list[dict[str, Any]]:
+            items = json.loads(
+                kubectl("get", "events", "-n", MODELS_NAMESPACE, "-o", "json").stdout
+            )["items"]
+            return [e for e in items if e["reason"] == reason]
+
+        wait_for("llm-signed to run", lambda: phase("llm-signed") == "Running")
+        wait_for("the ModelRejected Event", lambda: events("ModelRejected"))
+        wait_for("the ModelVerified Event", lambda: events("ModelVerified"))
+        print(indent(kubectl("get", "pods", "-n", MODELS_NAMESPACE, "-o", "wide").stdout))
+        logs = kubectl("logs", "llm-signed", "-n", MODELS_NAMESPACE, "-c", "server").stdout
+        print(f"\n    {GREEN}llm-signed{RESET} server: {logs.strip()}")
+        print(f"    {RED}llm-tampered{RESET} is held in Init; its server never started")
+
+        step(7, "what was recorded: Events, the DeployedModel inventory")
         print(
             indent(
-                plane.kubectl(
+                kubectl(
                     "get",
                     "events",
-                    "-A",
+                    "-n",
+                    MODELS_NAMESPACE,
                     "--field-selector",
                     "reportingComponent=modelward",
                     "--sort-by=.lastTimestamp",
                 ).stdout
             )
         )
-        print()
-        print(indent(plane.kubectl("get", "cmp,mp", "-A").stdout))
-        print("\n    background audit of existing pods (wgpolicyk8s.io PolicyReport):")
-        print(indent(plane.kubectl("get", "policyreport", "-A").stdout))
-        with urllib.request.urlopen(operator.metrics_url + "/metrics", timeout=5) as response:
-            metrics = response.read().decode()
-        print()
-        for line in metrics.splitlines():
-            if line.startswith(
-                ("modelward_admission_requests_total", "modelward_violations_total{")
-            ):
-                print(f"    {line}")
-        print(
-            f"\n{BOLD}offline, the same engine:{RESET} modelward check "
-            "-f manifests/examples/workloads --policy manifests/examples/policies "
-            "(exit 1: something is denied)"
+        wait_for(
+            "the DeployedModel",
+            lambda: "sha256-" in kubectl("get", "deployedmodels", "-n", MODELS_NAMESPACE).stdout,
         )
+        print()
+        print(indent(kubectl("get", "deployedmodels", "-n", MODELS_NAMESPACE, "-o", "wide").stdout))
+        env = dict(os.environ, KUBECONFIG=str(cluster.control_plane.kubeconfig_path))
+        inventory = subprocess.run(
+            [sys.executable, "-m", "modelward", "inventory", "-n", MODELS_NAMESPACE],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        print(f"\n    modelward inventory -n {MODELS_NAMESPACE}:")
+        print(indent(inventory.stdout + inventory.stderr, "      "))
+
+        step(8, "metrics of modelward's pods (read at their pod IPs)")
+        pods = json.loads(
+            kubectl(
+                "get",
+                "pods",
+                "-n",
+                release.namespace,
+                "-l",
+                "app.kubernetes.io/name=modelward",
+                "-o",
+                "json",
+            ).stdout
+        )["items"]
+        for pod in pods:
+            ip = pod["status"].get("podIP")
+            with loopback_opener().open(f"http://{ip}:8080/metrics", timeout=5) as response:
+                text = response.read().decode()
+            shown = [
+                line
+                for line in text.splitlines()
+                if line.startswith(
+                    ("modelward_admission_requests_total{", "modelward_model_verifications_total{")
+                )
+            ]
+            print(f"    {pod['metadata']['name']} ({ip}):")
+            print(indent("\n".join(shown) or "(nothing counted yet)", "      "))
+        print(f"\n{BOLD}demo finished in {time.monotonic() - started:.0f} s{RESET}")
+        if args.keep:
+            print(f"KUBECONFIG={cluster.control_plane.kubeconfig_path}; press Enter to stop")
+            input()
     finally:
-        if operator is not None:
-            operator.stop()
-        if args.keep or was_running:
-            print(
-                f"\n{DIM}control plane kept running; KUBECONFIG={plane.kubeconfig_path}; "
-                f"stop it with: .venv/bin/python hack/demo.py --stop{RESET}"
-            )
-        else:
-            LocalControlPlane.stop_reusable()
-            print(
-                f"\n{DIM}cleaned up: operator stopped, webhooks removed, "
-                f"control plane stopped{RESET}"
-            )
+        cluster.stop()  # modelward's pods die with the node
+        print(
+            f"{DIM}cleaned up: node (with every pod), controllers, registry and control plane "
+            f"stopped; the host is as it was{RESET}"
+        )
     return 0
 
 

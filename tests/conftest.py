@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from modelward_dev.binaries import find_binaries
+from modelward_dev.binaries import find_binaries, find_node_binaries
+from modelward_dev.cluster import LocalCluster
 from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.operator_process import OperatorProcess
 
@@ -135,3 +136,50 @@ def operator(control_plane: LocalControlPlane, crds: list[Path]) -> Iterator[Ope
         yield process
     finally:
         process.stop()
+
+
+# --- a cluster whose pods really run (tests/e2e/node) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
+    """A second, separate cluster with a real node: control plane, scheduler,
+    controller-manager, a local registry and containerd + kubelet (``modelward_dev.cluster``).
+
+    Separate from ``control_plane`` because it behaves differently: pods run, Deployments
+    create pods, the ServiceAccount plugin is on. Started on first use only; missing binaries
+    are built (``hack/build-node.sh``); if the node cannot start the fixture fails with the
+    reason, never skips.
+    """
+    with _uncaptured(pytestconfig):
+        find_binaries()
+        find_node_binaries()
+    running = LocalCluster(keep_work_dir=_keep_workdirs())
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_kubectl(cluster: LocalCluster) -> ToolRunner:
+    """kubectl as the admin of ``cluster`` (same signature as ``kubectl``)."""
+    return cluster.control_plane.kubectl
+
+
+@pytest.fixture
+def cluster_namespace(request: pytest.FixtureRequest, cluster: LocalCluster) -> Iterator[str]:
+    """A fresh namespace in ``cluster``, ready for pods (its default ServiceAccount exists);
+    deleted afterwards (the namespace controller really deletes it and its pods)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"n-{slug}-{secrets.token_hex(3)}"
+    created = cluster.control_plane.api_request(
+        "POST", "/api/v1/namespaces", body={"metadata": {"name": name}}
+    )
+    assert created.status == 201, created.message
+    cluster.wait_for_service_account(name)
+    try:
+        yield name
+    finally:
+        cluster.control_plane.api_request("DELETE", f"/api/v1/namespaces/{name}")

@@ -24,16 +24,21 @@ from pathlib import Path
 from typing import IO
 
 __all__ = [
+    "CONTAINERD_VERSION",
     "ETCD_VERSION",
     "HELM_VERSION",
     "K8S_VERSION",
     "BinariesUnavailableError",
     "ControlPlaneBinaries",
+    "NodeBinaries",
     "build_script_path",
     "cache_dir",
     "expected_binaries",
+    "expected_node_binaries",
     "find_binaries",
+    "find_node_binaries",
     "missing_binaries",
+    "node_build_script_path",
 ]
 
 #: Versions built by default; they must match the defaults of ``hack/build-control-plane.sh``.
@@ -181,13 +186,13 @@ def _run_build(script: Path, *, env: dict[str, str], missing: Mapping[str, Path]
     with (cache / "build.lock").open("w") as lock:
         if not _try_lock(lock):
             print(
-                f"[modelward_dev] waiting for another build of the control plane ({cache})",
+                f"[modelward_dev] waiting for another build in {cache}",
                 file=sys.stderr,
                 flush=True,
             )
             fcntl.flock(lock, fcntl.LOCK_EX)
         print(
-            f"[modelward_dev] missing {names}: running {script} (20-30 min on a cold cache)",
+            f"[modelward_dev] missing {names}: running {script} (minutes on a cold cache)",
             file=sys.stderr,
             flush=True,
         )
@@ -232,3 +237,95 @@ def _try_lock(lock_file: IO[str]) -> bool:
 
 def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
+
+
+# --- the test node: kubelet, scheduler, controller-manager, containerd ---------------------------
+
+#: containerd built from the Go module proxy: image volumes need >= 2.1 (Debian has 1.6).
+CONTAINERD_VERSION = "2.4.2"
+RUNC = Path("/usr/sbin/runc")
+CNI_PLUGIN_DIR = Path("/usr/lib/cni")
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """The programs of a local node and of the controllers that make it a cluster."""
+
+    kubelet: Path
+    kube_scheduler: Path
+    kube_controller_manager: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path = RUNC
+    cni_plugin_dir: Path = CNI_PLUGIN_DIR
+
+    def built(self) -> dict[str, Path]:
+        """The programs ``hack/build-node.sh`` builds, by name."""
+        return {
+            "kubelet": self.kubelet,
+            "kube-scheduler": self.kube_scheduler,
+            "kube-controller-manager": self.kube_controller_manager,
+            "containerd": self.containerd,
+            "containerd-shim-runc-v2": self.containerd_shim,
+            "ctr": self.ctr,
+        }
+
+
+def node_build_script_path() -> Path:
+    """``hack/build-node.sh`` of the repository this package belongs to."""
+    return Path(__file__).resolve().parent.parent / "build-node.sh"
+
+
+def expected_node_binaries(*, environ: Mapping[str, str] | None = None) -> NodeBinaries:
+    """Where each node program should be, whether or not it exists yet."""
+    bin_root = cache_dir(environ=environ) / "bin"
+    kubernetes = bin_root / f"kubernetes-v{K8S_VERSION}"
+    containerd = bin_root / f"containerd-v{CONTAINERD_VERSION}"
+    return NodeBinaries(
+        kubelet=kubernetes / "kubelet",
+        kube_scheduler=kubernetes / "kube-scheduler",
+        kube_controller_manager=kubernetes / "kube-controller-manager",
+        containerd=containerd / "containerd",
+        containerd_shim=containerd / "containerd-shim-runc-v2",
+        ctr=containerd / "ctr",
+    )
+
+
+def find_node_binaries(
+    *, build: bool = True, environ: Mapping[str, str] | None = None
+) -> NodeBinaries:
+    """The node's programs, built first with ``hack/build-node.sh`` if any is missing.
+
+    runc and the CNI plugins come from Debian packages (``hack/install-system-deps.sh``);
+    they are checked, not built.
+
+    Raises:
+        BinariesUnavailableError: a program is missing and cannot be built (the message says
+            which, and how to get it).
+    """
+    env = dict(os.environ if environ is None else environ)
+    binaries = expected_node_binaries(environ=env)
+    system = {"runc": binaries.runc, "bridge CNI plugin": binaries.cni_plugin_dir / "bridge"}
+    absent = [f"{name} at {path}" for name, path in system.items() if not _is_executable(path)]
+    if absent:
+        raise BinariesUnavailableError(
+            f"the local node needs {', '.join(absent)}: run hack/install-system-deps.sh "
+            "(Debian packages runc and containernetworking-plugins)."
+        )
+    missing = {n: p for n, p in binaries.built().items() if not _is_executable(p)}
+    if not missing:
+        return binaries
+    script = node_build_script_path()
+    if not build:
+        raise BinariesUnavailableError(
+            _missing_message(missing) + f"Build them with {script} (~10 min when cold)."
+        )
+    env.update(K8S_VERSION=K8S_VERSION, CONTAINERD_VERSION=CONTAINERD_VERSION)
+    _run_build(script, env=env, missing=missing)
+    still = {n: p for n, p in binaries.built().items() if not _is_executable(p)}
+    if still:
+        raise BinariesUnavailableError(
+            _missing_message(still) + f"{script} finished without producing them."
+        )
+    return binaries

@@ -26,6 +26,7 @@ import base64
 import contextlib
 import ctypes
 import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -488,6 +489,8 @@ class LocalControlPlane(StartStop):
         keep_work_dir: bool = False,
         detached: bool = False,
         extra_apiserver_args: Sequence[str] = (),
+        node_support: bool = False,
+        service_cluster_ip_range: str = SERVICE_CLUSTER_IP_RANGE,
     ) -> None:
         """Describe a control plane; nothing starts before ``start()``.
 
@@ -500,6 +503,14 @@ class LocalControlPlane(StartStop):
             detached: let the processes outlive this Python process (the demo cluster); they
                 are not stopped at exit, only by ``stop()``.
             extra_apiserver_args: appended to kube-apiserver's flags (e.g. feature gates).
+            node_support: configure the API server for a kubelet and controllers
+                (``modelward_dev.cluster``): a client certificate to call the kubelet (logs,
+                exec), the ServiceAccount admission plugin (pods get tokens; it needs the
+                controller-manager to create each namespace's ``default`` ServiceAccount), and
+                ``--enable-aggregator-routing`` so webhook Services are dialled at their
+                endpoints (no kube-proxy routes ClusterIPs).
+            service_cluster_ip_range: the Services' range; its first address is the
+                ``kubernetes`` Service's ClusterIP, which the serving certificate names.
         """
         self._binaries = binaries
         self._given_work_dir = work_dir
@@ -507,6 +518,8 @@ class LocalControlPlane(StartStop):
         self._keep_work_dir = keep_work_dir or work_dir is not None
         self._detached = detached
         self._extra_apiserver_args = tuple(extra_apiserver_args)
+        self._node_support = node_support
+        self._service_range = ipaddress.ip_network(service_cluster_ip_range)
         self._work_dir: Path | None = None
         self._ports: _Ports | None = None
         self._etcd: ManagedProcess | None = None
@@ -685,6 +698,47 @@ class LocalControlPlane(StartStop):
         return self.work_dir / "pki" / "admin.key"
 
     @property
+    def client_ca_path(self) -> Path:
+        """The CA the API server (and a node's kubelet) trusts for client certificates."""
+        return self.work_dir / "pki" / "client-ca.crt"
+
+    @property
+    def service_account_key_path(self) -> Path:
+        """The key that signs service-account tokens (the controller-manager needs it)."""
+        return self.work_dir / "pki" / "service-accounts.key"
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """ClusterIP of the ``kubernetes`` Service: what pods' in-cluster config dials."""
+        return str(self._service_range.network_address + 1)
+
+    @property
+    def node_support(self) -> bool:
+        return self._node_support
+
+    def issue_client_kubeconfig(
+        self, name: str, *, common_name: str, organization: str | None = None
+    ) -> Path:
+        """A kubeconfig for a new client certificate (kubelet, scheduler...): its path.
+
+        The certificate is signed by the client CA the API server trusts; ``organization``
+        becomes the user's group (``system:masters`` for components of the test cluster).
+        """
+        pki = self.work_dir / "pki"
+        client_ca = KeyPair(
+            cert_pem=(pki / "client-ca.crt").read_bytes(),
+            key_pem=(pki / "client-ca.key").read_bytes(),
+        )
+        pair = issue_certificate(
+            client_ca, common_name=common_name, organization=organization, client=True
+        )
+        _write_private(pki / f"{name}.crt", pair.cert_pem)
+        _write_private(pki / f"{name}.key", pair.key_pem)
+        path = self.work_dir / f"kubeconfig-{name}"
+        self._write_kubeconfig(path=path, cert_pem=pair.cert_pem, key_pem=pair.key_pem, user=name)
+        return path
+
+    @property
     def apiserver_log_path(self) -> Path:
         return self.work_dir / "logs" / "kube-apiserver.log"
 
@@ -797,7 +851,7 @@ class LocalControlPlane(StartStop):
             serving_ca,
             common_name="kube-apiserver",
             dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            ip_addresses=("127.0.0.1", self.kubernetes_service_ip),
         )
         client_ca = create_ca(common_name="modelward-local-client-ca")
         admin = issue_certificate(
@@ -816,6 +870,7 @@ class LocalControlPlane(StartStop):
             "apiserver.crt": serving.cert_pem,
             "apiserver.key": serving.key_pem,
             "client-ca.crt": client_ca.cert_pem,
+            "client-ca.key": client_ca.key_pem,
             "admin.crt": admin.cert_pem,
             "admin.key": admin.key_pem,
             "webhook-client.crt": webhook_client.cert_pem,
@@ -823,6 +878,15 @@ class LocalControlPlane(StartStop):
             "service-accounts.key": service_accounts.key_pem,
             "service-accounts.pub": _public_key_pem(service_accounts),
         }
+        if self._node_support:
+            kubelet_client = issue_certificate(
+                client_ca,
+                common_name="kube-apiserver-kubelet-client",
+                organization="system:masters",
+                client=True,
+            )
+            files["kubelet-client.crt"] = kubelet_client.cert_pem
+            files["kubelet-client.key"] = kubelet_client.key_pem
         for name, content in files.items():
             _write_private(pki / name, content)
         # kube-apiserver authenticates to webhooks with the kubeconfig its admission
@@ -906,10 +970,10 @@ class LocalControlPlane(StartStop):
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'client-ca.crt'}",
                 f"--admission-control-config-file={pki / 'admission.yaml'}",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self._service_range}",
                 "--allow-privileged=true",
                 "--authorization-mode=RBAC",
-                "--disable-admission-plugins=ServiceAccount",
+                *self._node_args(pki),
                 f"--service-account-issuer={self.server_url}/",
                 f"--service-account-key-file={pki / 'service-accounts.pub'}",
                 f"--service-account-signing-key-file={pki / 'service-accounts.key'}",
@@ -923,6 +987,16 @@ class LocalControlPlane(StartStop):
         self._apiserver.start()
         self._write_kubeconfig()
         self._wait_for_apiserver(deadline)
+
+    def _node_args(self, pki: Path) -> list[str]:
+        if not self._node_support:
+            # No controller-manager creates the `default` ServiceAccount this plugin requires.
+            return ["--disable-admission-plugins=ServiceAccount"]
+        return [
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            "--enable-aggregator-routing=true",
+        ]
 
     def _wait_for_etcd(self, deadline: float) -> None:
         assert self._etcd is not None
@@ -978,8 +1052,17 @@ class LocalControlPlane(StartStop):
             f"still waiting for {waiting_for}.\n" + process.describe_failure()
         )
 
-    def _write_kubeconfig(self) -> None:
+    def _write_kubeconfig(
+        self,
+        *,
+        path: Path | None = None,
+        cert_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        user: str = "admin",
+    ) -> None:
         pki = self.work_dir / "pki"
+        cert_pem = cert_pem if cert_pem is not None else (pki / "admin.crt").read_bytes()
+        key_pem = key_pem if key_pem is not None else (pki / "admin.key").read_bytes()
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -994,23 +1077,25 @@ class LocalControlPlane(StartStop):
             ],
             "users": [
                 {
-                    "name": "admin",
+                    "name": user,
                     "user": {
-                        "client-certificate-data": _b64((pki / "admin.crt").read_bytes()),
-                        "client-key-data": _b64((pki / "admin.key").read_bytes()),
+                        "client-certificate-data": _b64(cert_pem),
+                        "client-key-data": _b64(key_pem),
                     },
                 }
             ],
             "contexts": [
                 {
                     "name": CONTEXT_NAME,
-                    "context": {"cluster": CONTEXT_NAME, "user": "admin", "namespace": "default"},
+                    "context": {"cluster": CONTEXT_NAME, "user": user, "namespace": "default"},
                 }
             ],
             "current-context": CONTEXT_NAME,
         }
         # 0600: helm warns about, and other tools refuse, a group-readable kubeconfig.
-        _write_private(self.kubeconfig_path, yaml.safe_dump(config, sort_keys=False).encode())
+        _write_private(
+            path or self.kubeconfig_path, yaml.safe_dump(config, sort_keys=False).encode()
+        )
 
     # -- the reusable demo control plane --
 

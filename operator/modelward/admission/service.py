@@ -208,7 +208,7 @@ class AdmissionService:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         fixed = Decision(decision.fixes)
         self._record(request, fixed, "patched")
-        warnings = [f"modelward patched: {f.short()}" for f in decision.fixes]
+        warnings = [f"modelward patched: {f.patched()}" for f in decision.fixes]
         return Outcome(
             review_response(request.uid, allowed=True, patch=patch, warnings=warnings),
             "patched",

@@ -7,6 +7,9 @@ logic never sees kopf's keyword arguments.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -30,6 +33,23 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+def in_cluster_server(info: kopf.ConnectionInfo, environ: Mapping[str, str]) -> kopf.ConnectionInfo:
+    """The API server address the kubelet gave the pod, as client-go's in-cluster config uses.
+
+    kopf's service-account login always dials ``kubernetes.default.svc``, which needs cluster
+    DNS; ``KUBERNETES_SERVICE_HOST``/``_PORT`` work without it (and are what the kubernetes
+    client, used by the rest of modelward, dials), so watches and admission state never
+    disagree about which server they talk to.
+    """
+    host = environ.get("KUBERNETES_SERVICE_HOST")
+    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        return info
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
+
+
 def build_registry(
     *,
     state: ClusterState,
@@ -42,7 +62,10 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        in_cluster = kopf.login_with_service_account(**kwargs)
+        if in_cluster is not None:
+            return in_cluster_server(in_cluster, os.environ)
+        return kopf.login_with_kubeconfig(**kwargs)
 
     def watch(kind: str, group: str, version: str, plural: str) -> None:
         async def on_event(*, event: kopf.RawEvent, **_: Any) -> None:

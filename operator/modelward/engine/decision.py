@@ -97,6 +97,14 @@ class Finding:
         where = f" {v.container}:" if v.container else ""
         return f"[{v.rule_id}]{where} {v.message} (policy {self.policy.label})"
 
+    def patched(self) -> str:
+        """The finding and the fix Patch mode applied: a fix can carry a condition the pod
+        must still meet (``runAsNonRoot`` needs an image that runs as a non-root user), and
+        the user reads it at admission rather than from a container that never starts."""
+        v = self.violation
+        where = f" {v.container}:" if v.container else ""
+        return f"[{v.rule_id}]{where} {v.message}; patch: {v.fix} (policy {self.policy.label})"
+
 
 @dataclass(frozen=True)
 class Decision:

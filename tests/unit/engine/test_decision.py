@@ -37,3 +37,8 @@ def test_messages_name_rule_container_fix_and_policy() -> None:
         and "Fix: fix" in text
         and "ClusterModelPolicy p" in text
     )
+
+
+def test_a_patch_message_names_what_was_found_and_the_fix_applied() -> None:
+    text = Finding(FIXABLE, REF, Mode.PATCH).patched()
+    assert text == "[MW-ISO-013] token; patch: fix (policy p)"

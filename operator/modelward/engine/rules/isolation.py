@@ -238,7 +238,10 @@ def _restricted(w: Workload) -> Iterator[Violation]:
             yield Violation(
                 "MW-ISO-002",
                 "runAsNonRoot is false" if explicit else "runAsNonRoot is not set",
-                "set securityContext.runAsNonRoot: true and run the image as a non-root user",
+                (
+                    "set securityContext.runAsNonRoot: true; the image must then run as a"
+                    " non-root user (its USER or runAsUser), or the kubelet refuses to start it"
+                ),
                 container=c.describe,
                 remedies=() if explicit else (set_pod_nonroot,),
             )

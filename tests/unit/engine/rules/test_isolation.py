@@ -221,6 +221,21 @@ def test_patch_mode_fixes_unset_fields_and_the_result_complies() -> None:
     assert rule_ids(decide(apply_json_patch(bare, ops), p)) == []
 
 
+def test_patching_run_as_non_root_says_the_image_must_run_as_a_non_root_user() -> None:
+    """runAsNonRoot: true makes an image whose user is root unrunnable (the kubelet refuses
+    it); the Patch-mode warning says so at admission (tests/e2e/node/test_patched_pods.py
+    shows the kubelet's refusal)."""
+    pod = compliant_pod()
+    pod["spec"]["securityContext"].pop("runAsNonRoot", None)
+    for container in pod["spec"]["containers"]:
+        container["securityContext"].pop("runAsNonRoot", None)
+    d = decide(pod, policy({"isolation": {}}, mode="Patch"))
+    [fix] = [f for f in d.fixes if f.violation.rule_id == "MW-ISO-002"]
+    assert "runAsNonRoot: true" in fix.patched()
+    assert "must then run as a non-root user" in fix.patched()
+    assert "the kubelet refuses to start it" in fix.patched()
+
+
 def test_patch_mode_denies_explicit_insecure_values() -> None:
     p = policy({"isolation": {}}, mode="Patch")
     d = decide(_with_container(privileged=True, allowPrivilegeEscalation=True), p)
