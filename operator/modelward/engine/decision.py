@@ -18,7 +18,8 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class Remedy:
-    """A safe fix: set ``value`` at ``path``, or append it to the list at ``path``.
+    """A safe fix: set ``value`` at ``path``, append it to the list at ``path``, or (``remove``)
+    remove the items of the list at ``path`` whose ``name`` is ``value``.
 
     ``path`` is relative to the pod spec, or to the pod (template) metadata when ``scope`` is
     ``"metadata"``. ``patches.remedies_to_json_patch`` turns remedies into targeted JSONPatch
@@ -28,6 +29,7 @@ class Remedy:
     value: Any
     append: bool = False
     scope: str = "spec"
+    remove: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,11 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
     prefix: tuple[str | int, ...] = workload.template_pointer
     ops: JsonPatch = []
     for remedy in remedies:
-        parent: Any = doc
         tokens = (remedy.scope, *remedy.path)
+        if remedy.remove:
+            ops.extend(_remove_named(doc, owned, prefix, tokens, remedy.value))
+            continue
+        parent: Any = doc
         for depth, token in enumerate(tokens[:-1]):
             child = parent.get(token) if isinstance(parent, Mapping) else parent[token]
             if child is None:
@@ -93,3 +96,39 @@ def remedies_to_json_patch(workload: Workload, remedies: Iterable[Remedy]) -> Js
                 parent[last] = remedy.value
                 ops.append(_op(op, (*prefix, *tokens), remedy.value))
     return ops
+
+
+def _remove_named(
+    doc: dict[str, Any],
+    owned: dict[int, Any],
+    prefix: tuple[str | int, ...],
+    tokens: tuple[str | int, ...],
+    name: str,
+) -> JsonPatch:
+    """``remove`` operations for the items named ``name`` of the list at ``tokens``, computed
+    on the working document so that the indexes hold when the operations apply in order."""
+    parent: Any = doc
+    for token in tokens[:-1]:
+        child = parent.get(token) if isinstance(parent, Mapping) else parent[token]
+        if child is None:
+            return []
+        parent = _own(owned, parent, token, child)
+    last = tokens[-1]
+    items = parent.get(last) if isinstance(parent, Mapping) else parent[last]
+    if not isinstance(items, list):
+        return []
+    ops: JsonPatch = []
+    while True:
+        index = next(
+            (
+                i
+                for i, item in enumerate(items)
+                if isinstance(item, Mapping) and item.get("name") == name
+            ),
+            None,
+        )
+        if index is None:
+            return ops
+        items = _own(owned, parent, last, items)
+        del items[index]
+        ops.append({"op": "remove", "path": json_pointer((*prefix, *tokens, index))})

@@ -412,8 +412,11 @@ def verify_pod(args: argparse.Namespace) -> tuple[VerifierResult, str]:
             duration_ms=elapsed(),
             policy=args.policy,
         ), ""
+    # A verified model is the signed one; a rejected one is recorded under what was found,
+    # never under the digest of the genuine model it imitates.
+    digest = result.subject_digest if result.verified else result.observed_digest
     common: dict[str, Any] = dict(
-        digest=None if result.subject_digest is None else f"sha256:{result.subject_digest}",
+        digest=None if digest is None else f"sha256:{digest}",
         signer=None if result.signer is None else result.signer.short,
         files=len(result.files),
         policy=args.policy,

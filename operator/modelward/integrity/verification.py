@@ -99,6 +99,10 @@ class VerificationResult:
     signer: Signer | None = None
     subject_name: str | None = None
     subject_digest: str | None = None  # hex SHA-256 (the OMS subject digest)
+    #: For a model that does not match its signature: the digest of what was found (SHA-256
+    #: over the files' own digests, in name order), so a rejected copy is never recorded under
+    #: the digest of the genuine model it imitates. None where nothing was hashed.
+    observed_digest: str | None = None
     serialization: Serialization | None = None
     files: tuple[FileResult, ...] = ()
     duration_s: float = 0.0
@@ -412,6 +416,7 @@ def verify_model(
     if any(f.status != "ok" for f in files):
         return replace(
             partial,
+            observed_digest=observed_digest(files),
             code="files-mismatch",
             reason=_mismatch_reason(files),
             files=tuple(files),
@@ -427,6 +432,17 @@ def verify_model(
         hashed_bytes=hashed,
         duration_s=time.perf_counter() - started,
     )
+
+
+def observed_digest(files: Iterable[FileResult]) -> str | None:
+    """SHA-256 over the digests computed now, in file-name order; None if none was computed."""
+    found = sorted((f.name, f.actual) for f in files if f.actual is not None)
+    if not found:
+        return None
+    digest = hashlib.sha256()
+    for _, actual in found:
+        digest.update(bytes.fromhex(actual))
+    return digest.hexdigest()
 
 
 def _mismatch_reason(files: Iterable[FileResult]) -> str:

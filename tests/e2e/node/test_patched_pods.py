@@ -110,9 +110,9 @@ def gpu_node(cluster: LocalCluster, cluster_kubectl: ToolRunner) -> Iterator[str
 def bare_pod(cluster: LocalCluster, name: str, namespace: str, **container: Any) -> dict[str, Any]:
     """A pod with no security settings: they come from Patch mode.
 
-    Except the token automount: the API server's ServiceAccount plugin projects the token
-    (``kube-api-access-*``) before any webhook runs, and setting
-    ``automountServiceAccountToken: false`` then leaves that volume for MW-ISO-013 to deny.
+    The token automount too: the API server's ServiceAccount plugin projects the token
+    (``kube-api-access-*``) before any webhook runs; Patch mode removes that volume and its
+    mounts as well as setting ``automountServiceAccountToken: false``.
     """
     return {
         "apiVersion": "v1",
@@ -120,7 +120,6 @@ def bare_pod(cluster: LocalCluster, name: str, namespace: str, **container: Any)
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "terminationGracePeriodSeconds": 1,
-            "automountServiceAccountToken": False,
             "containers": [
                 {
                     "name": "main",
@@ -156,6 +155,9 @@ def test_a_patched_pod_runs_with_the_patched_settings(
     assert spec["runtimeClassName"] == "hardened"
     assert spec["nodeSelector"] == {GPU_LABEL: "true"} and spec["nodeName"] == gpu_node
     assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    # The token the API server had projected is gone, not merely "not automounted".
+    assert spec["automountServiceAccountToken"] is False
+    assert not [v for v in spec.get("volumes", []) if v["name"].startswith("kube-api-access-")]
     logs = wait_until(
         "the container's report",
         lambda: (

@@ -107,7 +107,7 @@ def rule_ids(decision: Decision) -> list[str]:
 
 
 def apply_json_patch(document: Any, ops: JsonPatch) -> Any:
-    """A small RFC 6902 applier for add/replace (what modelward emits): the tests apply
+    """A small RFC 6902 applier for add/replace/remove (what modelward emits): the tests apply
     emitted patches with it and judge the result again."""
     result = copy.deepcopy(document)
     for op in ops:
@@ -116,6 +116,9 @@ def apply_json_patch(document: Any, ops: JsonPatch) -> Any:
         for token in tokens[:-1]:
             parent = parent[int(token)] if isinstance(parent, list) else parent[token]
         last = tokens[-1]
+        if op["op"] == "remove":
+            del parent[int(last) if isinstance(parent, list) else last]
+            continue
         if isinstance(parent, list):
             if last == "-":
                 parent.append(op["value"])

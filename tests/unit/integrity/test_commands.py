@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,38 @@ def test_verify_pod_writes_termination_message(signed: tuple[Path, Path], tmp_pa
     result = parse_termination_message(log.read_text())
     assert result.result == "verified" and result.scan == "clean" and result.files == 5
     assert result.policy == "ns/require-signed" and result.digest is not None
+
+
+def test_a_tampered_model_is_reported_under_its_own_digest_not_the_signed_one(
+    signed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The inventory keys records by digest: a rejected copy must not land on the genuine
+    model's record (found on a real node: both showed as one model, last result rejected)."""
+    model, pub = signed
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    first = sorted(p for p in copy.iterdir() if p.is_file() and p.name != "model.sig")[0]
+    first.write_bytes(first.read_bytes() + b"tampered")
+    digests = {}
+    for name, path in (("genuine", model), ("tampered", copy)):
+        log = tmp_path / f"{name}.log"
+        main(
+            [
+                "verify-pod",
+                "--model-path",
+                str(path),
+                "--signature",
+                str(path / "model.sig"),
+                "--public-key",
+                str(pub),
+                "--termination-log",
+                str(log),
+            ]
+        )
+        digests[name] = parse_termination_message(log.read_text())
+    assert digests["genuine"].result == "verified" and digests["tampered"].result == "rejected"
+    assert digests["tampered"].digest is not None
+    assert digests["tampered"].digest != digests["genuine"].digest
 
 
 @pytest.mark.slow

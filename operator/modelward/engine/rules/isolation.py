@@ -78,7 +78,9 @@ def check_isolation(w: Workload, ns: NamespaceFacts, cfg: IsolationConfig) -> It
         yield from _gpu(w, cfg.gpu)
     if cfg.forbid_token_automount:
         yield from _token_automount(w)
-        yield from _projected_tokens(w, cfg.allowed_token_audiences)
+        yield from _projected_tokens(
+            w, cfg.allowed_token_audiences, automount=w.pod_spec.get("automountServiceAccountToken")
+        )
     if cfg.require_default_deny:
         yield from _default_deny(w, ns)
 
@@ -442,12 +444,48 @@ def _token_automount(w: Workload) -> Iterator[Violation]:
     )
 
 
-def _projected_tokens(w: Workload, allowed_audiences: tuple[str, ...]) -> Iterator[Violation]:
+#: The volume the API server's ServiceAccount admission plugin adds to a pod that does not
+#: set ``automountServiceAccountToken: false``, before any webhook sees the pod.
+_API_ACCESS_PREFIX = "kube-api-access-"
+
+
+def _is_automounted_token(volume: Mapping[str, Any]) -> bool:
+    """Whether ``volume`` is the token volume the API server injected: its name and exactly its
+    three sources (an API token without audience, the cluster CA, the namespace)."""
+    if not str(volume.get("name", "")).startswith(_API_ACCESS_PREFIX):
+        return False
+    sources = [_mapping(s) for s in _mapping(volume.get("projected")).get("sources") or []]
+    kinds = sorted(key for source in sources for key in source)
+    if kinds != ["configMap", "downwardAPI", "serviceAccountToken"]:
+        return False
+    token = next(_mapping(s["serviceAccountToken"]) for s in sources if "serviceAccountToken" in s)
+    return not token.get("audience")
+
+
+def _unmount(w: Workload, volume: str) -> tuple[Remedy, ...]:
+    """Remove ``volume`` and every container's mount of it."""
+    mounts = tuple(
+        Remedy((c.list_name, c.index, "volumeMounts"), volume, remove=True)
+        for c in w.containers()
+        if not c.is_ephemeral
+        and any(_mapping(m).get("name") == volume for m in c.spec.get("volumeMounts") or [])
+    )
+    return (*mounts, Remedy(("volumes",), volume, remove=True))
+
+
+def _projected_tokens(
+    w: Workload, allowed_audiences: tuple[str, ...], *, automount: Any
+) -> Iterator[Violation]:
     """MW-ISO-013: a service account token projected by hand is an API token all the same.
 
     A ``serviceAccountToken`` projection without an audience gets the API server's, and the
     API server's own audiences are cluster settings the engine cannot see; so only the
     audiences a policy lists (a secrets manager's, say) are taken to be for someone else.
+
+    The volume the API server itself injected because ``automountServiceAccountToken`` was
+    unset is the automount: Patch mode removes it (and its mounts) along with setting the field
+    to false, since the field alone no longer unmounts what was already added. A pod that
+    asks for the token (``true``) is denied, not patched.
     """
     for volume in w.pod_spec.get("volumes") or []:
         projected = _mapping(volume).get("projected")
@@ -461,11 +499,17 @@ def _projected_tokens(w: Workload, allowed_audiences: tuple[str, ...]) -> Iterat
             if audience and audience in allowed_audiences:
                 continue
             what = f"audience {audience!r}" if audience else "no audience (the API server's)"
+            name = str(_mapping(volume).get("name"))
+            injected = automount is not True and _is_automounted_token(_mapping(volume))
             yield Violation(
                 "MW-ISO-013",
-                f'volume "{_mapping(volume).get("name")}" projects a service account token '
-                f"with {what}",
-                "remove the serviceAccountToken source, or request the token for the service "
-                "that needs it with an audience listed in "
+                f'volume "{name}" projects a service account token with {what}'
+                + (" (the API server's automount)" if injected else ""),
+                "set automountServiceAccountToken: false"
+                if injected
+                else "remove the serviceAccountToken source, or request the token for the "
+                "service that needs it with an audience listed in "
                 "isolation.allowedServiceAccountTokenAudiences",
+                remedies=_unmount(w, name) if injected else (),
             )
+            break

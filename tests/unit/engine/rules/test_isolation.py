@@ -10,6 +10,7 @@ from modelward.engine import StaticFacts, evaluate_workload
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.workloads import workload_from_object
 from tests.unit.engine.builders import (
+    GOOD_IMAGE,
     apply_json_patch,
     compliant_pod,
     decide,
@@ -380,3 +381,91 @@ def test_projected_token_for_an_allowed_audience_is_fine() -> None:
     ]  # the default list is empty
     relaxed = policy({"isolation": {"forbidServiceAccountTokenAutomount": False}})
     assert rule_ids(decide(_projected({"path": "t"}), relaxed)) == []
+
+
+def _as_the_api_server_injects_it(pod: dict[str, Any], name: str = "kube-api-access-x7k2p") -> None:
+    """What the ServiceAccount admission plugin adds before any webhook sees the pod."""
+    pod["spec"].pop("automountServiceAccountToken", None)
+    pod["spec"]["volumes"].insert(
+        0,
+        {
+            "name": name,
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {
+                                        "apiVersion": "v1",
+                                        "fieldPath": "metadata.namespace",
+                                    },
+                                }
+                            ]
+                        }
+                    },
+                ],
+            },
+        },
+    )
+    for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
+        container.setdefault("volumeMounts", []).append(
+            {
+                "name": name,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                "readOnly": True,
+            }
+        )
+
+
+def test_patch_mode_removes_the_token_volume_the_api_server_injected() -> None:
+    """Found on a real node: setting the field alone left the injected token mounted, and the
+    projected-token check then denied every pod Patch mode was meant to fix."""
+    patch = policy({"isolation": {"requireDefaultDenyNetworkPolicy": False}}, mode="Patch")
+    pod = compliant_pod(
+        initContainers=[
+            {
+                "name": "setup",
+                "image": GOOD_IMAGE,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ]
+    )
+    _as_the_api_server_injects_it(pod)
+    decision = decide(pod, patch)
+    assert rule_ids(decision) == ["MW-ISO-013", "MW-ISO-013"] and decision.allowed
+    ops = remedies_to_json_patch(
+        workload_from_object(pod), [r for f in decision.fixes for r in f.violation.remedies]
+    )
+    patched = apply_json_patch(pod, ops)
+    assert patched["spec"]["automountServiceAccountToken"] is False
+    assert [v["name"] for v in patched["spec"]["volumes"]] == ["tls"]
+    for container in [*patched["spec"]["initContainers"], *patched["spec"]["containers"]]:
+        assert all(m["name"] != "kube-api-access-x7k2p" for m in container["volumeMounts"])
+    assert rule_ids(decide(patched, patch)) == []
+
+
+def test_a_pod_that_asks_for_the_token_or_projects_one_by_hand_is_not_patched() -> None:
+    patch = policy({"isolation": {"requireDefaultDenyNetworkPolicy": False}}, mode="Patch")
+    asked = compliant_pod()
+    _as_the_api_server_injects_it(asked)
+    asked["spec"]["automountServiceAccountToken"] = True
+    assert all(not f.violation.patchable for f in decide(asked, patch).findings)
+    by_hand = compliant_pod()
+    _as_the_api_server_injects_it(by_hand, name="my-token")
+    found = [
+        f for f in decide(by_hand, patch).findings if 'volume "my-token"' in f.violation.message
+    ]
+    assert found and not found[0].violation.patchable
