@@ -503,9 +503,12 @@ def _projected_tokens(
             injected = automount is not True and _is_automounted_token(_mapping(volume))
             yield Violation(
                 "MW-ISO-013",
-                f'volume "{name}" projects a service account token with {what}'
-                + (" (the API server's automount)" if injected else ""),
-                "set automountServiceAccountToken: false"
+                f'volume "{name}" is the API token the API server mounted because '
+                "automountServiceAccountToken is unset"
+                if injected
+                else f'volume "{name}" projects a service account token with {what}',
+                "set automountServiceAccountToken: false (Patch mode also removes this volume "
+                "and its mounts)"
                 if injected
                 else "remove the serviceAccountToken source, or request the token for the "
                 "service that needs it with an audience listed in "
