@@ -28,6 +28,11 @@ for package in prometheus containerd runc containernetworking-plugins docker-reg
     missing+=("$package")
   fi
 done
+# Debian's plain busybox package also installs /bin/busybox, linked against libc: the test
+# images need the static one (they carry no libc), which replaces it.
+if [[ -e /bin/busybox ]] && ldd /bin/busybox >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
 # promtool ships with prometheus; check it too, a half-installed prometheus lacks it.
 if ! command -v promtool >/dev/null 2>&1 && [[ ! " ${missing[*]} " == *" prometheus "* ]]; then
   missing+=(prometheus)
