@@ -30,6 +30,7 @@ from tests.e2e.node.conftest import (
     Release,
     apply,
     apply_policy,
+    busybox_pod,
     get,
     pod_state,
     wait_for_phase,
@@ -358,3 +359,61 @@ def test_a_tampered_unsigned_or_payload_carrying_model_holds_the_pod_in_init(
     server = pod["status"]["containerStatuses"][0]
     assert "waiting" in server["state"] and not server.get("lastState"), server
     assert server.get("started") is not True
+
+
+def test_a_forged_verifier_that_really_runs_is_not_recorded(
+    cluster: LocalCluster,
+    cluster_kubectl: ToolRunner,
+    cluster_namespace: str,
+    models: dict[str, Path],
+    modelward_release: Release,
+    tmp_path: Path,
+) -> None:
+    """Issue 9 #3 with nothing written by hand: in a namespace modelward intercepts but no
+    integrity policy selects, the pod's author runs their own "verifier" (busybox, named like
+    modelward's) that prints a termination message copied from a genuine verification. The
+    kubelet reports it exactly as it would report modelward's; nothing is recorded as verified."""
+    namespace = cluster_namespace
+    cluster_kubectl("label", "namespace", namespace, f"{SCOPE_LABEL}=yes", check=True)
+    log = tmp_path / "genuine"
+    subprocess.run(
+        [
+            sys.executable, "-m", "modelward", "verify-pod",
+            "--model-path", str(models["signed"]),
+            "--signature", str(models["signed"] / "model.sig"),
+            "--public-key", str(models["public"]),
+            "--policy", "ClusterModelPolicy release",
+            "--termination-log", str(log),
+        ],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    genuine = log.read_text()
+    assert parse_termination_message(genuine).result == "verified"
+    body = busybox_pod(cluster, "forged", namespace, "exec sleep 3600")
+    body["metadata"]["annotations"] = _metadata("forged", namespace)["annotations"]
+    body["spec"]["volumes"] = [{"name": "models", "emptyDir": {}}]
+    name = "modelward-verify-" + "0" * 40
+    body["spec"]["initContainers"] = [
+        {
+            "name": name,
+            "image": cluster.image("busybox"),
+            "command": ["sh", "-c", 'printf %s "$FORGED" > /dev/termination-log'],
+            "env": [{"name": "FORGED", "value": genuine}],
+            "securityContext": RESTRICTED_CONTAINER,
+            "volumeMounts": [{"name": "models", "mountPath": "/modelward/model", "readOnly": True}],
+        }
+    ]
+    created = apply(cluster_kubectl, body)
+    assert created.returncode == 0, created.stderr  # no integrity policy selects it
+    pod = wait_for_phase(cluster_kubectl, "forged", namespace, "Running", timeout=90)
+    (reported,) = pod["status"]["initContainerStatuses"]
+    assert reported["state"]["terminated"]["exitCode"] == 0
+    assert reported["state"]["terminated"]["message"] == genuine  # the kubelet reported it
+
+    def reasons() -> list[str]:
+        return [e["reason"] for e in get(cluster_kubectl, "events", "-n", namespace)["items"]]
+
+    # The leader has judged the result once it warns about it; only then judge the absence.
+    wait_until("the UnrecognisedVerifier warning", lambda: "UnrecognisedVerifier" in reasons())
+    assert "ModelVerified" not in reasons() and "ModelRejected" not in reasons()
+    assert get(cluster_kubectl, "deployedmodels", "-n", namespace)["items"] == []
