@@ -108,16 +108,34 @@ def kubectl(control_plane: LocalControlPlane) -> ToolRunner:
     return control_plane.kubectl
 
 
-@pytest.fixture(scope="session")
-def crds(control_plane: LocalControlPlane) -> list[Path]:
-    """modelward's CRDs (manifests/crds/) installed and Established; the files applied."""
+def install_crds(plane: LocalControlPlane) -> list[Path]:
+    """Apply modelward's CRDs (manifests/crds/) and wait until Established; the files applied."""
     files = sorted(CRD_DIR.glob("*.yaml"))
     if files:
-        control_plane.kubectl("apply", "--server-side", "-f", str(CRD_DIR), check=True)
-        control_plane.kubectl(
+        plane.kubectl("apply", "--server-side", "-f", str(CRD_DIR), check=True)
+        plane.kubectl(
             "wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=60s", check=True
         )
     return files
+
+
+@contextlib.contextmanager
+def own_control_plane() -> Iterator[LocalControlPlane]:
+    """A control plane of a test module's own, CRDs installed: for tests that restart the API
+    server or run operators that would disturb the session's."""
+    plane = LocalControlPlane(binaries=find_binaries(), keep_work_dir=_keep_workdirs())
+    plane.start()
+    try:
+        install_crds(plane)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: LocalControlPlane) -> list[Path]:
+    """modelward's CRDs (manifests/crds/) installed and Established; the files applied."""
+    return install_crds(control_plane)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import pytest
 
 from modelward_dev.controlplane import LocalControlPlane, loopback_opener
 from modelward_dev.operator_process import HARNESS_SCOPE_LABEL, OperatorProcess
+from tests.contract.test_admission_contract import review
 from tests.e2e.helpers import apply_policy, cluster_policy, pod
 from tests.unit.engine.builders import compliant_pod
 
@@ -41,23 +42,7 @@ def authenticated_operator(
 def _review() -> bytes:
     body = compliant_pod()
     body["spec"]["containers"][0]["image"] = "nginx:latest"
-    return json.dumps(
-        {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "forged",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": "default",
-                "name": "invented",
-                "operation": "CREATE",
-                "userInfo": {"username": "attacker"},
-                "object": body,
-                "dryRun": False,
-            },
-        }
-    ).encode()
+    return json.dumps(review(body)).encode()
 
 
 def test_the_api_server_is_answered_and_no_one_else(

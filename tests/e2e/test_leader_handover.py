@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from modelward_dev.binaries import find_binaries
 from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.operator_process import OperatorProcess
-from tests.conftest import CRD_DIR
+from tests.conftest import own_control_plane
 from tests.e2e.helpers import apply, apply_policy, get_json, wait_for
 from tests.e2e.test_integrity import (  # noqa: F401 (signed_model is a fixture)
     _report,
@@ -39,16 +38,8 @@ LEASE_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[LocalControlPlane]:
-    control_plane = LocalControlPlane(binaries=find_binaries())
-    control_plane.start()
-    try:
-        control_plane.kubectl("apply", "--server-side", "-f", str(CRD_DIR), check=True)
-        control_plane.kubectl(
-            "wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=60s", check=True
-        )
+    with own_control_plane() as control_plane:
         yield control_plane
-    finally:
-        control_plane.stop()
 
 
 class Operators:

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from modelward_dev.binaries import find_binaries
 from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.operator_process import OperatorProcess
-from tests.conftest import CRD_DIR
+from tests.conftest import own_control_plane
 from tests.e2e.helpers import apply, apply_policy, default_deny, pod, wait_for
 
 #: The resync interval given to the operator; the deletions must show within a few of them.
@@ -30,16 +29,8 @@ RESYNC_SECONDS = 3.0
 
 @pytest.fixture(scope="module")
 def own_plane() -> Iterator[LocalControlPlane]:
-    plane = LocalControlPlane(binaries=find_binaries())
-    plane.start()
-    try:
-        plane.kubectl("apply", "--server-side", "-f", str(CRD_DIR), check=True)
-        plane.kubectl(
-            "wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=60s", check=True
-        )
+    with own_control_plane() as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")
