@@ -117,18 +117,14 @@ def _remove_named(
     items = parent.get(last) if isinstance(parent, Mapping) else parent[last]
     if not isinstance(items, list):
         return []
+    matches = [
+        i for i, item in enumerate(items) if isinstance(item, Mapping) and item.get("name") == name
+    ]
+    if not matches:
+        return []
+    items = _own(owned, parent, last, items)
     ops: JsonPatch = []
-    while True:
-        index = next(
-            (
-                i
-                for i, item in enumerate(items)
-                if isinstance(item, Mapping) and item.get("name") == name
-            ),
-            None,
-        )
-        if index is None:
-            return ops
-        items = _own(owned, parent, last, items)
+    for index in reversed(matches):  # the highest first: the lower indexes stay valid
         del items[index]
         ops.append({"op": "remove", "path": json_pointer((*prefix, *tokens, index))})
+    return ops

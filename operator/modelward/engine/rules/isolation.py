@@ -78,9 +78,7 @@ def check_isolation(w: Workload, ns: NamespaceFacts, cfg: IsolationConfig) -> It
         yield from _gpu(w, cfg.gpu)
     if cfg.forbid_token_automount:
         yield from _token_automount(w)
-        yield from _projected_tokens(
-            w, cfg.allowed_token_audiences, automount=w.pod_spec.get("automountServiceAccountToken")
-        )
+        yield from _projected_tokens(w, cfg.allowed_token_audiences)
     if cfg.require_default_deny:
         yield from _default_deny(w, ns)
 
@@ -473,9 +471,7 @@ def _unmount(w: Workload, volume: str) -> tuple[Remedy, ...]:
     return (*mounts, Remedy(("volumes",), volume, remove=True))
 
 
-def _projected_tokens(
-    w: Workload, allowed_audiences: tuple[str, ...], *, automount: Any
-) -> Iterator[Violation]:
+def _projected_tokens(w: Workload, allowed_audiences: tuple[str, ...]) -> Iterator[Violation]:
     """MW-ISO-013: a service account token projected by hand is an API token all the same.
 
     A ``serviceAccountToken`` projection without an audience gets the API server's, and the
@@ -500,7 +496,9 @@ def _projected_tokens(
                 continue
             what = f"audience {audience!r}" if audience else "no audience (the API server's)"
             name = str(_mapping(volume).get("name"))
-            injected = automount is not True and _is_automounted_token(_mapping(volume))
+            injected = w.pod_spec.get(
+                "automountServiceAccountToken"
+            ) is not True and _is_automounted_token(_mapping(volume))
             yield Violation(
                 "MW-ISO-013",
                 f'volume "{name}" is the API token the API server mounted because '
