@@ -99,11 +99,6 @@ def _evidence(args: argparse.Namespace) -> int:
     def prometheus(end: dt.datetime, period: dt.timedelta) -> Any:
         return counts(url, end, period)
 
-    def access_review() -> Any:
-        from modelward.evidence.access import access_section
-
-        return access_section(api)
-
     from modelward.inventory import cluster_errors
 
     with cluster_errors(where, resource="the objects the pack reads"):
@@ -111,7 +106,7 @@ def _evidence(args: argparse.Namespace) -> int:
             reader,
             now=dt.datetime.now(dt.UTC),
             since=since,
-            access_review=access_review,
+            access_review=None,  # TODO(merge): the access review of gov-access
             prometheus=prometheus if url else None,
             auth_config=auth_config,
         )

@@ -59,7 +59,7 @@ def sections(pack: Pack) -> list[Section]:
             "Summary",
             "State sections are a snapshot at the generation time; admission counters cover "
             "the period when a Prometheus URL was given.",
-            ("", ""),
+            ("Item", "Value"),
             tuple(summary_rows),
         ),
     ]

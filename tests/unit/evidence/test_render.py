@@ -75,7 +75,7 @@ def test_check_accepts_an_intact_pack_and_refuses_a_changed_one(
 def test_a_bad_period_is_a_usage_error_naming_the_fix(
     since: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["evidence", "--since", since, "--kubeconfig", "/nonexistent"]) == 2
+    assert main(["evidence", f"--since={since}", "--kubeconfig", "/nonexistent"]) == 2
     assert "90m, 12h, 30d" in capsys.readouterr().err
 
 
