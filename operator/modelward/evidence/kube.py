@@ -10,6 +10,22 @@ from kubernetes.client.exceptions import ApiException
 
 TIMEOUT = 30
 
+#: What ``modelward evidence`` reads, as (apiGroup, resource): the chart's
+#: ``<release>-evidence-reader`` ClusterRole grants get and list on exactly these.
+READS: tuple[tuple[str, str], ...] = (
+    ("modelward.io", "clustermodelpolicies"),
+    ("modelward.io", "modelpolicies"),
+    ("modelward.io", "modelpolicyexceptions"),
+    ("modelward.io", "deployedmodels"),
+    ("wgpolicyk8s.io", "policyreports"),
+    ("", "pods"),
+    ("", "namespaces"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+)
+
 
 def _raw(method: Any, *args: Any, **kwargs: Any) -> Any:
     """The raw JSON answer (no model objects: they drop unknown fields)."""
