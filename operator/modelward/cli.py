@@ -317,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--repo-root", default=".", help="repository root for --write")
     crds.set_defaults(handler=_crds)
 
+    from modelward.evidence.commands import register_commands as register_evidence
     from modelward.integrity.commands import register_commands
 
     register_commands(sub)
+    register_evidence(sub)
     return parser
 
 

@@ -7,11 +7,12 @@ per-file digests, so the BOM pins exactly the bytes that were verified.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -57,27 +58,25 @@ def _check_kubeconfig(path: str) -> None:
         raise ConfigurationError(f"kubeconfig {path}: not a kubeconfig map", fix=KUBECONFIG_FIX)
 
 
-def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
-    """The DeployedModel objects, or a ``ConfigurationError`` saying what stood in the way
-    (no kubeconfig, a broken one, an unreachable or refusing API server)."""
+def api_client(*, kubeconfig: str | None = None, context: str | None = None) -> tuple[Any, str]:
+    """A kubernetes ``ApiClient`` and where its credentials came from, or a
+    ``ConfigurationError`` saying what stood in the way (no kubeconfig, a broken one)."""
     from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
-    from urllib3.exceptions import HTTPError
-
-    from modelward.controller.kube import KubeApi
 
     configuration = client.Configuration()  # not the library's global default
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             where = "the in-cluster service account"
         else:
-            paths = _kubeconfig_paths()
+            paths = [os.path.expanduser(kubeconfig)] if kubeconfig else _kubeconfig_paths()
             for path in paths:
                 _check_kubeconfig(path)
             config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.pathsep.join(paths), client_configuration=configuration
+                config_file=os.pathsep.join(paths),
+                context=context,
+                client_configuration=configuration,
             )
             where = f"kubeconfig {os.pathsep.join(paths)}"
     except ConfigException as exc:
@@ -88,13 +87,22 @@ def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
         raise ConfigurationError(
             f"cannot load cluster credentials ({type(exc).__name__}: {exc})", fix=KUBECONFIG_FIX
         ) from exc
+    return client.ApiClient(configuration), where
+
+
+@contextlib.contextmanager
+def cluster_errors(where: str, *, resource: str) -> Iterator[None]:
+    """Turn what an API call can raise into one ``ConfigurationError`` naming the fix."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
     try:
-        return KubeApi(client.ApiClient(configuration)).list_deployed_models(namespace)
+        yield
     except ApiException as exc:
         fix = (
             "install modelward's CRDs (`modelward crds | kubectl apply -f -`)"
             if exc.status == 404
-            else "grant list on deployedmodels.modelward.io, or use another kubeconfig context"
+            else f"grant read access to {resource}, or use another kubeconfig context"
             if exc.status in (401, 403)
             else KUBECONFIG_FIX
         )
@@ -110,6 +118,17 @@ def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
             f"the API server ({where}) sent an unexpected answer ({type(exc).__name__})",
             fix=KUBECONFIG_FIX,
         ) from exc
+
+
+def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
+    """The DeployedModel objects, or a ``ConfigurationError`` saying what stood in the way
+    (no kubeconfig, a broken one, an unreachable or refusing API server)."""
+    from modelward.controller.kube import KubeApi
+
+    api, where = api_client()
+    with cluster_errors(where, resource="deployedmodels.modelward.io"):
+        items = KubeApi(api).list_deployed_models(namespace)
+    return items
 
 
 def inventory_rows(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -94,7 +94,7 @@ def check_cert_manager(r: Rendered) -> None:
     } in volumes
     # No certificate Secret access and no webhook patching for the operator in this mode.
     assert [role["metadata"]["name"] for role in r.all("Role")] == ["modelward-leader"]
-    rules = r.one("ClusterRole")["rules"]
+    rules = r.one("ClusterRole", "modelward")["rules"]
     assert not any("admissionregistration.k8s.io" in rule["apiGroups"] for rule in rules)
 
 

@@ -134,10 +134,18 @@ def test_probes_prestop_and_spread(rendered: Rendered) -> None:
 
 
 def grants(rendered: Rendered) -> list[tuple[str, str, str, str, tuple[str, ...]]]:
-    """(role kind, apiGroup, resource, verb, resourceNames) for every rule of the chart."""
+    """(role kind, apiGroup, resource, verb, resourceNames) for every rule the chart grants to
+    modelward itself: roles the chart binds (roles it ships for people to bind, such as the
+    evidence reader, are checked by their own tests)."""
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in rendered.all("ClusterRoleBinding") + rendered.all("RoleBinding")
+    }
     found = []
     for kind in ("ClusterRole", "Role"):
         for role in rendered.all(kind):
+            if (kind, role["metadata"]["name"]) not in bound:
+                continue
             for rule in role["rules"]:
                 names = tuple(rule.get("resourceNames") or ())
                 for group in rule["apiGroups"]:
@@ -233,3 +241,17 @@ def test_every_granted_verb_is_documented(rendered: Rendered) -> None:
         assert any(re.search(rf"\b{verb}\b", row) for row in matching), (
             f"docs/helm.md does not explain verb {verb} on {resource}"
         )
+
+
+def test_the_evidence_reader_role_grants_exactly_what_evidence_reads(chart: HelmChart) -> None:
+    from modelward.evidence.kube import READS
+
+    role = chart.template().one("ClusterRole", "modelward-evidence-reader")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {(g, r, v) for g, r in READS for v in ("get", "list")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,48 @@ def test_dashboard_and_alerts_evaluate_on_a_real_prometheus(
     states = {r["name"]: r["state"] for g in prometheus.rules() for r in g["rules"]}
     for name in OUTAGE_ALERTS:
         assert states[name] == "inactive", (name, states[name])
+
+
+def test_evidence_pack_counts_admissions_over_the_period_from_prometheus(
+    prometheus: PrometheusProcess,
+    control_plane: Any,
+    kubectl: ToolRunner,
+    namespace: str,
+) -> None:
+    """``modelward evidence --prometheus-url`` reads the admissions the period saw."""
+    apply_policy(kubectl, cluster_policy(namespace, namespace, STRICT))
+    drive_admissions(kubectl, namespace, 1)
+    violations = f'modelward_violations_total{{namespace="{namespace}"}}'
+    wait_for("the first violations in Prometheus", lambda: bool(prometheus.query(violations)))
+    drive_admissions(kubectl, namespace, 2)
+    wait_for(
+        "the increase of the violations in Prometheus",
+        lambda: any(v > 0 for v in values(prometheus.query(f"sum(increase({violations}[1m]))"))),
+        timeout=30,
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelward",
+            "evidence",
+            "-o",
+            "json",
+            "--since",
+            "10m",
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+            "--prometheus-url",
+            prometheus.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)["admissions"]["prometheus"]
+    assert counts["error"] == "" and counts["range"] == "600s", counts
+    denied = [s for s in counts["requests"] if s["labels"].get("decision") == "denied"]
+    assert denied and sum(s["count"] for s in denied) > 0, counts
+    assert any(s["labels"].get("rule") == "MW-IMG-003" for s in counts["violations"]), counts
