@@ -123,6 +123,10 @@ def run(phases: tuple[str, ...], counts: Counts, *, argv: list[str], quick: bool
 
         log("phase 1: the engine in-process")
         results["engine"] = engine_bench.run(count=counts.engine, warmup=counts.engine_warmup)
+        log("phase 1a: 5 selecting policies alone and among 500")
+        results["policy_scale"] = engine_bench.run_policy_scale(
+            count=counts.engine, warmup=counts.engine_warmup
+        )
     if "adversarial" in phases:
         from bench.admission import adversarial_bench
 

@@ -82,3 +82,62 @@ def run(*, count: int, warmup: int) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _many_policies(total: int, namespace: str) -> Any:
+    """The bench state, plus ``total - 4`` cluster policies selecting other namespaces (each
+    with every rule family, as the bench policies have), so that only the four bench policies
+    (and a fifth, a copy) select the bench namespace."""
+    import copy
+
+    from modelward.engine import parse_policy
+
+    state = workloads.cluster_state(namespace)
+    templates = workloads.policy_objects(namespace)
+    extra = copy.deepcopy(templates[0])
+    extra["metadata"]["name"] = "bench-isolation-copy"
+    others = []
+    for i in range(total - 5):
+        obj = copy.deepcopy(templates[i % 3])
+        obj["metadata"]["name"] = f"other-{i}"
+        obj["spec"]["match"] = {"namespaces": [f"team-{i}-*"]}
+        others.append(obj)
+    for obj in [extra, *others]:
+        meta = obj["metadata"]
+        state.put_policy(
+            (obj["kind"], meta.get("namespace"), meta["name"]),
+            policy=parse_policy(obj),
+            error=None,
+            generation=1,
+            resource_version=None,
+        )
+    return state
+
+
+def run_policy_scale(*, count: int, warmup: int) -> list[dict[str, Any]]:
+    """``service/validate`` of the large pod with 5 policies selecting its namespace, alone and
+    among 500 policies (the other 495 select other namespaces): cost should follow the
+    policies that select, not the policies that exist."""
+    from modelward.admission.review import parse_review
+    from modelward.admission.service import AdmissionService
+
+    body = workloads.concrete(workloads.review_body(workloads.PODS["large"]()))
+    rows: list[dict[str, Any]] = []
+    for total in (5, 500):
+        state = _many_policies(total, workloads.NAMESPACE)
+        service = AdmissionService(state=state, recorder=None)
+        selecting = len(state.policies_for(state.namespace(workloads.NAMESPACE)))
+        assert selecting == 5 and len(state.active_policies) == total, (selecting, total)
+
+        def serve(service: AdmissionService = service) -> Any:
+            return service.validate(parse_review(body))
+
+        rows.append(
+            {
+                "policies": total,
+                "selecting": selecting,
+                **_measure(serve, count=count, warmup=warmup),
+            }
+        )
+    rows[1]["vs_5_policies"] = round(rows[1]["p50_us"] / rows[0]["p50_us"], 2)
+    return rows

@@ -101,6 +101,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "≤ 100 µs",
             row["p50_us"] <= 100,
         )
+    scale = results.get("policy_scale") or []
+    if len(scale) == 2:
+        add(
+            "admission p50, 500 policies (5 selecting the namespace) ÷ 5 policies",
+            f"{scale[1]['vs_5_policies']}x",
+            "≤ 1.2x",
+            scale[1]["vs_5_policies"] <= 1.2,
+        )
     https = results.get("https") or []
     for webhook in ("validate", "mutate"):
         row = _row(https, app="modelward", webhook=webhook, pod="large", concurrency=1)

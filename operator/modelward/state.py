@@ -119,6 +119,10 @@ class _Store:
         return existed
 
 
+#: Namespaces whose selecting policies are remembered at once (see ``policies_for``).
+MAX_NAMESPACE_INDEX = 20_000
+
+
 class ClusterState:
     """The cluster facts admission needs; safe to read from any thread (see the module doc)."""
 
@@ -127,6 +131,12 @@ class ClusterState:
         self._stores = {kind: _Store() for kind in FACT_KINDS}
         #: Derived from the stores under the same lock, so readers never compute them.
         self._active: tuple[Policy, ...] = ()
+        #: (the active policies it was computed from, namespace -> the policies that may
+        #: apply to some pod there); replaced whole when the policies change.
+        self._by_namespace: tuple[tuple[Policy, ...], dict[Hashable, tuple[Policy, ...]]] = (
+            (),
+            {},
+        )
         self._default_deny: dict[str, frozenset[str]] = {}
         self._open_ingress: dict[str, tuple[tuple[str, LabelSelector], ...]] = {}
         #: True once every kind was listed in full; before, "no default-deny" is unknown.
@@ -281,6 +291,29 @@ class ClusterState:
     @property
     def active_policies(self) -> tuple[Policy, ...]:
         return self._active  # replaced, never mutated: one atomic read
+
+    def policies_for(self, namespace: NamespaceFacts) -> tuple[Policy, ...]:
+        """The active policies that may apply to some pod in ``namespace`` (its name and
+        labels decide), in policy order: a review's cost follows the policies selecting its
+        namespace, not every policy of the cluster.
+
+        Remembered per (name, labels) until the policies change; bounded to
+        ``MAX_NAMESPACE_INDEX`` entries (then started afresh). Lock-free for readers: the
+        index and the policies it was built from are replaced together.
+        """
+        active = self._active
+        built_from, index = self._by_namespace
+        if built_from is not active:
+            index = {}
+            self._by_namespace = (active, index)
+        key = (namespace.name, frozenset(namespace.labels.items()))
+        found = index.get(key)
+        if found is None:
+            found = tuple(p for p in active if p.may_apply_to_pods_labelled(namespace, {}))
+            if len(index) >= MAX_NAMESPACE_INDEX:
+                index.clear()
+            index[key] = found
+        return found
 
     # -- namespaces, network policies, services -------------------------------------------------
 

@@ -24,12 +24,33 @@ def _deployment(template: Any) -> dict[str, Any]:
 
 
 async def test_deeply_nested_json_gets_a_400_admission_review_error(server: Server) -> None:
-    for depth in (990, 5000, 100_000):
+    for depth in (1100, 5000, 100_000):
         body = b'{"a": ' * depth + b"1" + b"}" * depth
         status, answer = await server.post("/validate", body)
         assert status == 400, depth
         message = answer["response"]["status"]["message"]
         assert answer["response"]["allowed"] is False and "nests JSON too deeply" in message
+
+
+async def test_a_review_nesting_deeply_inside_its_object_gets_a_clear_answer(
+    server: Server,
+) -> None:
+    """Below the parser's depth limit, a deep structure inside the pod (anywhere the engine
+    might walk: a container field, an annotation map, a volume) is answered, never a crash."""
+    deep = "__DEEP__"  # replaced in the body's text: json.dumps itself cannot nest this deep
+    pod = compliant_pod()
+    pod["spec"]["containers"][0]["x-deep"] = deep
+    pod["spec"]["volumes"] = [{"name": "v", "csi": {"driver": "d", "volumeAttributes": deep}}]
+    pod["metadata"]["annotations"] = {"deep": deep}
+    nested = '{"a": ' * 1000 + "1" + "}" * 1000
+    body = json.dumps(review(pod)).replace('"__DEEP__"', nested).encode()
+    for path in ("/validate", "/mutate"):
+        status, answer = await server.post(path, body)
+        assert status == 200, (path, status, answer)
+        response = answer["response"]
+        if not response["allowed"]:
+            assert response["status"]["code"] == 400, (path, answer)
+            assert "nests too deeply" in response["status"]["message"], (path, answer)
 
 
 async def test_requests_the_engine_cannot_judge_are_denied_with_the_reason(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from modelward.engine import NamespaceFacts
 from modelward.state import NETWORK_POLICIES, POLICIES, SERVICES, ClusterState
@@ -157,3 +158,81 @@ def test_the_namespace_view_follows_the_state() -> None:
     assert "serving" in view and 7 not in view
     state.delete_namespace("serving", "6")
     assert "serving" not in view
+
+
+def _put(state: ClusterState, name: str, **kwargs: Any) -> None:
+    kind = kwargs.get("kind", "ClusterModelPolicy")
+    state.put_policy(
+        (kind, kwargs.get("namespace"), name),
+        policy=policy({"images": {}}, name=name, **kwargs),
+        error=None,
+        generation=1,
+        resource_version=None,
+    )
+
+
+def test_policies_for_a_namespace_are_those_that_may_select_a_pod_there() -> None:
+    state = ClusterState()
+    pod_llm = {"podSelector": {"matchLabels": {"app": "llm"}}}
+    _put(state, "by-name", match={"namespaces": ["serving-*"]})
+    _put(state, "by-label", match={"namespaceSelector": {"matchLabels": {"tier": "gpu"}}})
+    _put(state, "by-pod", match={"namespaces": ["*"], **pod_llm})
+    _put(state, "excluded", match={"namespaces": ["*"]}, exclude={"namespaces": ["serving-b"]})
+    _put(state, "pod-excluded", kind="ModelPolicy", namespace="serving-b", exclude=pod_llm)
+
+    def names(namespace: NamespaceFacts) -> list[str]:
+        return [p.ref.name for p in state.policies_for(namespace)]
+
+    assert names(NamespaceFacts("serving-a")) == ["by-name", "by-pod", "excluded"]
+    assert names(NamespaceFacts("serving-b")) == ["by-name", "by-pod", "pod-excluded"]
+    assert names(NamespaceFacts("other", {"tier": "gpu"})) == ["by-label", "by-pod", "excluded"]
+    # the same name with other labels is another entry, not a stale one
+    assert "by-label" not in names(NamespaceFacts("other"))
+
+
+def test_policies_for_follows_policy_changes() -> None:
+    state = ClusterState()
+    serving = NamespaceFacts("serving-a")
+    assert state.policies_for(serving) == ()
+    _put(state, "first")
+    assert [p.ref.name for p in state.policies_for(serving)] == ["first"]
+    state.delete_policy(("ClusterModelPolicy", None, "first"))
+    assert state.policies_for(serving) == ()
+
+
+def test_every_policy_applying_to_a_pod_is_among_those_for_its_namespace() -> None:
+    """The index is a filter that never drops a policy the engine would apply."""
+    state = ClusterState()
+    pod_llm = {"podSelector": {"matchLabels": {"app": "llm"}}}
+    matches: list[dict[str, Any]] = [
+        {"namespaces": ["serving-*"]},
+        {"namespaceSelector": {"matchLabels": {"tier": "gpu"}}},
+        {"namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}},
+        {"namespaces": ["*"], **pod_llm},
+    ]
+    excludes: list[dict[str, Any] | None] = [
+        None,
+        {"namespaces": ["serving-b"]},
+        {"namespaceSelector": {"matchLabels": {"tier": "gpu"}}},
+    ]
+    for i, match in enumerate(matches):
+        for j, exclude in enumerate(excludes):
+            _put(state, f"p{i}-{j}", match=match, exclude=exclude)
+    for namespace in ("serving-a", "other"):
+        _put(state, f"m-{namespace}", kind="ModelPolicy", namespace=namespace, match=pod_llm)
+        _put(state, f"x-{namespace}", kind="ModelPolicy", namespace=namespace, exclude=pod_llm)
+    namespaces = [
+        NamespaceFacts("serving-a"),
+        NamespaceFacts("serving-b", {"tier": "gpu"}),
+        NamespaceFacts("other"),
+        NamespaceFacts("other", {"tier": "gpu"}),
+    ]
+    pods: list[dict[str, str]] = [{}, {"app": "llm"}, {"app": "other"}]
+    checked = 0
+    for namespace in namespaces:
+        indexed = set(state.policies_for(namespace))
+        for labels in pods:
+            applying = {p for p in state.active_policies if p.applies_to(namespace, labels)}
+            assert applying <= indexed, (namespace, labels)
+            checked += len(applying)
+    assert checked > 20  # the fixture really exercises the index

@@ -6,10 +6,11 @@ This is the one place where errors become AdmissionReview statuses.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
+
+import orjson
 
 from modelward.errors import ReviewError
 
@@ -75,16 +76,16 @@ class ReviewRequest:
 def parse_review(body: bytes) -> ReviewRequest:
     """Parse an AdmissionReview v1 request; ``ReviewError`` names what is wrong."""
     try:
-        review = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) or "recursion" in str(exc):
+            # orjson refuses past 1024 levels; no Kubernetes object nests this deep.
+            raise ReviewError(
+                "the body nests JSON too deeply to parse",
+                fix="send an AdmissionReview whose object nests fewer than a few hundred levels",
+            ) from exc
         raise ReviewError(
             f"the body is not JSON: {exc}", fix="send an admission.k8s.io/v1 AdmissionReview"
-        ) from exc
-    except RecursionError as exc:
-        # The JSON scanner recurses per nesting level; no Kubernetes object nests this deep.
-        raise ReviewError(
-            "the body nests JSON too deeply to parse",
-            fix="send an AdmissionReview whose object nests fewer than a few hundred levels",
         ) from exc
     if not isinstance(review, dict):
         raise ReviewError("the body is not a JSON object", fix="send an AdmissionReview object")
@@ -165,7 +166,7 @@ def review_response(
         response["status"] = status
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(list(patch)).encode()).decode()
+        response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode()
     if warnings:
         shown = [_truncate(w, MAX_WARNING_LENGTH) for w in warnings[:MAX_WARNINGS]]
         if len(warnings) > MAX_WARNINGS:

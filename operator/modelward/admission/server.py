@@ -10,7 +10,6 @@ internal error denies that one request with a message instead of crashing or han
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import ssl
@@ -19,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -140,6 +140,18 @@ def make_admission_app(
                             violations(
                                 f.violation.rule_id, f.policy.label, namespace, f.mode.value
                             ).inc()
+                except RecursionError:
+                    # The parser accepts up to 1024 levels; the engine's walks do not. No
+                    # Kubernetes object nests this deep (the API server's types do not).
+                    review = review_response(
+                        request.uid,
+                        allowed=False,
+                        code=400,
+                        message=f"modelward cannot judge {request.kind} {request.namespace}/"
+                        f"{request.name}: the object nests too deeply to evaluate, so it is "
+                        "refused. Fix: send an object that nests fewer than a few hundred levels.",
+                    )
+                    label = "unjudgeable"
                 except Exception as exc:
                     log.exception(
                         "error evaluating %s %s/%s", request.kind, request.namespace, request.name
@@ -160,7 +172,7 @@ def make_admission_app(
                     record.replay()
             requests(webhook, label, kind_label(request.kind), request.operation).inc()
             duration(webhook).observe(time.perf_counter() - started)
-            return web.Response(body=json.dumps(review).encode(), content_type="application/json")
+            return web.Response(body=orjson.dumps(review), content_type="application/json")
 
         return handle
 

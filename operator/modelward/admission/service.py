@@ -131,6 +131,10 @@ class AdmissionService:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:
             return None
+        # Only the policies that may select a pod in this namespace (indexed by namespace).
+        policies = self.state.policies_for(self.state.namespace(workload.namespace))
+        if not policies:
+            return None
         if request.operation == "UPDATE":
             if _template(request.old_obj, request) == (
                 workload.pod_spec,

@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from modelward.controller.kube import KubeApi
@@ -158,7 +158,7 @@ class EventRecorder:
         self.instance = instance
         self.budgets = EventBudgets(rate, burst)
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_SIZE)
-        self.recent: dict[tuple[str, ...], float] = {}
+        self.recent: dict[tuple[Hashable, ...], float] = {}
         self.counts: dict[PolicyRef, Counter[str]] = {}
         self.dirty: set[PolicyRef] = set()
 
@@ -183,10 +183,25 @@ class EventRecorder:
         }
         reason = REASONS.get(outcome, "PolicyViolation")
         kind = "Normal" if outcome == "patched" else "Warning"
-        summary = "; ".join(f.short() for f in decision.findings[:MAX_RULES_IN_MESSAGE])
-        if len(decision.findings) > MAX_RULES_IN_MESSAGE:
-            summary += f"; and {len(decision.findings) - MAX_RULES_IN_MESSAGE} more"
-        self.post(subject.namespace, involved, reason, kind, f"{outcome}: {summary}")
+        shown = decision.findings[:MAX_RULES_IN_MESSAGE]
+
+        def text() -> str:
+            summary = "; ".join(f.short() for f in shown)
+            if len(decision.findings) > MAX_RULES_IN_MESSAGE:
+                summary += f"; and {len(decision.findings) - MAX_RULES_IN_MESSAGE} more"
+            return f"{outcome}: {summary}"
+
+        # The same decision about the same object within the dedupe window posts nothing: its
+        # identity (what ``text`` is made of) is the key, so the text is built only when posted.
+        identity = (
+            outcome,
+            len(decision.findings),
+            *(
+                (f.policy, f.mode, f.violation.rule_id, f.violation.container, f.violation.message)
+                for f in shown
+            ),
+        )
+        self.post(subject.namespace, involved, reason, kind, text, identity=identity)
         for policy, findings in by_policy.items():
             unique = sorted({f.violation.rule_id for f in findings})
             policy_outcome = policy_outcomes[policy]
@@ -211,12 +226,24 @@ class EventRecorder:
         involved: Mapping[str, Any],
         reason: str,
         kind: str,
-        message: str,
+        message: str | Callable[[], str],
         *,
         action: str = "Admission",
+        identity: Hashable = None,
     ) -> None:
-        """Queue an Event: deduplicated, rate limited, posted by ``run``."""
-        key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason, message)
+        """Queue an Event: deduplicated, rate limited, posted by ``run``.
+
+        ``message`` may be a function, called only when the Event is posted; then
+        ``identity`` stands for it in the dedupe key (two messages with the same identity
+        must be the same text).
+        """
+        if callable(message):
+            if identity is None:
+                raise TypeError("a lazy message needs an identity for deduplication")
+            distinct: Hashable = identity
+        else:
+            distinct = message
+        key = (namespace, str(involved.get("kind")), str(involved.get("name")), reason, distinct)
         now = time.monotonic()
         if now - self.recent.get(key, -DEDUPE_SECONDS) < DEDUPE_SECONDS:
             return
@@ -224,6 +251,8 @@ class EventRecorder:
             self.metrics.events_dropped.inc()
             return
         self.recent[key] = now
+        if callable(message):
+            message = message()
         if len(self.recent) > 10_000:
             cutoff = now - DEDUPE_SECONDS
             self.recent = {k: t for k, t in self.recent.items() if t > cutoff}

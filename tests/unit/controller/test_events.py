@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from modelward.controller.events import EventRecorder
 from modelward.engine import Decision, Finding, Mode, PolicyRef, Subject, Violation
 from modelward.observability.metrics import Metrics
@@ -52,6 +54,29 @@ def test_identical_events_are_posted_once() -> None:
         recorder.record(SUBJECT, _decision(), outcome="denied")
     assert recorder.queue.qsize() == 3
     assert recorder.take_counts()[ENFORCING] == {"denied": 5}
+
+
+def test_the_event_text_is_built_only_when_an_event_is_posted(monkeypatch: Any) -> None:
+    built: list[str] = []
+    short = Finding.short
+
+    def counting(self: Finding) -> str:
+        built.append(self.violation.rule_id)
+        return short(self)
+
+    monkeypatch.setattr(Finding, "short", counting)
+    recorder = _recorder()
+    recorder.record(SUBJECT, _decision(), outcome="denied")
+    first = len(built)
+    assert first == 2
+    for _ in range(5):
+        recorder.record(SUBJECT, _decision(), outcome="denied")
+    assert len(built) == first  # deduplicated before any text was made
+    changed = Decision(
+        (Finding(Violation("MW-IMG-001", "other", "pin it", "c"), ENFORCING, Mode.ENFORCE),)
+    )
+    recorder.record(SUBJECT, changed, outcome="denied")
+    assert len(built) == first + 1  # a different decision is a different Event
 
 
 def test_rate_limit_drops_and_counts() -> None:

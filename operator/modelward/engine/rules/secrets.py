@@ -264,21 +264,34 @@ def env_verdict(name: str, value: str) -> tuple[bool, str | None]:
     return _remembered_verdict(name, value)
 
 
-def _literal_env(c: ContainerRef) -> Iterator[tuple[str, str]]:
+def _judge_literal_env(c: ContainerRef) -> tuple[tuple[str, str, bool, str | None], ...]:
+    """(name, value, looks like a system prompt, credential kind) of each literal env var."""
+    judged = []
     for item in c.spec.get("env") or []:
         if type(item) is dict or isinstance(item, Mapping):  # dict first: the ABC check is slow
             value = item.get("value")
             if isinstance(value, str) and value:
-                yield str(item.get("name", "")), value
+                name = str(item.get("name", ""))
+                judged.append((name, value, *env_verdict(name, value)))
+    return tuple(judged)
+
+
+def _literal_env(c: ContainerRef) -> tuple[tuple[str, str, bool, str | None], ...]:
+    """Judged once per container of a review, whatever the number of policies that check it
+    (kept on the container reference, which lives as long as the review's workload)."""
+    cached = c.__dict__.get("_judged_env")
+    if cached is None:
+        cached = _judge_literal_env(c)
+        c.__dict__["_judged_env"] = cached
+    return cached
 
 
 def check_secrets(w: Workload, ns: NamespaceFacts, cfg: SecretsConfig) -> Iterator[Violation]:
     fix_env = "move the value into a Secret and reference it with env[].valueFrom.secretKeyRef"
     for c in w.containers():
-        for name, value in _literal_env(c):
+        for name, _value, prompt, credential in _literal_env(c):
             if cfg.allowed_env_names and matches_any_glob(name, cfg.allowed_env_names):
                 continue
-            prompt, credential = env_verdict(name, value)
             if cfg.forbid_system_prompts and prompt:
                 yield Violation(
                     "MW-SEC-002",
