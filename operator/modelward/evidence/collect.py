@@ -226,6 +226,12 @@ def _workloads(spec: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "(see the exception)"
 
 
+def _policy_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return f"{value.get('kind', '')} {value.get('name', '')}".strip()
+    return str(value or "")
+
+
 def exception_rows(
     exceptions: Iterable[Mapping[str, Any]], *, now: dt.datetime
 ) -> list[ExceptionRow]:
@@ -238,7 +244,7 @@ def exception_rows(
             ExceptionRow(
                 namespace=str(meta.get("namespace", "")),
                 name=str(meta.get("name", "")),
-                policy=str(spec.get("policy") or spec.get("policyName") or ""),
+                policy=_policy_name(spec.get("policy")),
                 rules=_text_list(spec.get("rules") or spec.get("ruleIDs")),
                 workloads=_workloads(spec),
                 justification=str(spec.get("justification", "")),

@@ -142,7 +142,7 @@ def populated() -> FakeReader:
                 {
                     "metadata": {"name": "legacy", "namespace": "serving"},
                     "spec": {
-                        "policy": "hosting",
+                        "policy": {"kind": "ClusterModelPolicy", "name": "hosting"},
                         "rules": ["MW-IMG-001"],
                         "workloads": {"names": ["legacy"]},
                         "justification": "vendor image, digest pinned next sprint",
@@ -154,7 +154,7 @@ def populated() -> FakeReader:
                 {
                     "metadata": {"name": "old", "namespace": "serving"},
                     "spec": {
-                        "policy": "hosting",
+                        "policy": {"kind": "ClusterModelPolicy", "name": "hosting"},
                         "rules": ["MW-ISO-001"],
                         "justification": "migration",
                         "approvedBy": "lead@example.com",

@@ -72,6 +72,7 @@ def test_exceptions_are_active_or_expired_by_the_clock() -> None:
     legacy = next(e for e in pack["exceptions"] if e["name"] == "legacy")
     assert legacy["approvedBy"] == "ciso@example.com" and legacy["ticket"] == "SEC-42"
     assert legacy["workloads"] == "names legacy"
+    assert legacy["policy"] == "ClusterModelPolicy hosting"
 
 
 def test_models_and_counters_are_listed() -> None:
