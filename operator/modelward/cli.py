@@ -419,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(
         chk,
         choices=("text", *STRUCTURED, "policyreport", "sarif", "junit"),
-        help="output format; policyreport (wgpolicyk8s.io/v1alpha2 YAML), sarif (2.1.0) and "
-        "junit (XML) are CI reports, see docs/cli.md",
+        help="policyreport (wgpolicyk8s.io/v1alpha2 YAML), sarif (2.1.0) and junit (XML) are "
+        "CI reports, see docs/cli.md",
     )
     chk.set_defaults(handler=_check)
 
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(
         inventory,
         choices=("text", *STRUCTURED, "cyclonedx"),
-        help="output format; cyclonedx is a CycloneDX 1.6 ML-BOM (JSON)",
+        help="cyclonedx is a CycloneDX 1.6 ML-BOM (JSON)",
     )
     inventory.set_defaults(handler=_inventory)
 

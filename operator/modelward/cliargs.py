@@ -34,9 +34,14 @@ STRUCTURED = ("json", "yaml")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs (the examples) kept as written, and every meaningful default
-    shown after its option's help, as ``kubectl`` does; ``None``, ``False`` and empty lists are
-    not defaults worth printing ("(default: None)" says nothing)."""
+    """Epilogs (the examples) kept as written, one-paragraph descriptions wrapped, and every
+    meaningful default shown after its option's help, as ``kubectl`` does; ``None``, ``False``
+    and empty lists are not defaults worth printing ("(default: None)" says nothing)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:  # laid out by hand: examples, exit-code tables
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -66,16 +71,16 @@ def add_output_argument(
     *,
     choices: Sequence[str] = ("text", *STRUCTURED),
     default: str = "text",
-    help: str = "output format",
+    help: str = "",
 ) -> None:
-    """``-o/--output``; ``text`` (or the command's own default) stays first."""
+    """``-o/--output FORMAT``; ``help`` says what the command's own formats are."""
     parser.add_argument(
         "-o",
         "--output",
         choices=tuple(choices),
         default=default,
-        metavar="|".join(choices),
-        help=help,
+        metavar="FORMAT",
+        help=f"output format: {', '.join(choices)}" + (f"; {help}" if help else ""),
     )
 
 

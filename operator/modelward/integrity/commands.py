@@ -247,7 +247,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         help="policy that required this check (copied into the result)",
     )
     add_output_argument(
-        pod, help="output format of the summary (the termination log is always compact JSON)"
+        pod, help="of the summary (the termination log is always compact JSON)"
     )
     pod.set_defaults(handler=run_verify_pod)
 
