@@ -354,3 +354,9 @@ def test_unreadable_kubeconfig_named_by_flag_exits_two(
     assert main(["inventory", "--kubeconfig", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(config) in err
+
+
+def test_every_command_is_documented_in_docs_cli() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text()
+    missing = [name for name in _subparsers() if f"\n## modelward {name}\n" not in text]
+    assert not missing, f"add a section to docs/cli.md for: {missing}"

@@ -246,9 +246,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         metavar="NAME",
         help="policy that required this check (copied into the result)",
     )
-    add_output_argument(
-        pod, help="of the summary (the termination log is always compact JSON)"
-    )
+    add_output_argument(pod, help="of the summary (the termination log is always compact JSON)")
     pod.set_defaults(handler=run_verify_pod)
 
 
