@@ -57,7 +57,7 @@ def _value_kind(action: argparse.Action) -> str:
 
 def _help(action: argparse.Action) -> str:
     text = (action.help or "") if action.help is not argparse.SUPPRESS else ""
-    first = re.split(r"[;(]|\. ", text, maxsplit=1)[0]
+    first = re.split(r";|\. ", re.sub(r"\s*\([^)]*\)", "", text), maxsplit=1)[0]
     return " ".join(first.replace("%(default)s", "").split())
 
 

@@ -181,6 +181,65 @@ def test_fish_completes_commands_options_choices_and_files(
 
 # --------------------------------------------------------------------------- zsh
 
+#: Drives an interactive zsh in a pseudo-terminal (zsh/zpty): loads compinit, the script and a
+#: ``compadd`` wrapper that also writes every match offered to a file (what is *listed* depends
+#: on the terminal); types ``modelward $1`` and TAB, and reads until the completion system's
+#: last step (a ``comppostfuncs`` hook) has printed its marker to the terminal.
+ZPTY_DRIVER = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PROMPT='> '; autoload -U compinit; compinit -u -D; source ${(q)2}"
+zpty -w z "source ${(q)3}; echo RE''ADY"
+zpty -r z line '*READY*'
+zpty -w -n z "modelward $1"$'\t'
+zpty -r z out '*COMPLETION-DONE*'
+zpty -d z
+"""
+CAPTURE = r"""
+compadd() {
+    if (( ! ${@[(I)-[OAD]]} )); then
+        local -a matches
+        builtin compadd -O matches "$@"
+        print -rl -- $matches >> CAPTURE_FILE
+    fi
+    builtin compadd "$@"
+}
+_capture_done() { print -r -- "COMPLETION-""DONE" > /dev/tty }
+comppostfuncs=(_capture_done)
+"""
+
+
+def zsh_complete(script: Path, words: str, tmp_path: Path) -> list[str]:
+    driver, capture, offered = tmp_path / "driver.zsh", tmp_path / "capture.zsh", tmp_path / "out"
+    driver.write_text(ZPTY_DRIVER)
+    capture.write_text(CAPTURE.replace("CAPTURE_FILE", shlex.quote(str(offered))))
+    offered.write_text("")
+    done = subprocess.run(
+        [_shell("zsh"), "-f", str(driver), words, str(script), str(capture)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "TERM": "xterm"},
+    )
+    assert done.returncode == 0, done.stderr
+    return offered.read_text().split()
+
+
+def test_zsh_completes_options_choices_and_commands(
+    scripts: dict[str, Path], tmp_path: Path
+) -> None:
+    offered = zsh_complete(scripts["zsh"], "check -o ", tmp_path)
+    assert set(offered) == {"text", "json", "yaml", "policyreport", "sarif", "junit"}
+    offered = zsh_complete(scripts["zsh"], "inventory --", tmp_path)
+    assert {"--kubeconfig", "--context", "--namespace", "--output"} <= set(offered)
+    assert zsh_complete(scripts["zsh"], "completion ", tmp_path) == ["bash", "zsh", "fish"]
+    offered = zsh_complete(scripts["zsh"], "", tmp_path)
+    assert {c.name for c in commands(build_parser())} <= set(offered)
+    (tmp_path / "deploy.yaml").write_text("")
+    assert "deploy.yaml" in zsh_complete(scripts["zsh"], "check -f dep", tmp_path)
+
 
 def test_zsh_script_loads_and_registers_with_compinit(
     scripts: dict[str, Path], tmp_path: Path
