@@ -31,12 +31,13 @@ examples:
 exit codes (every command):
   0  success: nothing denied, verified, clean
   1  something denied, rejected or unsafe (the findings are printed)
-  2  unusable input: a file, signature, key, kubeconfig or cluster that cannot be read or
-     judged (one line on stderr names it and the fix), or an internal error
+  2  usage or environment: a bad flag, or a file, signature, key, kubeconfig or cluster that
+     cannot be read or judged (one line on stderr names it and the fix), or an internal error
   130 interrupted (Ctrl-C)
 A closed output pipe (`modelward check ... | head`) is not an error: the exit code is still
 the verdict.
-Structured output: -o json|yaml on every command. A file argument of - reads standard input.
+As kubectl: -o json|yaml on every command (run logs with --log-format), - as a file argument
+reads standard input, --kubeconfig/--context/-n where a cluster is read.
 docs: docs/cli.md, docs/policies.md, docs/rules.md
 """
 
