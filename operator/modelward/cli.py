@@ -98,9 +98,19 @@ exit codes: 0 printed, 2 unknown shell
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     from modelward.observability.logging import configure_logging
     from modelward.run import serve
     from modelward.settings import Settings
+
+    if args.kubeconfig:
+        if not os.path.isfile(args.kubeconfig):
+            raise ManifestError(
+                f"kubeconfig {args.kubeconfig}: no such file",
+                fix="pass the path of an existing kubeconfig to --kubeconfig",
+            )
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and the client
 
     settings = Settings(
         webhook_host=args.webhook_host,
@@ -248,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=8080, help="port of the health/metrics server"
     )
     run.add_argument("--namespace", default="modelward-system", help="modelward's own namespace")
+    run.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="kubeconfig outside a cluster, its current context (default: $KUBECONFIG, then "
+        "~/.kube/config); in a pod the service account is used",
+    )
     run.add_argument(
         "--deadline",
         type=float,

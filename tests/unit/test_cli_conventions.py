@@ -360,3 +360,11 @@ def test_every_command_is_documented_in_docs_cli() -> None:
     text = (ROOT / "docs" / "cli.md").read_text()
     missing = [name for name in _subparsers() if f"\n## modelward {name}\n" not in text]
     assert not missing, f"add a section to docs/cli.md for: {missing}"
+
+
+def test_run_with_a_missing_kubeconfig_exits_two_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--kubeconfig", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err and str(tmp_path / "nope") in err
