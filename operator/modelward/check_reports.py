@@ -162,34 +162,33 @@ def _artifact(file: str) -> dict[str, str]:
 
 
 def _locations(results: Sequence[CheckResult]) -> Iterator[tuple[CheckResult, dict[str, Any]]]:
+    """Each result's location: the manifest file and the line its document starts on, and the
+    object (and container) as a logical location. Standard input has no file to point at: its
+    results carry the logical location alone."""
     lines: dict[str, list[int]] = {}
     for r in results:
         file, document = _split_source(r.source)
-        if file != STDIN_LABEL and file not in lines:
-            lines[file] = _document_lines(file)
-        starts = lines.get(file, [])
-        line = starts[document - 1] if 0 < document <= len(starts) else 1
         res = r.resource
-        yield (
-            r,
-            {
-                "physicalLocation": {
-                    "artifactLocation": _artifact(file),
-                    "region": {"startLine": line},
-                },
-                "logicalLocations": [
-                    {
-                        "fullyQualifiedName": f"{res['kind']}/{res['namespace']}/{res['name']}"
-                        + (
-                            f"/{r.finding.violation.container}"
-                            if r.finding.violation.container
-                            else ""
-                        ),
-                        "kind": "object",
-                    }
-                ],
-            },
-        )
+        container = r.finding.violation.container
+        location: dict[str, Any] = {
+            "logicalLocations": [
+                {
+                    "fullyQualifiedName": f"{res['kind']}/{res['namespace']}/{res['name']}"
+                    + (f"/{container}" if container else ""),
+                    "kind": "object",
+                }
+            ]
+        }
+        if file != STDIN_LABEL:
+            if file not in lines:
+                lines[file] = _document_lines(file)
+            starts = lines[file]
+            line = starts[document - 1] if 0 < document <= len(starts) else 1
+            location["physicalLocation"] = {
+                "artifactLocation": _artifact(file),
+                "region": {"startLine": line},
+            }
+        yield r, location
 
 
 def render_sarif(outcome: CheckOutcome) -> str:

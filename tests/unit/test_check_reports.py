@@ -176,3 +176,25 @@ def test_clean_manifests_give_passing_reports(
     else:
         (report,) = [d for d in yaml.safe_load_all(out) if d]
         assert report["summary"]["fail"] == 0 and report["summary"]["pass"] >= 1
+
+
+def test_sarif_from_stdin_has_logical_locations_only(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`<stdin>` is no URI: a result read from a pipe names the object, not a file."""
+    import io
+
+    workloads = EXAMPLES / "workloads"
+    piped = b"---\n".join(
+        (workloads / n).read_bytes() for n in ("00-namespace.yaml", "bad-deployment.yaml")
+    )
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(piped)))
+    code = main(["check", "-f", "-", "--policy", str(EXAMPLES / "policies"), "-o", "sarif"])
+    results = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert code == 1 and results
+    for result in results:
+        (location,) = result["locations"]
+        assert "physicalLocation" not in location
+        assert location["logicalLocations"][0]["fullyQualifiedName"].startswith(
+            "Deployment/serving-demo/llm-bad"
+        )
