@@ -6,6 +6,7 @@
 #   docker-registry            the CNCF distribution registry the node pulls images from
 #   busybox-static             the base of the test images (no Docker Hub here)
 #   gcc, libc6-dev             to compile Kubernetes' pause.c statically (the pod sandbox image)
+#   zsh, fish                  to test `modelward completion zsh|fish` in the real shells
 #   chromium-headless-shell    renders the HTML evidence pack in a test, as an auditor's browser would
 # No service is started or enabled: the harness runs its own instances on free ports, inside
 # a private mount and PID namespace. Needs root (or sudo) and Debian's package archive.
@@ -22,10 +23,12 @@ declare -A wanted=(
   [busybox-static]=/bin/busybox
   [gcc]=/usr/bin/gcc
   [libc6-dev]=/usr/lib/x86_64-linux-gnu/libc.a
+  [zsh]=/usr/bin/zsh
+  [fish]=/usr/bin/fish
   [chromium-headless-shell]=/usr/bin/chromium-headless-shell
 )
 missing=()
-for package in prometheus containerd runc containernetworking-plugins docker-registry busybox-static gcc libc6-dev chromium-headless-shell; do
+for package in prometheus containerd runc containernetworking-plugins docker-registry busybox-static gcc libc6-dev zsh fish chromium-headless-shell; do
   if [[ ! -e ${wanted[$package]} ]]; then
     missing+=("$package")
   fi
@@ -40,7 +43,7 @@ if ! command -v promtool >/dev/null 2>&1 && [[ ! " ${missing[*]} " == *" prometh
   missing+=(prometheus)
 fi
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "[system-deps] prometheus, containerd, runc, CNI plugins, docker-registry, busybox, chromium present"
+  echo "[system-deps] prometheus, containerd, runc, CNI plugins, docker-registry, busybox, zsh, fish, chromium present"
   exit 0
 fi
 sudo_cmd=()

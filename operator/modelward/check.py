@@ -11,6 +11,7 @@ import binascii
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,29 @@ from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 from modelward.errors import ManifestError, ModelwardError
 
 SUFFIXES = (".yaml", ".yml", ".json")
+#: ``-f -``: standard input, named so in messages and findings.
+STDIN, STDIN_LABEL = "-", "<stdin>"
+#: Kinds ``-n`` leaves alone (besides every ``Cluster*`` kind), as kubectl would.
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "StorageClass",
+        "RuntimeClass",
+        "PriorityClass",
+        "IngressClass",
+        "CustomResourceDefinition",
+        "APIService",
+        "CSIDriver",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "FlowSchema",
+        "PriorityLevelConfiguration",
+    }
+)
 #: What a fix for an object the engine cannot judge says.
 SHAPE_FIX = "make it a valid Kubernetes object (`kubectl apply --dry-run=server` shows the error)"
 
@@ -80,38 +104,88 @@ def _read_documents(path: Path) -> list[Any]:
     try:
         with path.open("rb") as f:
             data = f.read(safeyaml.MAX_YAML_BYTES + 1)
-        return safeyaml.load_all(data.decode("utf-8"))
     except OSError as exc:
         raise ManifestError(
             f"{path}: cannot read: {exc.strerror}", fix="make the file readable, or leave it out"
         ) from exc
+    return _parse_documents(data, str(path))
+
+
+def _read_stdin() -> list[Any]:
+    """``-f -``: the documents on standard input (read once; the CLI refuses ``-`` twice)."""
+    try:
+        data = sys.stdin.buffer.read(safeyaml.MAX_YAML_BYTES + 1)
+    except (OSError, AttributeError, ValueError) as exc:
+        raise ManifestError(
+            f"{STDIN_LABEL}: cannot read standard input ({type(exc).__name__})",
+            fix="pipe the manifests in, or pass files with -f",
+        ) from exc
+    return _parse_documents(data, STDIN_LABEL)
+
+
+def _parse_documents(data: bytes, where: str) -> list[Any]:
+    try:
+        return safeyaml.load_all(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ManifestError(
-            f"{path}: not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"
+            f"{where}: not UTF-8 text (byte {exc.start})", fix="save the file as UTF-8"
         ) from exc
     except safeyaml.UnsafeYaml as exc:
         raise ManifestError(
-            f"{path}: YAML refused: {safeyaml.describe(exc)}", fix=safeyaml.ALIAS_FIX
+            f"{where}: YAML refused: {safeyaml.describe(exc)}", fix=safeyaml.ALIAS_FIX
         ) from exc
     except yaml.YAMLError as exc:
         raise ManifestError(
-            f"{path}: cannot read YAML: {safeyaml.describe(exc)}",
+            f"{where}: cannot read YAML: {safeyaml.describe(exc)}",
             fix="fix the syntax (try `yamllint`), or leave the file out",
         ) from exc
 
 
-def load_objects(paths: Sequence[str]) -> list[Located]:
-    """Every Kubernetes object in the files (multi-document YAML, JSON, and v1 Lists).
+def _documents(paths: Sequence[str]) -> Iterator[tuple[str, list[Any]]]:
+    """``(label, documents)`` for every file in ``paths``, ``-`` being standard input."""
+    for raw in paths:
+        if raw == STDIN:
+            yield STDIN_LABEL, _read_stdin()
+        else:
+            for path in _files([raw]):
+                yield str(path), _read_documents(path)
+
+
+def _is_cluster_scoped(kind: str) -> bool:
+    return kind in CLUSTER_SCOPED_KINDS or kind.startswith("Cluster")
+
+
+def _with_namespace(located: Located, namespace: str) -> Located:
+    """``-n``: a namespaced object without ``metadata.namespace`` gets ``namespace``; one
+    that names another namespace is refused, as ``kubectl apply -n`` refuses it."""
+    obj = located.obj
+    kind = str(obj.get("kind"))
+    if _is_cluster_scoped(kind):
+        return located
+    meta = obj.get("metadata") or {}
+    current = meta.get("namespace")
+    if current and current != namespace:
+        raise ManifestError(
+            f"{located.source}: {kind} {meta.get('name')!r} is in namespace {current!r}, "
+            f"not {namespace!r} (-n)",
+            fix=f"drop -n, or pass -n {current} (kubectl apply -n refuses the same mismatch)",
+        )
+    return Located({**obj, "metadata": {**meta, "namespace": namespace}}, located.source)
+
+
+def load_objects(paths: Sequence[str], *, namespace: str | None = None) -> list[Located]:
+    """Every Kubernetes object in the files (multi-document YAML, JSON, and v1 Lists); ``-``
+    reads standard input; ``namespace`` (``-n``) is given to namespaced objects without one.
 
     Each object's shape is checked (:func:`shape_problem`): one the engine cannot judge raises
     ``ManifestError`` naming the document, so ``check`` exits 2 instead of calling it clean.
     """
     found: list[Located] = []
-    for path in _files(paths):
-        for index, doc in enumerate(_read_documents(path)):
+    for label, documents in _documents(paths):
+        for index, doc in enumerate(documents):
             if doc is None:
                 continue
-            where = f"{path}#{index + 1}"
+            where = f"{label}#{index + 1}"
             kind = doc.get("kind") if isinstance(doc, dict) else None
             if not isinstance(kind, str) or not kind:
                 raise ManifestError(
@@ -129,7 +203,7 @@ def load_objects(paths: Sequence[str]) -> list[Located]:
                 problem = shape_problem(item.obj)
                 if problem is not None:
                     raise ManifestError(f"{item.source}: {problem}", fix=SHAPE_FIX)
-                found.append(item)
+                found.append(item if namespace is None else _with_namespace(item, namespace))
     return found
 
 
@@ -293,10 +367,10 @@ def _key_material(objects: Sequence[Located]) -> StaticKeySource:
     return StaticKeySource("", values)
 
 
-def load_policies(paths: Sequence[str]) -> list[Policy]:
+def load_policies(paths: Sequence[str], *, namespace: str | None = None) -> list[Policy]:
     """Compile every policy in the files; a broken one raises ``PolicyError``."""
     policies = []
-    objects = load_objects(paths)
+    objects = load_objects(paths, namespace=namespace)
     keys = _key_material(objects)
     for located in objects:
         if located.obj.get("kind") in ("ClusterModelPolicy", "ModelPolicy"):
@@ -337,24 +411,44 @@ class CheckResult:
         }
 
 
-def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
-    """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``;
-    also how many were judged."""
-    objects = load_objects(manifests)
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What ``check`` found: the findings, and every object judged (for reports that list
+    passing objects too, such as JUnit and PolicyReport)."""
+
+    results: tuple[CheckResult, ...]
+    judged: tuple[Located, ...]
+
+    @property
+    def denied(self) -> bool:
+        return any(r.action == "deny" for r in self.results)
+
+
+def resource_of(obj: dict[str, Any]) -> dict[str, str]:
+    meta = obj.get("metadata") or {}
+    return {
+        "kind": str(obj.get("kind")),
+        "namespace": str(meta.get("namespace") or "default"),
+        "name": str(meta.get("name") or meta.get("generateName") or ""),
+    }
+
+
+def check_objects(
+    manifests: Sequence[str], policies: Sequence[Policy], *, namespace: str | None = None
+) -> CheckOutcome:
+    """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``,
+    and the objects judged."""
+    objects = load_objects(manifests, namespace=namespace)
     facts = StaticFacts()
     for located in objects:
         with _cannot_judge(located):
             facts.add_object(located.obj)
     results: list[CheckResult] = []
-    judged = 0
+    judged: list[Located] = []
     for located in objects:
         obj = located.obj
         meta = obj.get("metadata") or {}
-        resource = {
-            "kind": str(obj.get("kind")),
-            "namespace": str(meta.get("namespace") or "default"),
-            "name": str(meta.get("name") or meta.get("generateName") or ""),
-        }
+        resource = resource_of(obj)
         decision: Decision
         with _cannot_judge(located):
             if is_exposure(obj):
@@ -369,9 +463,15 @@ def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[Ch
                 except UnsupportedKind:
                     continue
                 decision = evaluate_workload(workload, facts, policies)
-        judged += 1
+        judged.append(located)
         results.extend(CheckResult(resource, located.source, f) for f in decision.findings)
-    return results, judged
+    return CheckOutcome(tuple(results), tuple(judged))
+
+
+def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
+    """Findings for every workload and exposure in ``manifests``; also how many were judged."""
+    outcome = check_objects(manifests, policies)
+    return list(outcome.results), len(outcome.judged)
 
 
 def render_text(results: Sequence[CheckResult], judged: int) -> str:
@@ -391,12 +491,14 @@ def render_text(results: Sequence[CheckResult], judged: int) -> str:
     return "\n".join(lines)
 
 
+def report_document(results: Sequence[CheckResult], judged: int) -> dict[str, Any]:
+    """What ``-o json`` and ``-o yaml`` print."""
+    return {
+        "checked": judged,
+        "denied": sum(r.action == "deny" for r in results),
+        "findings": [r.as_json() for r in results],
+    }
+
+
 def render_json(results: Sequence[CheckResult], judged: int) -> str:
-    return json.dumps(
-        {
-            "checked": judged,
-            "denied": sum(r.action == "deny" for r in results),
-            "findings": [r.as_json() for r in results],
-        },
-        indent=2,
-    )
+    return json.dumps(report_document(results, judged), indent=2)

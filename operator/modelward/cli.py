@@ -9,33 +9,108 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelward import __version__
+from modelward.cliargs import (
+    EXIT_UNUSABLE,
+    STDIN,
+    STRUCTURED,
+    CommandParser,
+    add_cluster_arguments,
+    add_output_argument,
+    render_structured,
+)
 from modelward.console import discard_output, emit
-from modelward.errors import ModelwardError
-
-EXIT_UNUSABLE = 2
+from modelward.errors import ManifestError, ModelwardError
 
 EPILOG = """\
 examples:
-  modelward run --tls-cert-file tls.crt --tls-key-file tls.key
-  modelward check -f deploy/ --policy policies/ --output json
-  modelward crds --write
+  modelward check -f deploy/ --policy policies/ -o sarif > modelward.sarif
+  modelward scan model/ -o json
+  modelward inventory --context prod -o yaml
+  source <(modelward completion bash)
 
 exit codes (every command):
   0  success: nothing denied, verified, clean
   1  something denied, rejected or unsafe (the findings are printed)
-  2  unusable input: a file, signature, key, kubeconfig or cluster that cannot be read or
-     judged (one line on stderr names it and the fix), or an internal error
+  2  usage or environment: a bad flag, or a file, signature, key, kubeconfig or cluster that
+     cannot be read or judged (one line on stderr names it and the fix), or an internal error
   130 interrupted (Ctrl-C)
 A closed output pipe (`modelward check ... | head`) is not an error: the exit code is still
 the verdict.
-docs: README.md, docs/policies.md, docs/rules.md
+As kubectl: -o json|yaml on every command (run logs with --log-format), - as a file argument
+reads standard input, --kubeconfig/--context/-n where a cluster is read.
+docs: docs/cli.md, docs/policies.md, docs/rules.md
+"""
+
+
+RUN_EPILOG = """\
+examples:
+  # in a pod (the chart's Deployment): the defaults, certificates managed by modelward
+  modelward run --manage-certificates --webhook-configuration modelward
+
+  # on a workstation against a test cluster, with your own serving certificate
+  KUBECONFIG=~/.kube/test modelward run --tls-cert-file tls.crt --tls-key-file tls.key \\
+      --namespace modelward-system --log-format json
+
+exit codes: 0 stopped (SIGTERM), 2 invalid settings (one line names the setting and the fix);
+a crash while serving is shown in full for the supervisor
+"""
+
+CHECK_EPILOG = """\
+examples:
+  modelward check -f k8s/ --policy manifests/examples/policies/
+  helm template charts/app | modelward check -f - --policy policies/ -n serving
+  modelward check -f k8s/ --policy policies/ -o sarif > modelward.sarif
+  modelward check -f k8s/ --policy policies/ -o junit > modelward-junit.xml
+  kustomize build overlays/prod | modelward check -f - --policy policies/ -o policyreport
+
+exit codes: 0 nothing denied, 1 something denied (the findings are printed in the chosen
+format), 2 unusable input (one line on stderr names the file and the fix)
+"""
+
+INVENTORY_EPILOG = """\
+examples:
+  modelward inventory                                  # every namespace, a table
+  modelward inventory -n serving -o yaml
+  modelward inventory --kubeconfig prod.kubeconfig --context prod -o cyclonedx > ml-bom.json
+
+exit codes: 0 listed, 2 no usable kubeconfig or the API server cannot be read
+(one line names which, never a traceback)
+"""
+
+CRDS_EPILOG = """\
+examples:
+  modelward crds | kubectl apply --server-side -f -
+  modelward crds -o json | jq '.items[].metadata.name'
+  modelward crds --write --repo-root .                 # after editing api/schema.py
+
+exit codes: 0 printed or written, 2 a file cannot be written (one line names it)
+"""
+
+COMPLETION_EPILOG = """\
+examples:
+  source <(modelward completion bash)                  # this shell; or add it to ~/.bashrc
+  modelward completion bash > /etc/bash_completion.d/modelward
+  modelward completion zsh > "${fpath[1]}/_modelward"  # then: autoload -U compinit; compinit
+  modelward completion fish > ~/.config/fish/completions/modelward.fish
+
+exit codes: 0 printed, 2 unknown shell
 """
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     from modelward.observability.logging import configure_logging
     from modelward.run import serve
     from modelward.settings import Settings
+
+    if args.kubeconfig:
+        if not os.path.isfile(args.kubeconfig):
+            raise ManifestError(
+                f"kubeconfig {args.kubeconfig}: no such file",
+                fix="pass the path of an existing kubeconfig to --kubeconfig",
+            )
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and the client
 
     settings = Settings(
         webhook_host=args.webhook_host,
@@ -73,25 +148,45 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from modelward.check import check, load_policies, render_json, render_text
+    from modelward.check import check_objects, load_policies, render_text, report_document
 
-    policies = load_policies(args.policy)
-    results, judged = check(args.filename, policies)
-    emit(render_json(results, judged) if args.output == "json" else render_text(results, judged))
-    return 1 if any(r.action == "deny" for r in results) else 0
+    manifests = [*args.filename, *args.files]
+    if not manifests:
+        raise ManifestError("no manifests given", fix="pass -f FILE|DIR|- (or FILE arguments)")
+    if [*manifests, *args.policy].count(STDIN) > 1:
+        raise ManifestError(
+            "standard input (-) is named more than once",
+            fix="pipe either the manifests or the policies, and pass the other as files",
+        )
+    policies = load_policies(args.policy, namespace=args.namespace)
+    outcome = check_objects(manifests, policies, namespace=args.namespace)
+    results, judged = list(outcome.results), len(outcome.judged)
+    if args.output == "text":
+        emit(render_text(results, judged))
+    elif args.output in STRUCTURED:
+        emit(render_structured(report_document(results, judged), args.output))
+    else:
+        from modelward.check_reports import render
+
+        emit(render(outcome, args.output))
+    return 1 if outcome.denied else 0
 
 
 def _inventory(args: argparse.Namespace) -> int:
     from modelward.inventory import (
         fetch_deployed_models,
+        inventory_document,
         render_cyclonedx,
-        render_json,
         render_text,
     )
 
-    items = fetch_deployed_models(args.namespace)
-    render = {"json": render_json, "cyclonedx": render_cyclonedx, "text": render_text}
-    emit(render[args.output](items))
+    items = fetch_deployed_models(args.namespace, kubeconfig=args.kubeconfig, context=args.context)
+    if args.output == "cyclonedx":
+        emit(render_cyclonedx(items))
+    elif args.output in STRUCTURED:
+        emit(render_structured(inventory_document(items), args.output))
+    else:
+        emit(render_text(items))
     return 0
 
 
@@ -99,20 +194,34 @@ def _crds(args: argparse.Namespace) -> int:
     from modelward.api.manifests import render_crd_files, write_crds
 
     if args.write:
-        for path in write_crds(Path(args.repo_root)):
-            emit(f"wrote {path}")
-    else:
+        written = [str(path) for path in write_crds(Path(args.repo_root))]
+        if args.output == "yaml":
+            emit("\n".join(f"wrote {path}" for path in written))
+        else:
+            emit(render_structured({"written": written}, args.output))
+    elif args.output == "yaml":
         emit("---\n".join(render_crd_files().values()).rstrip("\n"))
+    else:
+        from modelward.safeyaml import load_all
+
+        crds = [doc for text in render_crd_files().values() for doc in load_all(text) if doc]
+        emit(render_structured({"apiVersion": "v1", "kind": "List", "items": crds}, "json"))
+    return 0
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from modelward.completion import render_completion
+
+    emit(render_completion(build_parser(), shell=args.shell).rstrip("\n"))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="modelward",
         description="Admission controller and operator protecting AI model-serving workloads "
         "(AIUC-1 B008).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"modelward {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -122,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the operator and the admission webhooks",
         description="Watch policies, namespaces, NetworkPolicies and Services (kopf), serve "
         "/validate and /mutate over HTTPS and /healthz, /readyz, /metrics over HTTP. Uses the "
-        "in-cluster service account, or KUBECONFIG outside a cluster.",
+        "in-cluster service account, or KUBECONFIG outside a cluster. Its output is its log "
+        "(--log-format text|json).",
+        epilog=RUN_EPILOG,
     )
     run.add_argument(
         "--webhook-host", default="0.0.0.0", help="address of the HTTPS webhook server"
@@ -147,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=8080, help="port of the health/metrics server"
     )
     run.add_argument("--namespace", default="modelward-system", help="modelward's own namespace")
+    run.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="kubeconfig outside a cluster, its current context (default: $KUBECONFIG, then "
+        "~/.kube/config); in a pod the service account is used",
+    )
     run.add_argument(
         "--deadline",
         type=float,
@@ -211,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         "0 turns the audit off",
     )
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
-    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people, json (one object a line) for log pipelines",
+    )
     run.add_argument(
         "--manage-certificates",
         action="store_true",
@@ -282,40 +405,88 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate Kubernetes manifests with exactly the admission engine. Namespaces, "
         "NetworkPolicies and Services found in the manifests stand in for the cluster. Exit 0 "
         "when nothing is denied, 1 when something is, 2 for unusable input.",
-        epilog="example: modelward check -f k8s/ --policy manifests/examples/policies/",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=CHECK_EPILOG,
+    )
+    chk.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="manifest files or folders, as -f (what a pre-commit hook passes)",
     )
     chk.add_argument(
         "-f",
         "--filename",
         action="append",
-        required=True,
-        help="manifest file or folder (repeatable)",
+        default=[],
+        help="manifest file or folder, - for standard input (repeatable)",
     )
     chk.add_argument(
-        "--policy", action="append", required=True, help="policy file or folder (repeatable)"
+        "--policy",
+        action="append",
+        required=True,
+        help="policy file or folder, - for standard input (repeatable)",
     )
-    chk.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    chk.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        metavar="NAME",
+        help="namespace of namespaced objects that name none, as kubectl apply -n (an object "
+        "naming another one is refused); default: 'default'",
+    )
+    add_output_argument(
+        chk,
+        choices=("text", *STRUCTURED, "policyreport", "sarif", "junit"),
+        help="policyreport (wgpolicyk8s.io/v1alpha2 YAML), sarif (2.1.0) and junit (XML) are "
+        "CI reports, see docs/cli.md",
+    )
     chk.set_defaults(handler=_check)
 
     inventory = sub.add_parser(
         "inventory",
         help="export the inventory of deployed model hashes",
-        description="List the DeployedModel records the operator wrote from verifier results "
-        "(uses KUBECONFIG or the in-cluster service account).",
-        epilog="example: modelward inventory --output cyclonedx > ml-bom.json\n\n"
-        "exit codes: 0 listed, 2 no usable kubeconfig or the API server cannot be read "
-        "(one line names which)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the DeployedModel records the operator wrote from verifier results, "
+        "reading the cluster as kubectl does (--kubeconfig, $KUBECONFIG, ~/.kube/config, or "
+        "the in-cluster service account).",
+        epilog=INVENTORY_EPILOG,
     )
-    inventory.add_argument("--namespace", "-n", default=None, help="one namespace (default: all)")
-    inventory.add_argument("--output", "-o", choices=("text", "json", "cyclonedx"), default="text")
+    add_cluster_arguments(inventory, namespace_help="one namespace (default: all namespaces)")
+    add_output_argument(
+        inventory,
+        choices=("text", *STRUCTURED, "cyclonedx"),
+        help="cyclonedx is a CycloneDX 1.6 ML-BOM (JSON)",
+    )
     inventory.set_defaults(handler=_inventory)
 
-    crds = sub.add_parser("crds", help="print the CRDs, or write manifests/crds and the chart's")
+    crds = sub.add_parser(
+        "crds",
+        help="print the CRDs, or write manifests/crds and the chart's",
+        description="Render modelward's CustomResourceDefinitions from their single source "
+        "(modelward.api.schema): print them, or --write the generated files into a checkout.",
+        epilog=CRDS_EPILOG,
+    )
     crds.add_argument("--write", action="store_true", help="write the generated files")
     crds.add_argument("--repo-root", default=".", help="repository root for --write")
+    add_output_argument(
+        crds,
+        choices=("yaml", "json"),
+        default="yaml",
+        help="yaml: the CRD documents (with --write: the files written, one a line); json: a v1 "
+        "List of them (with --write: {written: [...]})",
+    )
     crds.set_defaults(handler=_crds)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Print a script that completes modelward's commands, options, their "
+        "choices and file arguments in SHELL, as `kubectl completion` does.",
+        epilog=COMPLETION_EPILOG,
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish"
+    )
+    completion.set_defaults(handler=_completion)
 
     from modelward.evidence.commands import register_commands as register_evidence
     from modelward.integrity.commands import register_commands

@@ -7,128 +7,27 @@ per-file digests, so the BOM pins exactly the bytes that were verified.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
-from modelward import __version__, safeyaml
-from modelward.errors import ConfigurationError
-
-KUBECONFIG_FIX = (
-    "set KUBECONFIG to a readable kubeconfig for a reachable cluster "
-    "(check with `kubectl get deployedmodels -A`)"
-)
+from modelward import __version__
 
 
-def _kubeconfig_paths() -> list[str]:
-    raw = os.environ.get("KUBECONFIG") or "~/.kube/config"
-    return [os.path.expanduser(p) for p in raw.split(os.pathsep) if p]
-
-
-def _check_kubeconfig(path: str) -> None:
-    """Read the kubeconfig with modelward's bounded YAML loader before the client library
-    does (it would expand an alias bomb), so a broken one is a one-line error naming it."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read(safeyaml.MAX_YAML_BYTES + 1).decode("utf-8")
-        document = safeyaml.load(text)
-    except FileNotFoundError:
-        return  # the client library reports a missing file among several paths
-    except OSError as exc:
-        raise ConfigurationError(
-            f"kubeconfig {path}: cannot read: {exc.strerror}", fix=KUBECONFIG_FIX
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"kubeconfig {path}: not UTF-8 text", fix=KUBECONFIG_FIX) from exc
-    except safeyaml.UnsafeYaml as exc:
-        raise ConfigurationError(
-            f"kubeconfig {path}: YAML refused: {safeyaml.describe(exc)}", fix=safeyaml.ALIAS_FIX
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(
-            f"kubeconfig {path}: not valid YAML: {safeyaml.describe(exc)}", fix=KUBECONFIG_FIX
-        ) from exc
-    if document is not None and not isinstance(document, dict):
-        raise ConfigurationError(f"kubeconfig {path}: not a kubeconfig map", fix=KUBECONFIG_FIX)
-
-
-def api_client(*, kubeconfig: str | None = None, context: str | None = None) -> tuple[Any, str]:
-    """A kubernetes ``ApiClient`` and where its credentials came from, or a
-    ``ConfigurationError`` saying what stood in the way (no kubeconfig, a broken one)."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    configuration = client.Configuration()  # not the library's global default
-    try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            where = "the in-cluster service account"
-        else:
-            paths = [os.path.expanduser(kubeconfig)] if kubeconfig else _kubeconfig_paths()
-            for path in paths:
-                _check_kubeconfig(path)
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.pathsep.join(paths),
-                context=context,
-                client_configuration=configuration,
-            )
-            where = f"kubeconfig {os.pathsep.join(paths)}"
-    except ConfigException as exc:
-        raise ConfigurationError(
-            f"cannot load cluster credentials: {' '.join(str(exc).split())}", fix=KUBECONFIG_FIX
-        ) from exc
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
-        raise ConfigurationError(
-            f"cannot load cluster credentials ({type(exc).__name__}: {exc})", fix=KUBECONFIG_FIX
-        ) from exc
-    return client.ApiClient(configuration), where
-
-
-@contextlib.contextmanager
-def cluster_errors(where: str, *, resource: str) -> Iterator[None]:
-    """Turn what an API call can raise into one ``ConfigurationError`` naming the fix."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        yield
-    except ApiException as exc:
-        fix = (
-            "install modelward's CRDs (`modelward crds | kubectl apply -f -`)"
-            if exc.status == 404
-            else f"grant read access to {resource}, or use another kubeconfig context"
-            if exc.status in (401, 403)
-            else KUBECONFIG_FIX
-        )
-        raise ConfigurationError(
-            f"the API server ({where}) answered {exc.status} {exc.reason}", fix=fix
-        ) from exc
-    except (HTTPError, OSError) as exc:
-        raise ConfigurationError(
-            f"cannot reach the API server ({where}): {type(exc).__name__}", fix=KUBECONFIG_FIX
-        ) from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigurationError(
-            f"the API server ({where}) sent an unexpected answer ({type(exc).__name__})",
-            fix=KUBECONFIG_FIX,
-        ) from exc
-
-
-def fetch_deployed_models(namespace: str | None) -> list[dict[str, Any]]:
-    """The DeployedModel objects, or a ``ConfigurationError`` saying what stood in the way
-    (no kubeconfig, a broken one, an unreachable or refusing API server)."""
+def fetch_deployed_models(
+    namespace: str | None, *, kubeconfig: str | None = None, context: str | None = None
+) -> list[dict[str, Any]]:
+    """The DeployedModel objects (all namespaces when ``namespace`` is ``None``), or a
+    ``ConfigurationError`` saying what stood in the way (no kubeconfig, a broken one, an
+    unreachable or refusing API server)."""
     from modelward.controller.kube import KubeApi
+    from modelward.controller.kubeconfig import api_errors, load_api_client
 
-    api, where = api_client()
-    with cluster_errors(where, resource="deployedmodels.modelward.io"):
-        items = KubeApi(api).list_deployed_models(namespace)
-    return items
+    cluster = load_api_client(kubeconfig=kubeconfig, context=context)
+    with api_errors(cluster, resource="deployedmodels.modelward.io"):
+        return KubeApi(cluster.api).list_deployed_models(namespace)
 
 
 def inventory_rows(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -190,8 +89,13 @@ def render_cyclonedx(items: Sequence[Mapping[str, Any]], *, now: dt.datetime | N
     return json.dumps(bom, indent=2)
 
 
+def inventory_document(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``-o json`` and ``-o yaml`` print."""
+    return {"models": inventory_rows(items)}
+
+
 def render_json(items: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps({"models": inventory_rows(items)}, indent=2)
+    return json.dumps(inventory_document(items), indent=2)
 
 
 def render_text(items: Sequence[Mapping[str, Any]]) -> str:

@@ -84,24 +84,23 @@ def _check(path: str) -> int:
 def _evidence(args: argparse.Namespace) -> int:
     if args.check:
         return _check(args.check)
+    from modelward.cliargs import render_structured
+    from modelward.controller.kubeconfig import api_errors, load_api_client
     from modelward.evidence.collect import collect
     from modelward.evidence.kube import KubeReader
     from modelward.evidence.prometheus import counts
     from modelward.evidence.render import RENDERERS
-    from modelward.inventory import api_client
 
     since = parse_duration(args.since)
     auth_config = _auth_config(args.authentication_config)
-    api, where = api_client(kubeconfig=args.kubeconfig, context=args.context)
-    reader = KubeReader(api)
+    cluster = load_api_client(kubeconfig=args.kubeconfig, context=args.context)
+    reader = KubeReader(cluster.api)
     url = args.prometheus_url
 
     def prometheus(end: dt.datetime, period: dt.timedelta) -> Any:
         return counts(url, end, period)
 
-    from modelward.inventory import cluster_errors
-
-    with cluster_errors(where, resource="the objects the pack reads"):
+    with api_errors(cluster, resource="the objects the pack reads (docs/governance.md)"):
         pack = collect(
             reader,
             now=dt.datetime.now(dt.UTC),
@@ -110,11 +109,16 @@ def _evidence(args: argparse.Namespace) -> int:
             prometheus=prometheus if url else None,
             auth_config=auth_config,
         )
-    emit(RENDERERS[args.output](pack))
+    if args.output == "yaml":
+        emit(render_structured(pack, "yaml"))
+    else:
+        emit(RENDERERS[args.output](pack))
     return 0
 
 
 def register_commands(sub: Any) -> None:
+    from modelward.cliargs import add_output_argument
+
     parser = sub.add_parser(
         "evidence",
         help="render a B008 evidence pack from the cluster (Markdown, HTML, JSON)",
@@ -123,19 +127,18 @@ def register_commands(sub: Any) -> None:
         "model inventory with hashes and signers, the access review, admission counters and "
         "how users authenticate. The pack carries the SHA-256 of its content and its period.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-o",
-        "--output",
-        choices=("markdown", "html", "json"),
+    add_output_argument(
+        parser,
+        choices=("markdown", "html", "json", "yaml"),
         default="markdown",
-        help="format (default: markdown); html is one self-contained file, readable offline",
+        help="html is one self-contained file, readable offline; json is the pack itself "
+        "(schema: docs/examples/evidence-pack.schema.json); yaml the same as YAML",
     )
     parser.add_argument(
         "--since",
         default="30d",
-        help="period the pack covers, ending now (default: 30d; units s, m, h, d)",
+        help="period the pack covers, ending now (units s, m, h, d)",
     )
     parser.add_argument(
         "--prometheus-url",
@@ -148,8 +151,17 @@ def register_commands(sub: Any) -> None:
         metavar="FILE",
         help="the kube-apiserver's AuthenticationConfiguration, to show whether MFA is required",
     )
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG)")
-    parser.add_argument("--context", default=None, help="kubeconfig context (default: current)")
+    group = parser.add_argument_group("cluster (as kubectl)")
+    group.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config; the in-cluster "
+        "service account when run in a pod)",
+    )
+    group.add_argument(
+        "--context", default=None, metavar="NAME", help="kubeconfig context (default: current)"
+    )
     parser.add_argument(
         "--check",
         default=None,

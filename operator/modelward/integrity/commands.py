@@ -13,14 +13,23 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from modelward.cliargs import (
+    STDIN,
+    STRUCTURED,
+    HelpFormatter,
+    add_output_argument,
+    render_structured,
+)
 from modelward.console import emit
 from modelward.integrity.errors import UnusableInputError
 from modelward.integrity.result import VerifierResult
@@ -50,7 +59,11 @@ examples:
   modelward verify model/ --signature model/model.sig --public-key signer.pub
 
   # certificate method: the leaf must chain to a trusted CA and be valid now
-  modelward verify model/ --signature model.sig --ca-cert ca.pem --output json
+  modelward verify model/ --signature model.sig --ca-cert ca.pem -o json
+
+  # the signature bundle on standard input
+  oras blob fetch registry/model@sha256:... -o - | modelward verify model/ --signature - \\
+      --public-key signer.pub -o yaml
 
 exit codes: 0 verified, 1 rejected (reason printed), 2 input could not be checked
 """
@@ -58,8 +71,9 @@ exit codes: 0 verified, 1 rejected (reason printed), 2 input could not be checke
 _SCAN_EPILOG = """\
 examples:
   modelward scan model/                       # every file, format decided from content
-  modelward scan pytorch_model.bin --output json
-  modelward scan model/ --allow-global mypkg.config.ModelConfig
+  modelward scan pytorch_model.bin -o json
+  modelward scan model/ --allow-global mypkg.config.ModelConfig -o yaml
+  curl -sL https://example.com/model.pkl | modelward scan -   # standard input
 
 exit codes: 0 clean, 1 unsafe (findings printed; a file that spends its expansion budget
 is an archive-bomb finding), 2 a path could not be scanned (an unreadable file or folder is
@@ -75,6 +89,8 @@ verified (and clean when --scan is on).
 example:
   modelward verify-pod --model-path /models/llama --signature /models/llama/model.sig \\
       --public-key /etc/modelward/keys/signer.pub --policy prod/require-signed
+
+exit codes: 0 verified (and clean), 1 rejected or unsafe, 2 the model could not be checked
 """
 
 
@@ -139,7 +155,7 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``verify``, ``scan`` and ``verify-pod`` to the ``modelward`` CLI."""
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = HelpFormatter
 
     verify = subparsers.add_parser(
         "verify",
@@ -153,11 +169,13 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         "model_path", metavar="MODEL_PATH", help="model directory (or single model file)"
     )
     verify.add_argument(
-        "--signature", metavar="SIG", help="signature bundle (default: MODEL_PATH/model.sig)"
+        "--signature",
+        metavar="SIG",
+        help="signature bundle, - for standard input (default: MODEL_PATH/model.sig)",
     )
     _add_trust_arguments(verify)
     _add_policy_arguments(verify)
-    verify.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_argument(verify)
     verify.set_defaults(handler=run_verify)
 
     scan = subparsers.add_parser(
@@ -169,7 +187,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         "decided from content, pickles are walked opcode by opcode against an "
         "allowlist of the globals ordinary checkpoints need.",
     )
-    scan.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
+    scan.add_argument(
+        "paths", nargs="+", metavar="PATH", help="files or directories, - for standard input"
+    )
     scan.add_argument(
         "--allow-global",
         action="append",
@@ -193,7 +213,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         "members); default: 100x the file's size, at least 256 MiB, at most 16 GiB more than "
         "its size. Raise it only for files you trust",
     )
-    scan.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_argument(scan)
     scan.set_defaults(handler=run_scan)
 
     pod = subparsers.add_parser(
@@ -204,8 +224,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         description="Verify and optionally scan a mounted model, and report the result as a "
         "Kubernetes termination message.",
     )
-    pod.add_argument("--model-path", required=True, metavar="DIR")
-    pod.add_argument("--signature", required=True, metavar="FILE")
+    pod.add_argument("--model-path", required=True, metavar="DIR", help="the mounted model")
+    pod.add_argument("--signature", required=True, metavar="FILE", help="its signature bundle")
     _add_trust_arguments(pod)
     _add_policy_arguments(pod)
     pod.add_argument(
@@ -214,17 +234,59 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         default=True,
         help="scan the verified files for payloads (default: on)",
     )
-    pod.add_argument("--termination-log", default="/dev/termination-log", metavar="PATH")
+    pod.add_argument(
+        "--termination-log",
+        default="/dev/termination-log",
+        metavar="PATH",
+        help="where the result for the operator is written",
+    )
     pod.add_argument(
         "--policy",
         default=None,
         metavar="NAME",
         help="policy that required this check (copied into the result)",
     )
+    add_output_argument(pod, help="of the summary (the termination log is always compact JSON)")
     pod.set_defaults(handler=run_verify_pod)
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: A signature bundle is a few KiB; more on standard input is not one.
+SIGNATURE_LIMIT = 16 << 20
+#: How a model read from standard input is named in findings.
+STDIN_NAME = "<stdin>"
+
+
+def _copy_stdin(target: str, limit: int | None) -> None:
+    copied = 0
+    with open(target, "wb") as out:
+        while chunk := sys.stdin.buffer.read(1 << 20):
+            copied += len(chunk)
+            if limit is not None and copied > limit:
+                raise UnusableInputError(
+                    f"standard input: more than {limit >> 20} MiB, not a signature bundle"
+                )
+            out.write(chunk)
+
+
+@contextlib.contextmanager
+def _stdin_as_file(path: str, *, name: str, limit: int | None) -> Iterator[str]:
+    """``path`` itself, or for ``-`` a private temporary file holding standard input (the
+    verifier and scanner read files: a model may be larger than memory), removed after."""
+    if path != STDIN:
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="modelward-stdin-")
+    try:
+        target = os.path.join(folder, name)
+        try:
+            _copy_stdin(target, limit)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise UnusableInputError(f"standard input: cannot read ({type(exc).__name__})") from exc
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read(path: str) -> bytes:
@@ -265,8 +327,8 @@ def _print(text: str, stream: TextIO | None = None) -> None:
 
 
 def _fail(message: str, output: str) -> int:
-    if output == "json":
-        _print(json.dumps({"result": "error", "reason": message}))
+    if output in STRUCTURED:
+        _print(render_structured({"result": "error", "reason": message}, output))
     else:
         _print(f"error: {' '.join(message.split())}", sys.stderr)
     return EXIT_UNUSABLE
@@ -330,16 +392,17 @@ def run_verify(args: argparse.Namespace) -> int:
     if signature is None:
         return _fail("--signature is required when MODEL_PATH is a file", args.output)
     try:
-        result = verify_model(
-            model_path=args.model_path,
-            signature_path=signature,
-            trust=trust_from_args(args),
-            policy=policy_from_args(args),
-        )
+        with _stdin_as_file(signature, name="model.sig", limit=SIGNATURE_LIMIT) as path:
+            result = verify_model(
+                model_path=args.model_path,
+                signature_path=path,
+                trust=trust_from_args(args),
+                policy=policy_from_args(args),
+            )
     except UnusableInputError as exc:
         return _fail(str(exc), args.output)
-    if args.output == "json":
-        _print(json.dumps(result.to_dict(), indent=2))
+    if args.output in STRUCTURED:
+        _print(render_structured(result.to_dict(), args.output))
     else:
         _print(format_verification(result))
     return EXIT_OK if result.verified else EXIT_REJECTED
@@ -365,9 +428,14 @@ def run_scan(args: argparse.Namespace) -> int:
         extra_onnx_domains=frozenset(args.allow_onnx_domain),
         **limits,
     )
-    report = scan_paths(args.paths, policy=policy)
-    if args.output == "json":
-        _print(json.dumps(report.to_dict(), indent=2))
+    files = [p for p in args.paths if p != STDIN]
+    report = scan_paths(files, policy=policy)
+    if STDIN in args.paths:
+        with _stdin_as_file(STDIN, name=STDIN_NAME, limit=None) as path:
+            piped = scan_paths([path], policy=policy, display_root=os.path.dirname(path))
+        report = type(report)(files=(*report.files, *piped.files))
+    if args.output in STRUCTURED:
+        _print(render_structured(report.to_dict(), args.output))
     else:
         _print(format_scan(report))
     return scan_exit_code(report)
@@ -463,13 +531,16 @@ def run_verify_pod(args: argparse.Namespace) -> int:
             f"warning: cannot write termination log {args.termination_log}: {exc.strerror}",
             sys.stderr,
         )
-    headline = {"verified": "VERIFIED", "rejected": "REJECTED", "error": "ERROR"}[outcome.result]
-    _print(
-        f"modelward verify-pod: {headline} (scan: {outcome.scan}) in "
-        f"{outcome.duration_ms} ms: {outcome.reason}"
-    )
-    if details:
-        _print(textwrap.indent(details, "  "))
+    if args.output in STRUCTURED:
+        _print(render_structured({**outcome.to_dict(), "details": details}, args.output))
+    else:
+        headline = {"verified": "VERIFIED", "rejected": "REJECTED", "error": "ERROR"}
+        _print(
+            f"modelward verify-pod: {headline[outcome.result]} (scan: {outcome.scan}) in "
+            f"{outcome.duration_ms} ms: {outcome.reason}"
+        )
+        if details:
+            _print(textwrap.indent(details, "  "))
     if (
         outcome.admitted
         and outcome.result == "verified"
