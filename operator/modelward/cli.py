@@ -66,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         certificate_switch_delay=args.certificate_switch_delay,
         certificate_retire_delay=args.certificate_retire_delay,
         state_resync_interval=args.state_resync_interval,
+        exception_max_lifetime=args.exception_max_lifetime,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -273,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between full re-lists of policies, namespaces, NetworkPolicies and "
         "Services, which remove what a broken watch did not report as deleted",
+    )
+    run.add_argument(
+        "--exception-max-lifetime",
+        type=float,
+        default=90 * 86400.0,
+        metavar="SECONDS",
+        help="the longest a ModelPolicyException may apply, from its creation (90 days by "
+        "default, at most 365 days); longer ones are refused and cut at this age",
     )
     run.set_defaults(handler=_run)
 
