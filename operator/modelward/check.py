@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,17 @@ from modelward.engine import (
     parse_policy,
     workload_from_object,
 )
+from modelward.engine.exceptions import (
+    DEFAULT_MAX_LIFETIME,
+    EXCEPTION_KIND,
+    ExceptionError,
+    Exceptions,
+    PolicyException,
+    lifetime_problem,
+    parse_exception,
+    unknown_rules,
+)
+from modelward.engine.rules import RULES
 from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 from modelward.errors import ManifestError, ModelwardError
 
@@ -318,6 +330,8 @@ class CheckResult:
 
     @property
     def action(self) -> str:
+        if self.finding.waived_by is not None:
+            return "skip"
         if self.finding.blocks:
             return "deny"
         return "patch" if self.finding.patches else "warn"
@@ -334,13 +348,56 @@ class CheckResult:
             "container": v.container,
             "message": v.message,
             "fix": v.fix,
+            "exception": self.finding.waived_by,
+            "notes": list(self.finding.exception_notes),
         }
 
 
-def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
+def exceptions_in(objects: Sequence[Located], *, now: dt.datetime) -> list[PolicyException]:
+    """The ModelPolicyExceptions among ``objects``, refused as the cluster would refuse them
+    (an unknown rule ID or a lifetime past the default maximum is unusable input, never a
+    silently broader or longer waiver)."""
+    found = []
+    for located in objects:
+        if located.obj.get("kind") != EXCEPTION_KIND:
+            continue
+        try:
+            exception = parse_exception(located.obj)
+        except ExceptionError as exc:
+            raise ManifestError(f"{located.source}: {exc}", fix="see docs/governance.md") from exc
+        unknown = unknown_rules(exception, RULES)
+        if unknown:
+            raise ManifestError(
+                f"{located.source}: {EXCEPTION_KIND} {exception.ref} names unknown rules "
+                f"{', '.join(unknown)}",
+                fix="use the rule IDs in docs/rules.md (no wildcards)",
+            )
+        if now < exception.expires_at:
+            problem = lifetime_problem(
+                exception, now=now, max_lifetime=DEFAULT_MAX_LIFETIME, created_at=None
+            )
+            if problem is not None:
+                raise ManifestError(f"{located.source}: {exception.ref}: {problem}")
+        found.append(exception)
+    return found
+
+
+def check(
+    manifests: Sequence[str],
+    policies: Sequence[Policy],
+    *,
+    now: dt.datetime | None = None,
+    exception_paths: Sequence[str] = (),
+) -> tuple[list[CheckResult], int]:
     """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``;
-    also how many were judged."""
+    also how many were judged. ModelPolicyExceptions in ``manifests`` or ``exception_paths``
+    (the policy files) apply as in the cluster, judged at ``now`` (default: the clock)."""
     objects = load_objects(manifests)
+    extra = load_objects(exception_paths) if exception_paths else []
+    exceptions = Exceptions(
+        tuple(exceptions_in([*objects, *extra], now=now or dt.datetime.now(dt.UTC))),
+        now=now or dt.datetime.now(dt.UTC),
+    )
     facts = StaticFacts()
     for located in objects:
         with _cannot_judge(located):
@@ -362,13 +419,14 @@ def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[Ch
                     {**obj, "metadata": {**meta, "namespace": resource["namespace"]}},
                     facts,
                     policies,
+                    exceptions=exceptions,
                 )
             else:
                 try:
                     workload = workload_from_object(obj)
                 except UnsupportedKind:
                     continue
-                decision = evaluate_workload(workload, facts, policies)
+                decision = evaluate_workload(workload, facts, policies, exceptions=exceptions)
         judged += 1
         results.extend(CheckResult(resource, located.source, f) for f in decision.findings)
     return results, judged
@@ -385,8 +443,10 @@ def render_text(results: Sequence[CheckResult], judged: int) -> str:
     denied = sum(r.action == "deny" for r in results)
     patched = sum(r.action == "patch" for r in results)
     warned = sum(r.action == "warn" for r in results)
+    skipped = sum(r.action == "skip" for r in results)
     lines.append(
         f"{judged} objects checked: {denied} denials, {patched} patches, {warned} warnings"
+        + (f", {skipped} waived by exceptions" if skipped else "")
     )
     return "\n".join(lines)
 

@@ -75,9 +75,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from modelward.check import check, load_policies, render_json, render_text
+    from modelward.engine.exceptions import ExceptionError, parse_time
+    from modelward.errors import ManifestError
 
     policies = load_policies(args.policy)
-    results, judged = check(args.filename, policies)
+    try:
+        now = parse_time(args.now, "--now") if args.now else None
+    except ExceptionError as exc:
+        raise ManifestError(str(exc), fix="pass --now as 2026-01-31T00:00:00Z") from exc
+    results, judged = check(args.filename, policies, now=now, exception_paths=args.policy)
     emit(render_json(results, judged) if args.output == "json" else render_text(results, judged))
     return 1 if any(r.action == "deny" for r in results) else 0
 
@@ -305,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", action="append", required=True, help="policy file or folder (repeatable)"
     )
     chk.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    chk.add_argument(
+        "--now",
+        default=None,
+        metavar="TIME",
+        help="judge ModelPolicyExceptions at this RFC 3339 time (default: now), for "
+        "reproducible CI runs",
+    )
     chk.set_defaults(handler=_check)
 
     inventory = sub.add_parser(

@@ -42,9 +42,7 @@ EXCEPTION_WEBHOOK_SUFFIX = "-exceptions"
 ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
 
 
-def webhook_rules(
-    *, include_exposures: bool, exceptions: bool = False
-) -> list[dict[str, Any]]:
+def webhook_rules(*, include_exposures: bool, exceptions: bool = False) -> list[dict[str, Any]]:
     """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked).
     ``exceptions``: the rules of the exception webhook instead."""
     groups = POD_RULES + (EXPOSURE_RULES if include_exposures else ())
