@@ -201,8 +201,10 @@ def test_exception_webhooks_fail_closed_in_every_intercepted_namespace(
         expected = next(h for h in reference[kind]["webhooks"] if is_exception_hook(h))
         assert hook["name"] == expected["name"] == f"{short}-exceptions.modelward.io"
         assert hook["failurePolicy"] == expected["failurePolicy"] == "Fail"
-        assert hook["rules"] == expected["rules"] == webhook_rules(
-            include_exposures=False, exceptions=True
+        assert (
+            hook["rules"]
+            == expected["rules"]
+            == webhook_rules(include_exposures=False, exceptions=True)
         )
         assert hook["clientConfig"]["service"]["path"] == path
         for labels in (

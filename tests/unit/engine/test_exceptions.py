@@ -1,4 +1,4 @@
-"""Policy exceptions in the engine: what they waive, for whom, until when, and what they never do."""
+"""Policy exceptions in the engine: what they waive, for whom, until when, what they never do."""
 
 from __future__ import annotations
 
