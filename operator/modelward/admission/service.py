@@ -217,7 +217,11 @@ class AdmissionService:
         if judged is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         # Waived findings are told (a warning naming the exception), never counted or denied.
-        waived = [f"modelward: {f.short()}: {f.exception_notes[0]}" for f in judged.waived]
+        waived = [
+            f"modelward: [{f.violation.rule_id}] {f.exception_notes[0]} (policy "
+            f"{f.policy.label})"
+            for f in judged.waived
+        ]
         decision = judged.without_waived()
         warnings = [f"modelward: {f.short()}" for f in decision.warnings] + waived
         if decision.denials:
