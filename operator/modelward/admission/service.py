@@ -218,8 +218,7 @@ class AdmissionService:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         # Waived findings are told (a warning naming the exception), never counted or denied.
         waived = [
-            f"modelward: [{f.violation.rule_id}] {f.exception_notes[0]} (policy "
-            f"{f.policy.label})"
+            f"modelward: [{f.violation.rule_id}] {f.exception_notes[0]} (policy {f.policy.label})"
             for f in judged.waived
         ]
         decision = judged.without_waived()
