@@ -172,7 +172,10 @@ class ExceptionMonitor:
         now = self.clock()
         policies = self.state.policies
         states: Counter[str] = Counter()
-        for (namespace, name), entry in sorted(self.state.exception_entries.items()):
+        entries = self.state.exception_entries
+        # Forget announcements about exceptions that are gone (bounded by what exists).
+        self._announced = {a for a in self._announced if (a[0], a[1]) in entries}
+        for (namespace, name), entry in sorted(entries.items()):
             desired = desired_exception_status(
                 entry, policies=policies, now=now, max_lifetime=self.max_lifetime
             )

@@ -372,6 +372,22 @@ class ExceptionRecord:
     state: str  # "active" or "expired"
 
 
+def exceptions_from_objects(
+    objects: Iterable[Mapping[str, Any]],
+) -> tuple[list[PolicyException], list[str]]:
+    """Compile listed ModelPolicyException objects (a list response's items carry no kind);
+    returns the exceptions and, for those that cannot be compiled, why (never dropped
+    silently: a report shows them)."""
+    found: list[PolicyException] = []
+    problems: list[str] = []
+    for obj in objects:
+        try:
+            found.append(parse_exception({**obj, "kind": EXCEPTION_KIND}))
+        except ExceptionError as exc:
+            problems.append(str(exc))
+    return found, problems
+
+
 def exception_records(
     exceptions: Iterable[PolicyException],
     *,

@@ -16,6 +16,7 @@ from modelward.engine.exceptions import (
     Exceptions,
     PolicyException,
     exception_records,
+    exceptions_from_objects,
     lifetime_problem,
     parse_exception,
     unknown_rules,
@@ -308,3 +309,12 @@ def test_records_say_who_approved_and_which_are_active() -> None:
 def test_policy_exception_expiry_without_creation_time_is_expires_at() -> None:
     exception: PolicyException = parse_exception(exception_obj())
     assert exception.expiry(dt.timedelta(days=1)) == exception.expires_at
+
+
+def test_listed_objects_compile_and_broken_ones_are_reported_not_dropped() -> None:
+    good = exception_obj()
+    del good["kind"]  # as in a list response
+    broken = exception_obj(name="broken", rules=["*"])
+    found, problems = exceptions_from_objects([good, broken])
+    assert [e.name for e in found] == ["vendor-image"]
+    assert len(problems) == 1 and "serving-a/broken" in problems[0]
