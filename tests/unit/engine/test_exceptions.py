@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from modelward.engine import StaticFacts, evaluate_workload
+from modelward.engine import StaticFacts, evaluate_pod_update, evaluate_workload
 from modelward.engine.exceptions import (
     CREATOR_ANNOTATION,
     Creator,
@@ -318,3 +318,15 @@ def test_listed_objects_compile_and_broken_ones_are_reported_not_dropped() -> No
     found, problems = exceptions_from_objects([good, broken])
     assert [e.name for e in found] == ["vendor-image"]
     assert len(problems) == 1 and "serving-a/broken" in problems[0]
+
+
+def test_a_pod_update_is_waived_like_a_create() -> None:
+    """``kubectl set image`` on a running pod: the new image's finding is introduced by the
+    update, and the exception covers it as it would on CREATE."""
+    old = workload_from_object(compliant_pod())
+    new = workload_from_object(tagged_pod())
+    policies = [policy({"images": {}})]
+    exceptions = Exceptions((parse_exception(exception_obj()),), now=NOW)
+    assert not evaluate_pod_update(old, new, StaticFacts(), policies).allowed
+    decision = evaluate_pod_update(old, new, StaticFacts(), policies, exceptions=exceptions)
+    assert decision.allowed and [f.waived_by for f in decision.waived] == ["serving-a/vendor-image"]
