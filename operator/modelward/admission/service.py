@@ -14,6 +14,9 @@
   containers a Pod UPDATE adds; Audit findings become admission warnings. Both webhooks
   answer the same engine, so a fix that another mutating webhook undoes is still caught by
   validation.
+- Policy exceptions reach the engine as facts with the service's clock: a finding a matching,
+  unexpired exception covers is admitted with a warning naming it, and neither denied, patched
+  nor recorded; ModelPolicyExceptions themselves go to ``admission/exceptions.py``.
 """
 
 from __future__ import annotations
