@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
@@ -33,6 +34,17 @@ from modelward.engine import (
     parse_policy,
     workload_from_object,
 )
+from modelward.engine.exceptions import (
+    DEFAULT_MAX_LIFETIME,
+    EXCEPTION_KIND,
+    ExceptionError,
+    Exceptions,
+    PolicyException,
+    lifetime_problem,
+    parse_exception,
+    unknown_rules,
+)
+from modelward.engine.rules import RULES
 from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 from modelward.errors import ManifestError, ModelwardError
 
@@ -392,6 +404,8 @@ class CheckResult:
 
     @property
     def action(self) -> str:
+        if self.finding.waived_by is not None:
+            return "skip"
         if self.finding.blocks:
             return "deny"
         return "patch" if self.finding.patches else "warn"
@@ -408,6 +422,8 @@ class CheckResult:
             "container": v.container,
             "message": v.message,
             "fix": v.fix,
+            "exception": self.finding.waived_by,
+            "notes": list(self.finding.exception_notes),
         }
 
 
@@ -433,12 +449,50 @@ def resource_of(obj: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def exceptions_in(objects: Sequence[Located], *, now: dt.datetime) -> list[PolicyException]:
+    """The ModelPolicyExceptions among ``objects``, refused as the cluster would refuse them
+    (an unknown rule ID or a lifetime past the default maximum is unusable input, never a
+    silently broader or longer waiver)."""
+    found = []
+    for located in objects:
+        if located.obj.get("kind") != EXCEPTION_KIND:
+            continue
+        try:
+            exception = parse_exception(located.obj)
+        except ExceptionError as exc:
+            raise ManifestError(f"{located.source}: {exc}", fix="see docs/governance.md") from exc
+        unknown = unknown_rules(exception, RULES)
+        if unknown:
+            raise ManifestError(
+                f"{located.source}: {EXCEPTION_KIND} {exception.ref} names unknown rules "
+                f"{', '.join(unknown)}",
+                fix="use the rule IDs in docs/rules.md (no wildcards)",
+            )
+        if now < exception.expires_at:
+            problem = lifetime_problem(
+                exception, now=now, max_lifetime=DEFAULT_MAX_LIFETIME, created_at=None
+            )
+            if problem is not None:
+                raise ManifestError(f"{located.source}: {exception.ref}: {problem}")
+        found.append(exception)
+    return found
+
+
 def check_objects(
-    manifests: Sequence[str], policies: Sequence[Policy], *, namespace: str | None = None
+    manifests: Sequence[str],
+    policies: Sequence[Policy],
+    *,
+    namespace: str | None = None,
+    now: dt.datetime | None = None,
+    exception_paths: Sequence[str] = (),
 ) -> CheckOutcome:
     """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``,
-    and the objects judged."""
+    and the objects judged. ModelPolicyExceptions in ``manifests`` or ``exception_paths``
+    (the policy files) apply as in the cluster, judged at ``now`` (default: the clock)."""
     objects = load_objects(manifests, namespace=namespace)
+    extra = load_objects(exception_paths, namespace=namespace) if exception_paths else []
+    moment = now or dt.datetime.now(dt.UTC)
+    exceptions = Exceptions(tuple(exceptions_in([*objects, *extra], now=moment)), now=moment)
     facts = StaticFacts()
     for located in objects:
         with _cannot_judge(located):
@@ -456,21 +510,28 @@ def check_objects(
                     {**obj, "metadata": {**meta, "namespace": resource["namespace"]}},
                     facts,
                     policies,
+                    exceptions=exceptions,
                 )
             else:
                 try:
                     workload = workload_from_object(obj)
                 except UnsupportedKind:
                     continue
-                decision = evaluate_workload(workload, facts, policies)
+                decision = evaluate_workload(workload, facts, policies, exceptions=exceptions)
         judged.append(located)
         results.extend(CheckResult(resource, located.source, f) for f in decision.findings)
     return CheckOutcome(tuple(results), tuple(judged))
 
 
-def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
+def check(
+    manifests: Sequence[str],
+    policies: Sequence[Policy],
+    *,
+    now: dt.datetime | None = None,
+    exception_paths: Sequence[str] = (),
+) -> tuple[list[CheckResult], int]:
     """Findings for every workload and exposure in ``manifests``; also how many were judged."""
-    outcome = check_objects(manifests, policies)
+    outcome = check_objects(manifests, policies, now=now, exception_paths=exception_paths)
     return list(outcome.results), len(outcome.judged)
 
 
@@ -485,8 +546,10 @@ def render_text(results: Sequence[CheckResult], judged: int) -> str:
     denied = sum(r.action == "deny" for r in results)
     patched = sum(r.action == "patch" for r in results)
     warned = sum(r.action == "warn" for r in results)
+    skipped = sum(r.action == "skip" for r in results)
     lines.append(
         f"{judged} objects checked: {denied} denials, {patched} patches, {warned} warnings"
+        + (f", {skipped} waived by exceptions" if skipped else "")
     )
     return "\n".join(lines)
 

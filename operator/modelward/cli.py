@@ -141,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         certificate_switch_delay=args.certificate_switch_delay,
         certificate_retire_delay=args.certificate_retire_delay,
         state_resync_interval=args.state_resync_interval,
+        exception_max_lifetime=args.exception_max_lifetime,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -149,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from modelward.check import check_objects, load_policies, render_text, report_document
+    from modelward.engine.exceptions import ExceptionError, parse_time
 
     manifests = [*args.filename, *args.files]
     if not manifests:
@@ -158,8 +160,18 @@ def _check(args: argparse.Namespace) -> int:
             "standard input (-) is named more than once",
             fix="pipe either the manifests or the policies, and pass the other as files",
         )
+    try:
+        now = parse_time(args.now, "--now") if args.now else None
+    except ExceptionError as exc:
+        raise ManifestError(str(exc), fix="pass --now as 2026-01-31T00:00:00Z") from exc
     policies = load_policies(args.policy, namespace=args.namespace)
-    outcome = check_objects(manifests, policies, namespace=args.namespace)
+    outcome = check_objects(
+        manifests,
+        policies,
+        namespace=args.namespace,
+        now=now,
+        exception_paths=[p for p in args.policy if p != STDIN],
+    )
     results, judged = list(outcome.results), len(outcome.judged)
     if args.output == "text":
         emit(render_text(results, judged))
@@ -397,6 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between full re-lists of policies, namespaces, NetworkPolicies and "
         "Services, which remove what a broken watch did not report as deleted",
     )
+    run.add_argument(
+        "--exception-max-lifetime",
+        type=float,
+        default=90 * 86400.0,
+        metavar="SECONDS",
+        help="the longest a ModelPolicyException may apply, from its creation (90 days by "
+        "default, at most 365 days); longer ones are refused and cut at this age",
+    )
     run.set_defaults(handler=_run)
 
     chk = sub.add_parser(
@@ -439,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("text", *STRUCTURED, "policyreport", "sarif", "junit"),
         help="policyreport (wgpolicyk8s.io/v1alpha2 YAML), sarif (2.1.0) and junit (XML) are "
         "CI reports, see docs/cli.md",
+    )
+    chk.add_argument(
+        "--now",
+        default=None,
+        metavar="TIME",
+        help="judge ModelPolicyExceptions at this RFC 3339 time (default: now), for "
+        "reproducible CI runs",
     )
     chk.set_defaults(handler=_check)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from modelward.api.webhooks import ALWAYS_EXCLUDED_NAMESPACES
 from modelward.controller.audit import Auditor
 from modelward.controller.certificates import CertificateConfig, CertificateManager
 from modelward.controller.events import EventRecorder
+from modelward.controller.exceptions import ExceptionMonitor
 from modelward.controller.handlers import build_registry, operator_settings
 from modelward.controller.keys import KeyReader
 from modelward.controller.kube import KubeApi
@@ -86,7 +88,19 @@ async def serve(settings: Settings) -> None:
             await status.sync(key, None)
 
     # Evaluations run in worker threads; their records are replayed on this loop.
-    service = AdmissionService(state=state, recorder=DeferredRecorder(recorder))
+    max_exception_lifetime = dt.timedelta(seconds=settings.exception_max_lifetime)
+    service = AdmissionService(
+        state=state,
+        recorder=DeferredRecorder(recorder),
+        max_exception_lifetime=max_exception_lifetime,
+    )
+    exception_monitor = ExceptionMonitor(
+        state=state,
+        kube=kube,
+        events=recorder,
+        metrics=metrics,
+        max_lifetime=max_exception_lifetime,
+    )
     resync = StateResync(
         state=state,
         lister=kube,
@@ -116,6 +130,7 @@ async def serve(settings: Settings) -> None:
         events=recorder,
         excluded_namespaces=(*ALWAYS_EXCLUDED_NAMESPACES, settings.namespace),
         interval=settings.audit_interval,
+        max_exception_lifetime=max_exception_lifetime,
     )
 
     runners: list[web.AppRunner] = []
@@ -215,6 +230,9 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(leadership.run(), name="leadership"),
         asyncio.create_task(keys.run(recompile), name="trusted-keys"),
         asyncio.create_task(verifications.run(), name="verifications"),
+        asyncio.create_task(
+            exception_monitor.run(is_leader=lambda: leadership.is_leader), name="exceptions"
+        ),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
             if settings.audit_interval

@@ -67,6 +67,9 @@ class Settings:
     certificate_retire_delay: float = 60.0
     #: Seconds between full re-lists of the watched kinds (deletions a broken watch missed).
     state_resync_interval: float = 60.0
+    #: The longest a ModelPolicyException applies, from its creation (the chart's
+    #: exceptions.maxLifetimeDays); the CRD caps it at 365 days whatever this says.
+    exception_max_lifetime: float = 90 * 86400.0
 
     def validate(self) -> Settings:
         """Fail at start-up with a message naming the setting, never later on a request."""
@@ -147,6 +150,11 @@ class Settings:
             raise ConfigurationError(
                 f"audit interval {self.audit_interval}s is too short",
                 fix="use 0 (off) or at least 10 seconds",
+            )
+        if not 60 <= self.exception_max_lifetime <= 365 * 86400:
+            raise ConfigurationError(
+                f"exception max lifetime {self.exception_max_lifetime}s is out of range",
+                fix="use --exception-max-lifetime between 60 seconds and 365 days (31536000)",
             )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigurationError(

@@ -33,7 +33,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelward.engine import NamespaceFacts, Policy
+from modelward.engine import NamespaceFacts, Policy, PolicyException
 from modelward.engine.selectors import LabelSelector
 from modelward.errors import PolicyError
 
@@ -44,7 +44,8 @@ POLICIES = "policies"
 NAMESPACES = "namespaces"
 NETWORK_POLICIES = "networkpolicies"
 SERVICES = "services"
-FACT_KINDS = (POLICIES, NAMESPACES, NETWORK_POLICIES, SERVICES)
+EXCEPTIONS = "exceptions"
+FACT_KINDS = (POLICIES, NAMESPACES, NETWORK_POLICIES, SERVICES, EXCEPTIONS)
 
 
 def _version(value: str | None) -> int | None:
@@ -72,6 +73,18 @@ class PolicyEntry:
     error: PolicyError | None
     generation: int
     resource_version: str | None
+
+
+@dataclass(frozen=True)
+class ExceptionEntry:
+    """A ModelPolicyException as compiled, or why it could not be (it then waives nothing)."""
+
+    exception: PolicyException | None
+    error: str | None = None
+    generation: int = 0
+    #: The status the object carries now (what modelward last wrote), to write only changes
+    #: and to post the expiry Event once, whichever replica leads.
+    status: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,7 @@ class ClusterState:
             (),
             {},
         )
+        self._exceptions: tuple[PolicyException, ...] = ()
         self._default_deny: dict[str, frozenset[str]] = {}
         self._open_ingress: dict[str, tuple[tuple[str, LabelSelector], ...]] = {}
         #: True once every kind was listed in full; before, "no default-deny" is unknown.
@@ -219,6 +233,8 @@ class ClusterState:
         items = self._stores[kind].items
         if kind == POLICIES:
             self._active = tuple(e.policy for e in items.values() if e.policy is not None)
+        elif kind == EXCEPTIONS:
+            self._exceptions = tuple(e.exception for e in items.values() if e.exception is not None)
         elif kind == NETWORK_POLICIES:
             deny: dict[str, set[str]] = {}
             opened: dict[str, list[tuple[str, LabelSelector]]] = {}
@@ -374,6 +390,28 @@ class ClusterState:
             self._delete(SERVICES, (namespace, name), resource_version)
         else:
             self._put(SERVICES, (namespace, name), dict(selector), resource_version)
+
+    # -- policy exceptions --------------------------------------------------------------------
+
+    def put_exception(
+        self, namespace: str, name: str, entry: ExceptionEntry, resource_version: str | None
+    ) -> bool:
+        return self._put(EXCEPTIONS, (namespace, name), entry, resource_version)
+
+    def delete_exception(
+        self, namespace: str, name: str, resource_version: str | None = None
+    ) -> None:
+        self._delete(EXCEPTIONS, (namespace, name), resource_version)
+
+    @property
+    def exceptions(self) -> tuple[PolicyException, ...]:
+        """Every compiled exception, expired ones included (the engine judges expiry)."""
+        return self._exceptions  # replaced, never mutated: one atomic read
+
+    @property
+    def exception_entries(self) -> dict[tuple[str, str], ExceptionEntry]:
+        with self._lock:
+            return dict(self._stores[EXCEPTIONS].items)
 
     # -- ClusterFacts ---------------------------------------------------------------------------
 

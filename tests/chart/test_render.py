@@ -131,13 +131,22 @@ def check_service_monitor(r: Rendered) -> None:
     assert monitor["spec"]["selector"]["matchLabels"] == r.one("Service")["spec"]["selector"]
 
 
+def workload_webhooks(r: Rendered) -> list[dict[str, Any]]:
+    """Every webhook but the exception ones (which always fail closed)."""
+    return [h for h in webhooks(r) if "-exceptions." not in h["name"]]
+
+
 def check_ignore(r: Rendered) -> None:
-    assert {h["failurePolicy"] for h in webhooks(r)} == {"Ignore"}
-    assert len(webhooks(r)) == 4
+    assert {h["failurePolicy"] for h in workload_webhooks(r)} == {"Ignore"}
+    assert len(workload_webhooks(r)) == 4
+    assert {h["failurePolicy"] for h in webhooks(r) if h not in workload_webhooks(r)} == {"Fail"}
 
 
 def check_fail_open_off(r: Rendered) -> None:
-    assert [h["name"] for h in webhooks(r)] == ["validate.modelward.io", "mutate.modelward.io"]
+    assert [h["name"] for h in workload_webhooks(r)] == [
+        "validate.modelward.io",
+        "mutate.modelward.io",
+    ]
 
 
 def check_rules_and_names(r: Rendered) -> None:

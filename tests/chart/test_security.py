@@ -39,6 +39,7 @@ ALLOWED_WRITES = {
     ("", "events", "create"),
     ("modelward.io", "clustermodelpolicies/status", "patch"),
     ("modelward.io", "modelpolicies/status", "patch"),
+    ("modelward.io", "modelpolicyexceptions/status", "patch"),
     ("modelward.io", "deployedmodels", "create"),
     ("modelward.io", "deployedmodels", "update"),
     ("wgpolicyk8s.io", "policyreports", "create"),
@@ -131,6 +132,9 @@ def test_probes_prestop_and_spread(rendered: Rendered) -> None:
     assert spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     strategy = rendered.one("Deployment")["spec"]["strategy"]["rollingUpdate"]
     assert strategy == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+APPROVER_ROLE = "modelward-exception-approver"
 
 
 def grants(rendered: Rendered) -> list[tuple[str, str, str, str, tuple[str, ...]]]:
@@ -255,3 +259,38 @@ def test_the_evidence_reader_role_grants_exactly_what_evidence_reads(chart: Helm
         for verb in rule["verbs"]
     }
     assert granted == {(g, r, v) for g, r in READS for v in ("get", "list")}
+
+
+def test_exception_approver_role_is_granted_to_nobody_by_default(chart: HelmChart) -> None:
+    """Creating a ModelPolicyException waives policy: the chart ships the role for it, but
+    aggregates it into no built-in role (``edit`` must not include it) and binds it to nobody."""
+    rendered = chart.template()
+    role = rendered.one("ClusterRole", APPROVER_ROLE)
+    labels = role["metadata"].get("labels") or {}
+    assert not [k for k in labels if "aggregate-to" in k], labels
+    assert "aggregationRule" not in role
+    assert role["rules"] == [
+        {
+            "apiGroups": ["modelward.io"],
+            "resources": ["modelpolicyexceptions"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        }
+    ]
+    bindings = rendered.all("ClusterRoleBinding") + rendered.all("RoleBinding")
+    assert not [b for b in bindings if b["roleRef"]["name"] == APPROVER_ROLE]
+    # The operator itself only reads exceptions and writes their status.
+    table = grants(rendered)
+    assert {(g[2], g[3]) for g in table if g[2].startswith("modelpolicyexceptions")} == {
+        ("modelpolicyexceptions", "list"),
+        ("modelpolicyexceptions", "watch"),
+        ("modelpolicyexceptions/status", "patch"),
+    }
+    off = chart.template({"rbac": {"exceptionApproverRole": False}})
+    assert not [r for r in off.all("ClusterRole") if r["metadata"]["name"] == APPROVER_ROLE]
+
+
+def test_exception_max_lifetime_reaches_the_operator(chart: HelmChart) -> None:
+    rendered = chart.template({"exceptions": {"maxLifetimeDays": 30}})
+    args = rendered.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--exception-max-lifetime=2592000" in args
+    assert chart.attempt({"exceptions": {"maxLifetimeDays": 400}}).returncode != 0

@@ -15,6 +15,7 @@ import pytest
 
 from modelward.api.webhooks import (
     ALWAYS_EXCLUDED_NAMESPACES,
+    EXCEPTION_WEBHOOK_SUFFIX,
     MUTATE_PATH,
     VALIDATE_PATH,
     webhook_configurations,
@@ -30,16 +31,29 @@ KINDS = {
 ENFORCED = "modelward.io/model-serving"
 
 
-def reference_webhooks() -> dict[str, dict[str, Any]]:
-    """The harness's configurations, built by the single source, keyed by kind."""
+def reference_configurations() -> dict[str, dict[str, Any]]:
     validating, mutating = webhook_configurations(
         name="reference",
         client_config_for={"validate": {"url": "https://x"}, "mutate": {"url": "https://x"}},
         excluded_namespaces=(),
     )
+    return {"ValidatingWebhookConfiguration": validating, "MutatingWebhookConfiguration": mutating}
+
+
+def reference_webhooks() -> dict[str, dict[str, Any]]:
+    """The harness's workload webhooks, built by the single source, keyed by kind."""
+    return {kind: c["webhooks"][0] for kind, c in reference_configurations().items()}
+
+
+def is_exception_hook(hook: dict[str, Any]) -> bool:
+    return str(hook["name"]).split(".")[0].endswith(EXCEPTION_WEBHOOK_SUFFIX)
+
+
+def workload_hooks(configuration: dict[str, Any]) -> dict[str, Any]:
+    """The configuration without its exception webhook (those tests are below)."""
     return {
-        "ValidatingWebhookConfiguration": validating["webhooks"][0],
-        "MutatingWebhookConfiguration": mutating["webhooks"][0],
+        **configuration,
+        "webhooks": [h for h in configuration["webhooks"] if not is_exception_hook(h)],
     }
 
 
@@ -65,11 +79,12 @@ def test_rules_paths_and_fields_come_from_the_single_source(rendered: Rendered) 
     reference = reference_webhooks()
     for kind, (short, path, exposures) in KINDS.items():
         configuration = rendered.one(kind, "modelward")
-        hooks = configuration["webhooks"]
-        assert [h["name"] for h in hooks] == [
+        assert [h["name"] for h in configuration["webhooks"]] == [
             f"{short}.modelward.io",
             f"{short}-failopen.modelward.io",
+            f"{short}-exceptions.modelward.io",
         ]
+        hooks = workload_hooks(configuration)["webhooks"]
         for hook in hooks:
             assert hook["rules"] == webhook_rules(include_exposures=exposures), hook["name"]
             assert hook["clientConfig"]["service"] == {
@@ -120,7 +135,7 @@ def test_system_and_release_namespaces_are_always_excluded(
 
 def test_fail_closed_only_where_the_enforced_label_is(rendered: Rendered) -> None:
     for kind, (short, _, _) in KINDS.items():
-        configuration = rendered.one(kind)
+        configuration = workload_hooks(rendered.one(kind))
         policies = {h["name"]: h["failurePolicy"] for h in configuration["webhooks"]}
         assert policies == {
             f"{short}.modelward.io": "Fail",
@@ -150,7 +165,7 @@ def test_custom_enforced_label_and_scope(chart: HelmChart) -> None:
             }
         }
     )
-    configuration = rendered.one("ValidatingWebhookConfiguration")
+    configuration = workload_hooks(rendered.one("ValidatingWebhookConfiguration"))
     assert matching(configuration, namespace_labels("a", tier="staging", team="ml")) == [
         "validate.modelward.io"
     ]
@@ -172,3 +187,30 @@ def test_timeout_is_configurable_and_above_the_internal_deadline(chart: HelmChar
     refused = chart.attempt({"webhook": {"timeoutSeconds": 2}, "operator": {"deadlineSeconds": 2}})
     assert refused.returncode != 0
     assert "operator.deadlineSeconds (2) must be below webhook.timeoutSeconds (2)" in refused.stderr
+
+
+def test_exception_webhooks_fail_closed_in_every_intercepted_namespace(
+    rendered: Rendered,
+) -> None:
+    """ModelPolicyExceptions go to their own webhook, Fail everywhere modelward intercepts:
+    an outage must not let an exception in unchecked (a forged creator, an over-long life)."""
+    reference = reference_configurations()
+    for kind, (short, path, _) in KINDS.items():
+        configuration = rendered.one(kind)
+        hook = next(h for h in configuration["webhooks"] if is_exception_hook(h))
+        expected = next(h for h in reference[kind]["webhooks"] if is_exception_hook(h))
+        assert hook["name"] == expected["name"] == f"{short}-exceptions.modelward.io"
+        assert hook["failurePolicy"] == expected["failurePolicy"] == "Fail"
+        assert (
+            hook["rules"]
+            == expected["rules"]
+            == webhook_rules(include_exposures=False, exceptions=True)
+        )
+        assert hook["clientConfig"]["service"]["path"] == path
+        for labels in (
+            namespace_labels("serving", **{ENFORCED: "true"}),
+            namespace_labels("team-a"),
+        ):
+            assert f"{short}-exceptions.modelward.io" in matching(configuration, labels)
+        for name in ALWAYS_EXCLUDED_NAMESPACES:
+            assert matching(configuration, namespace_labels(name)) == []

@@ -298,7 +298,7 @@ def test_install_run_upgrade_uninstall(
     # The webhook configurations: service clientConfig, selectors, failure policies.
     for resource, path in zip(WEBHOOK_RESOURCES, ("/validate", "/mutate"), strict=True):
         hooks = release.configuration(resource)["webhooks"]
-        assert len(hooks) == 2
+        assert len(hooks) == 3  # enforced, fail-open, exceptions
         for hook in hooks:
             assert hook["clientConfig"]["service"] == {
                 "name": release.fullname,
@@ -312,6 +312,10 @@ def test_install_run_upgrade_uninstall(
             excluded = set(expressions["kubernetes.io/metadata.name"]["values"])
             assert {*ALWAYS_EXCLUDED_NAMESPACES, release.namespace} <= excluded
             assert expressions[release.scope]["operator"] == "Exists"
+            if "-exceptions." in hook["name"]:
+                # ModelPolicyExceptions: fail closed in every intercepted namespace.
+                assert ENFORCED not in expressions and hook["failurePolicy"] == "Fail"
+                continue
             enforced = "failopen" not in hook["name"]
             assert expressions[ENFORCED]["operator"] == ("In" if enforced else "NotIn")
             assert hook["failurePolicy"] == ("Fail" if enforced else "Ignore")

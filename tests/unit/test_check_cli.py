@@ -262,3 +262,67 @@ def test_closed_output_pipe_is_quiet_and_keeps_the_verdict(output: str) -> None:
     finally:
         os.close(write_end)
     assert done.stderr == "" and done.returncode == 1
+
+
+EXCEPTION = EXAMPLES / "exceptions" / "ingress-rate-limit.yaml"
+
+
+def _ingress_rules(out: dict[str, Any]) -> dict[str, str]:
+    return {
+        f["rule"]: f["action"] for f in out["findings"] if f["resource"]["name"] == "llm-public"
+    }
+
+
+def test_exceptions_in_the_manifests_are_honoured_until_they_expire(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = [
+        "check",
+        "-f",
+        str(EXAMPLES / "workloads"),
+        "-f",
+        str(EXCEPTION),
+        "--policy",
+        str(EXAMPLES / "policies"),
+        "-o",
+        "json",
+    ]
+    main([*args, "--now", "2026-12-01T00:00:00Z"])
+    out = json.loads(capsys.readouterr().out)
+    assert _ingress_rules(out) == {"MW-TLS-002": "deny", "MW-TLS-003": "skip"}
+    skipped = next(f for f in out["findings"] if f["action"] == "skip")
+    assert skipped["exception"] == "serving-demo/llm-public-rate-limit"
+    main([*args, "--now", "2027-01-31T00:00:00Z"])
+    out = json.loads(capsys.readouterr().out)
+    assert _ingress_rules(out) == {"MW-TLS-002": "deny", "MW-TLS-003": "deny"}
+    expired = next(f for f in out["findings"] if f["rule"] == "MW-TLS-003")
+    assert "matches but expired at 2027-01-31T00:00:00Z" in expired["notes"][0]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("rules: [MW-TLS-003]", "rules: [MW-TLS-999]"),
+        ("rules: [MW-TLS-003]", "rules: ['*']"),
+        ('expiresAt: "2027-01-31T00:00:00Z"', 'expiresAt: "2027-06-01T00:00:00Z"'),
+    ],
+)
+def test_an_exception_the_cluster_would_refuse_is_unusable_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str, words: str
+) -> None:
+    broken = tmp_path / "exception.yaml"
+    broken.write_text(EXCEPTION.read_text().replace(change, words))
+    code = main(
+        [
+            "check",
+            "-f",
+            str(EXAMPLES / "workloads"),
+            "-f",
+            str(broken),
+            "--policy",
+            str(EXAMPLES / "policies"),
+            "--now",
+            "2026-12-01T00:00:00Z",
+        ]
+    )
+    assert code == 2, capsys.readouterr()

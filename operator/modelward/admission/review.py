@@ -35,6 +35,7 @@ class AdmissionRequestWire(TypedDict):
     object: NotRequired[dict[str, Any] | None]
     oldObject: NotRequired[dict[str, Any] | None]
     dryRun: NotRequired[bool]
+    userInfo: NotRequired[dict[str, Any]]
 
 
 class StatusWire(TypedDict, total=False):
@@ -71,6 +72,9 @@ class ReviewRequest:
     obj: Mapping[str, Any] | None
     old_obj: Mapping[str, Any] | None
     dry_run: bool
+    #: Who sent the request, as the API server authenticated them (``request.userInfo``).
+    username: str = ""
+    groups: tuple[str, ...] = ()
 
 
 def parse_review(body: bytes) -> ReviewRequest:
@@ -118,6 +122,12 @@ def parse_review(body: bytes) -> ReviewRequest:
         raise ReviewError("request.object is not an object", fix="send the object as JSON")
     if old is not None and not isinstance(old, dict):
         raise ReviewError("request.oldObject is not an object", fix="send the object as JSON")
+    user = request.get("userInfo")
+    if not isinstance(user, dict):
+        user = {}
+    groups = user.get("groups")
+    if not isinstance(groups, list):
+        groups = []
     return ReviewRequest(
         uid=uid,
         kind=kind["kind"],
@@ -128,6 +138,8 @@ def parse_review(body: bytes) -> ReviewRequest:
         obj=obj,
         old_obj=old,
         dry_run=bool(request.get("dryRun", False)),
+        username=str(user.get("username") or ""),
+        groups=tuple(str(g) for g in groups if isinstance(g, str)),
     )
 
 

@@ -14,15 +14,20 @@
   containers a Pod UPDATE adds; Audit findings become admission warnings. Both webhooks
   answer the same engine, so a fix that another mutating webhook undoes is still caught by
   validation.
+- Policy exceptions reach the engine as facts with the service's clock: a finding a matching,
+  unexpired exception covers is admitted with a warning naming it, and neither denied, patched
+  nor recorded; ModelPolicyExceptions themselves go to ``admission/exceptions.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelward.admission.exceptions import mutate_exception, validate_exception
 from modelward.admission.review import AdmissionReviewWire, ReviewRequest, review_response
 from modelward.engine import (
     Decision,
@@ -36,7 +41,9 @@ from modelward.engine import (
     is_exposure,
     workload_from_object,
 )
+from modelward.engine.exceptions import DEFAULT_MAX_LIFETIME, EXCEPTION_KIND, Exceptions
 from modelward.engine.patches import remedies_to_json_patch
+from modelward.engine.rules import RULES
 from modelward.state import ClusterState
 
 PROBE_LABEL = "modelward.io/probe"
@@ -101,10 +108,29 @@ def _denial_message(request: ReviewRequest, denials: tuple[Finding, ...]) -> str
     return "\n".join([head, *lines])
 
 
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class AdmissionService:
-    def __init__(self, *, state: ClusterState, recorder: DecisionRecorder | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        recorder: DecisionRecorder | None = None,
+        max_exception_lifetime: dt.timedelta = DEFAULT_MAX_LIFETIME,
+        clock: Callable[[], dt.datetime] = _utc_now,
+    ) -> None:
+        """``clock`` is when exceptions are judged (injectable for tests)."""
         self.state = state
         self.recorder = recorder
+        self.max_exception_lifetime = max_exception_lifetime
+        self.clock = clock
+
+    def _exceptions(self) -> Exceptions:
+        return Exceptions(
+            self.state.exceptions, now=self.clock(), max_lifetime=self.max_exception_lifetime
+        )
 
     def _probe(self, request: ReviewRequest) -> AdmissionReviewWire | None:
         labels = ((request.obj or {}).get("metadata") or {}).get("labels") or {}
@@ -146,10 +172,16 @@ class AdmissionService:
                 if request.old_obj is None:
                     # The API server always sends oldObject on UPDATE; without it nothing can
                     # be fixed in place, so nothing is offered as a fix.
-                    return _without_fixes(evaluate_workload(workload, self.state, policies))
+                    return _without_fixes(
+                        evaluate_workload(
+                            workload, self.state, policies, exceptions=self._exceptions()
+                        )
+                    )
                 old = workload_from_object(request.old_obj, namespace=request.namespace)
-                return evaluate_pod_update(old, workload, self.state, policies)
-        return evaluate_workload(workload, self.state, policies)
+                return evaluate_pod_update(
+                    old, workload, self.state, policies, exceptions=self._exceptions()
+                )
+        return evaluate_workload(workload, self.state, policies, exceptions=self._exceptions())
 
     def _decide_exposure(
         self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
@@ -158,9 +190,11 @@ class AdmissionService:
         exposure admitted before a policy existed must still take its controllers' updates
         (a cloud controller removing its load-balancer finalizer on deletion, say)."""
 
+        exceptions = self._exceptions()
+
         def judge(o: Mapping[str, Any]) -> Decision:
             body = {**o, "metadata": _with_namespace(o, request.namespace)}
-            return evaluate_exposure(body, self.state, policies)
+            return evaluate_exposure(body, self.state, policies, exceptions=exceptions)
 
         decision = judge(obj)
         if request.operation == "UPDATE" and request.old_obj is not None:
@@ -171,14 +205,31 @@ class AdmissionService:
         if self.recorder is not None and not request.dry_run and decision.findings:
             self.recorder.record(subject_of(request), decision, outcome=outcome)
 
+    def _validate_exception(self, request: ReviewRequest) -> Outcome:
+        review = validate_exception(
+            request,
+            now=self.clock(),
+            max_lifetime=self.max_exception_lifetime,
+            known_rules=RULES,
+        )
+        return Outcome(review, "allowed" if review["response"]["allowed"] else "denied")
+
     def validate(self, request: ReviewRequest) -> Outcome:
         probe = self._probe(request)
         if probe is not None:
             return Outcome(probe, "denied")
-        decision = self._decide(request)
-        if decision is None:
+        if request.kind == EXCEPTION_KIND:
+            return self._validate_exception(request)
+        judged = self._decide(request)
+        if judged is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
-        warnings = [f"modelward: {f.short()}" for f in decision.warnings]
+        # Waived findings are told (a warning naming the exception), never counted or denied.
+        waived = [
+            f"modelward: [{f.violation.rule_id}] {f.exception_notes[0]} (policy {f.policy.label})"
+            for f in judged.waived
+        ]
+        decision = judged.without_waived()
+        warnings = [f"modelward: {f.short()}" for f in decision.warnings] + waived
         if decision.denials:
             self._record(request, decision, "denied")
             review = review_response(
@@ -197,6 +248,9 @@ class AdmissionService:
         )
 
     def mutate(self, request: ReviewRequest) -> Outcome:
+        if request.kind == EXCEPTION_KIND:
+            review = mutate_exception(request)
+            return Outcome(review, "patched" if "patch" in review["response"] else "allowed")
         decision = self._decide(request)
         if decision is None or not decision.fixes or request.obj is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")

@@ -510,6 +510,17 @@ def policy_spec(*, namespaced: bool) -> Schema:
             "transport": _transport(),
             "secrets": _secrets(),
             "integrity": _integrity(namespaced=namespaced),
+            "exceptions": _object(
+                "Which ModelPolicyExceptions count for this policy (docs/governance.md).",
+                {
+                    "allowedGroups": _strings(
+                        "If set, only exceptions created by a member of one of these groups "
+                        "count (the creator modelward's webhook recorded from the API server's "
+                        "userInfo). Unset: every exception RBAC let someone create counts.",
+                        maxItems=64,
+                    ),
+                },
+            ),
         },
     )
     if not namespaced:
@@ -704,6 +715,163 @@ def deployed_model_crd() -> Schema:
     }
 
 
+EXCEPTION_RULE_ID_PATTERN = "^MW-[A-Z]{3}-[0-9]{3}$"
+#: The fixed cap the CRD itself enforces; the chart's (shorter) maximum is enforced by
+#: modelward's webhook and by the engine (from creationTimestamp).
+EXCEPTION_HARD_MAX_HOURS = 8760
+
+
+def policy_exception_crd() -> Schema:
+    """ModelPolicyException: a named, approved, expiring waiver of some rules of one policy."""
+    names = _strings(
+        "Workload names in this namespace: the object's own name, or the name of its "
+        "controller (a Deployment covers its ReplicaSets and their pods).",
+        maxItems=64,
+        items={"type": "string", "minLength": 1, "maxLength": 253},
+    )
+    selector = label_selector(
+        "Workloads whose pod (template) labels match; with names, both must hold."
+    )
+    workloads = _object(
+        "Which workloads of this namespace it covers: names, a label selector, or both.",
+        {"names": names, "selector": selector},
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.names) && size(self.names) > 0) || has(self.selector)",
+                    "message": "workloads must give names or a selector",
+                },
+                {
+                    "rule": "!has(self.selector) || (has(self.selector.matchLabels) && "
+                    "size(self.selector.matchLabels) > 0) || (has(self.selector.matchExpressions) "
+                    "&& size(self.selector.matchExpressions) > 0)",
+                    "message": "an empty selector would select every workload: give labels",
+                },
+            ]
+        },
+    )
+    spec = _object(
+        "What is waived, for what, why, by whose approval and until when.",
+        {
+            "policy": _object(
+                "The one policy whose rules are waived; a ModelPolicy must be in this namespace.",
+                {
+                    "kind": _string("Policy kind.", enum=["ClusterModelPolicy", "ModelPolicy"]),
+                    "name": _string("Policy name.", minLength=1, maxLength=253),
+                },
+                required=["kind", "name"],
+            ),
+            "rules": _strings(
+                "Rule IDs waived, exactly (no wildcards), e.g. MW-IMG-001.",
+                minItems=1,
+                maxItems=64,
+                items={"type": "string", "pattern": EXCEPTION_RULE_ID_PATTERN},
+            ),
+            "workloads": workloads,
+            "justification": _string(
+                "Why the rules cannot be met, and what mitigates the risk meanwhile.",
+                minLength=10,
+                maxLength=4096,
+            ),
+            "approvedBy": _string(
+                "Who approved it (a person or role).", minLength=1, maxLength=253
+            ),
+            "ticket": _string("The change or risk ticket reference.", maxLength=253),
+            "approvedAt": _string("When it was approved.", format="date-time"),
+            "expiresAt": _string(
+                "When it stops applying, after approvedAt; at most the cluster's maximum "
+                "lifetime (the chart's exceptions.maxLifetime, 90 days by default) after the "
+                "exception's creation, and never more than 365 days after approvedAt.",
+                format="date-time",
+            ),
+        },
+        required=[
+            "policy",
+            "rules",
+            "workloads",
+            "justification",
+            "approvedBy",
+            "approvedAt",
+            "expiresAt",
+        ],
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.expiresAt > self.approvedAt",
+                    "message": "expiresAt must be after approvedAt",
+                },
+                {
+                    "rule": "self.expiresAt - self.approvedAt <= "
+                    f"duration('{EXCEPTION_HARD_MAX_HOURS}h')",
+                    "message": "expiresAt may be at most 365 days after approvedAt (the "
+                    "cluster's maximum, 90 days by default, is checked by modelward's webhook)",
+                },
+            ]
+        },
+    )
+    status = policy_status()
+    status["properties"] = {
+        "observedGeneration": {"type": "integer", "format": "int64"},
+        "conditions": status["properties"]["conditions"],
+        "state": _string("Active or Expired.", enum=["Active", "Expired", "Invalid"]),
+        "effectiveExpiresAt": _string(
+            "When it stops applying: expiresAt, or the maximum lifetime after creation.",
+            format="date-time",
+        ),
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"modelpolicyexceptions.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "modelward"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": "ModelPolicyException",
+                "listKind": "ModelPolicyExceptionList",
+                "plural": "modelpolicyexceptions",
+                "singular": "modelpolicyexception",
+                "shortNames": ["mpex"],
+                "categories": ["modelward"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Policy", "type": "string", "jsonPath": ".spec.policy.name"},
+                        {"name": "Rules", "type": "string", "jsonPath": ".spec.rules"},
+                        {"name": "Approved By", "type": "string", "jsonPath": ".spec.approvedBy"},
+                        {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt"},
+                        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "ModelPolicyException: waives some rules of one "
+                            "modelward policy for some workloads of its namespace, until it "
+                            "expires.",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 POLICY_REPORT_GROUP = "wgpolicyk8s.io"
 POLICY_REPORT_VERSION = "v1alpha2"
 
@@ -797,6 +965,7 @@ def custom_resource_definitions() -> list[Schema]:
             kind="ModelPolicy", plural="modelpolicies", short_names=["mp", "mpol"], namespaced=True
         ),
         deployed_model_crd(),
+        policy_exception_crd(),
         policy_report_crd(),
     ]
 

@@ -30,13 +30,24 @@ EXPOSURE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
 )
 
+#: ModelPolicyExceptions: their own webhook in each configuration, failing closed in every
+#: intercepted namespace (an outage must not let a forged creator or an over-long lifetime in;
+#: exceptions are rare, so refusing them during an outage costs little).
+EXCEPTION_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("modelward.io", "v1alpha1", ("modelpolicyexceptions",)),
+)
+EXCEPTION_WEBHOOK_SUFFIX = "-exceptions"
+
 #: Namespaces never intercepted, whatever the values say: a cluster must be able to restart.
 ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
 
 
-def webhook_rules(*, include_exposures: bool) -> list[dict[str, Any]]:
-    """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked)."""
+def webhook_rules(*, include_exposures: bool, exceptions: bool = False) -> list[dict[str, Any]]:
+    """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked).
+    ``exceptions``: the rules of the exception webhook instead."""
     groups = POD_RULES + (EXPOSURE_RULES if include_exposures else ())
+    if exceptions:
+        groups = EXCEPTION_RULES
     return [
         {
             "apiGroups": [group],
@@ -87,11 +98,20 @@ def webhook_configurations(
             "rules": rules,
         }
 
+    def exception_webhook(kind: str) -> dict[str, Any]:
+        hook = webhook(kind, webhook_rules(include_exposures=False, exceptions=True))
+        hook["name"] = f"{kind}{EXCEPTION_WEBHOOK_SUFFIX}.modelward.io"
+        hook["failurePolicy"] = "Fail"
+        return hook
+
     validating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [webhook("validate", webhook_rules(include_exposures=True))],
+        "webhooks": [
+            webhook("validate", webhook_rules(include_exposures=True)),
+            exception_webhook("validate"),
+        ],
     }
     mutating_hook = webhook("mutate", webhook_rules(include_exposures=False))
     mutating_hook["reinvocationPolicy"] = "IfNeeded"
@@ -99,6 +119,6 @@ def webhook_configurations(
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [mutating_hook],
+        "webhooks": [mutating_hook, exception_webhook("mutate")],
     }
     return validating, mutating

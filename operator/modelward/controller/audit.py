@@ -15,6 +15,7 @@ cluster), evaluates them with the admission engine, and publishes:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from modelward.controller.events import EventRecorder
 from modelward.controller.kube import KubeApi
 from modelward.controller.status import PolicyStatusWriter
 from modelward.engine import Mode, Policy, evaluate_workload, workload_from_object
+from modelward.engine.exceptions import Exceptions
 from modelward.engine.rules import RULES
 from modelward.observability.metrics import Metrics
 from modelward.state import ClusterState
@@ -89,8 +91,12 @@ def audit_pods(
     excluded: frozenset[str],
     previous: set[tuple[str, str]],
     now: float | None = None,
+    exceptions: Exceptions | None = None,
 ) -> AuditResult:
-    """Evaluate pods against policies (pure but for the state it reads); no API calls."""
+    """Evaluate pods against policies (pure but for the state it reads); no API calls.
+
+    Findings an exception waives are reported as ``skip`` naming it (with who approved it and
+    when it expires) and count as neither violations nor failing pods."""
     stamp = {"seconds": int(now if now is not None else time.time()), "nanos": 0}
     result = AuditResult()
     for pod in pods:
@@ -105,8 +111,30 @@ def audit_pods(
         for policy in policies:
             if not policy.applies_to(facts, workload.labels):
                 continue
-            findings = evaluate_workload(workload, state, (policy,)).findings
+            judged = evaluate_workload(workload, state, (policy,), exceptions=exceptions)
+            for f in judged.waived:
+                v = f.violation
+                family = RULES[v.rule_id].family if v.rule_id in RULES else "other"
+                where = f"{v.container}: " if v.container else ""
+                report.add(
+                    {
+                        "source": "modelward",
+                        "policy": policy.ref.label,
+                        "rule": v.rule_id,
+                        "category": family,
+                        "severity": SEVERITY.get(family, "medium"),
+                        "result": "skip",
+                        "scored": False,
+                        "timestamp": stamp,
+                        "message": f"{where}{f.exception_notes[0]}: {v.message}"[:1024],
+                        "resources": [_resource(pod)],
+                        "properties": {"exception": str(f.waived_by)},
+                    }
+                )
+            findings = judged.without_waived().findings
             key = (policy.ref.kind, policy.ref.namespace, policy.ref.name)
+            if not findings and judged.waived:
+                continue
             if not findings:
                 report.add(
                     {
@@ -178,6 +206,7 @@ class Auditor:
         events: EventRecorder,
         excluded_namespaces: tuple[str, ...],
         interval: float,
+        max_exception_lifetime: dt.timedelta | None = None,
     ) -> None:
         self.kube = kube
         self.state = state
@@ -186,6 +215,7 @@ class Auditor:
         self.events = events
         self.excluded = frozenset(excluded_namespaces)
         self.interval = interval
+        self.max_exception_lifetime = max_exception_lifetime
         self.previous: set[tuple[str, str]] = set()
         self.reported: set[str] = set()
 
@@ -201,6 +231,11 @@ class Auditor:
     async def scan(self) -> AuditResult:
         started = time.perf_counter()
         policies = self.state.active_policies
+        exceptions = Exceptions(self.state.exceptions, now=dt.datetime.now(dt.UTC))
+        if self.max_exception_lifetime is not None:
+            exceptions = Exceptions(
+                exceptions.items, now=exceptions.now, max_lifetime=self.max_exception_lifetime
+            )
         result = await asyncio.to_thread(
             lambda: audit_pods(
                 self.kube.iter_pods(PAGE_SIZE),
@@ -208,6 +243,7 @@ class Auditor:
                 policies=policies,
                 excluded=self.excluded,
                 previous=self.previous,
+                exceptions=exceptions,
             )
         )
         for namespace in sorted(set(result.reports) | self.reported):

@@ -30,6 +30,7 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
     ("Namespace", "", "v1", "namespaces"),
     ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
     ("Service", "", "v1", "services"),
+    ("ModelPolicyException", GROUP, VERSION, "modelpolicyexceptions"),
 )
 
 

@@ -81,6 +81,12 @@ class KubeApi:
             "Namespace": (self.core.list_namespace,),
             "NetworkPolicy": (self.networking.list_network_policy_for_all_namespaces,),
             "Service": (self.core.list_service_for_all_namespaces,),
+            "ModelPolicyException": (
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                "modelpolicyexceptions",
+            ),
         }
         if kind not in methods:
             raise ValueError(f"{kind} is not a kind modelward lists")
@@ -167,6 +173,17 @@ class KubeApi:
             self.custom.patch_cluster_custom_object_status(
                 GROUP, VERSION, plural, name, body, _request_timeout=TIMEOUT
             )
+
+    def patch_exception_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "modelpolicyexceptions",
+            name,
+            {"status": dict(status)},
+            _request_timeout=TIMEOUT,
+        )
 
     def list_deployed_models(self, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace:

@@ -8,15 +8,18 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from modelward.engine import KeySource, NamespaceFacts, parse_policy
+from modelward.engine.exceptions import ExceptionError, parse_exception
 from modelward.engine.facts import ingress_opening, is_default_deny
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
 from modelward.state import (
+    EXCEPTIONS,
     NAMESPACES,
     NETWORK_POLICIES,
     POLICIES,
     SERVICES,
     ClusterState,
+    ExceptionEntry,
     NetworkPolicyFacts,
     PolicyEntry,
     ReplaceResult,
@@ -30,6 +33,7 @@ FACT_KIND = {
     "Namespace": NAMESPACES,
     "NetworkPolicy": NETWORK_POLICIES,
     "Service": SERVICES,
+    "ModelPolicyException": EXCEPTIONS,
 }
 
 
@@ -75,7 +79,20 @@ def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
         )
     if kind == "Service":
         return (namespace, name), dict((obj.get("spec") or {}).get("selector") or {})
+    if kind == "ModelPolicyException":
+        return (namespace, name), exception_entry(obj)
     raise ValueError(f"{kind} is not a kind the cluster state holds")
+
+
+def exception_entry(obj: Mapping[str, Any]) -> ExceptionEntry:
+    """A watched exception compiled; one that cannot be keeps its error and waives nothing."""
+    body = {**obj, "kind": "ModelPolicyException"}
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    status = obj.get("status") if isinstance(obj.get("status"), Mapping) else None
+    try:
+        return ExceptionEntry(parse_exception(body), None, generation, status)
+    except ExceptionError as exc:
+        return ExceptionEntry(None, str(exc), generation, status)
 
 
 def observe_object(
@@ -131,6 +148,12 @@ def observe_object(
     elif kind == "Service":
         namespace, name = fact_key
         state.put_service(namespace, name, None if deleted else value, version)
+    elif kind == "ModelPolicyException":
+        namespace, name = fact_key
+        if deleted:
+            state.delete_exception(namespace, name, version)
+        else:
+            state.put_exception(namespace, name, value, version)
     return None
 
 

@@ -32,7 +32,14 @@ from modelward.state import ClusterState, PolicyKey
 log = logging.getLogger("modelward.resync")
 
 #: The kinds the state is built from, in the order they are listed.
-KINDS = ("ClusterModelPolicy", "ModelPolicy", "Namespace", "NetworkPolicy", "Service")
+KINDS = (
+    "ClusterModelPolicy",
+    "ModelPolicy",
+    "Namespace",
+    "NetworkPolicy",
+    "Service",
+    "ModelPolicyException",
+)
 #: Wait this long after kopf's first re-list event, so one resync covers the whole re-list.
 DEBOUNCE_SECONDS = 1.0
 

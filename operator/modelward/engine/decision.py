@@ -77,22 +77,30 @@ class Finding:
     violation: Violation
     policy: PolicyRef
     mode: Mode
+    #: The exception (namespace/name) that waives this finding: it neither blocks, patches
+    #: nor warns (engine/exceptions.py).
+    waived_by: str | None = None
+    #: What exceptions had to say about it: the waiver, or one that matches but has expired.
+    exception_notes: tuple[str, ...] = ()
 
     @property
     def blocks(self) -> bool:
-        """Enforce denies; Patch denies what it cannot fix."""
+        """Enforce denies; Patch denies what it cannot fix; an exception waives either."""
+        if self.waived_by is not None:
+            return False
         return self.mode is Mode.ENFORCE or (
             self.mode is Mode.PATCH and not self.violation.patchable
         )
 
     @property
     def patches(self) -> bool:
-        return self.mode is Mode.PATCH and self.violation.patchable
+        return self.waived_by is None and self.mode is Mode.PATCH and self.violation.patchable
 
     def describe(self) -> str:
         v = self.violation
         where = f" in {v.container}" if v.container else ""
-        return f"[{v.rule_id}]{where}: {v.message}. Fix: {v.fix} (policy {self.policy})"
+        notes = "".join(f"; {n}" for n in self.exception_notes)
+        return f"[{v.rule_id}]{where}: {v.message}. Fix: {v.fix} (policy {self.policy}{notes})"
 
     def short(self) -> str:
         v = self.violation
@@ -124,7 +132,15 @@ class Decision:
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.mode is Mode.AUDIT)
+        return tuple(f for f in self.findings if f.mode is Mode.AUDIT and f.waived_by is None)
+
+    @property
+    def waived(self) -> tuple[Finding, ...]:
+        """Findings an exception waives: reported (audit ``skip``), never enforced."""
+        return tuple(f for f in self.findings if f.waived_by is not None)
+
+    def without_waived(self) -> Decision:
+        return Decision(tuple(f for f in self.findings if f.waived_by is None))
 
     @property
     def allowed(self) -> bool:

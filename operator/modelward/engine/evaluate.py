@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
+from modelward.engine.exceptions import Exceptions, object_target, workload_target
 from modelward.engine.facts import ClusterFacts, NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rules.images import check_images
@@ -33,9 +34,15 @@ FAMILIES: tuple[tuple[str, Checker], ...] = (
 
 
 def evaluate_workload(
-    workload: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+    workload: Workload,
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    exceptions: Exceptions | None = None,
 ) -> Decision:
-    """The decision for a pod or pod-creating workload under every policy that selects it."""
+    """The decision for a pod or pod-creating workload under every policy that selects it;
+    findings a matching, unexpired ``exceptions`` entry covers are marked waived."""
+    policies = tuple(policies)
     namespace = facts.namespace(workload.namespace)
     findings: list[Finding] = []
     for policy in policies:
@@ -49,7 +56,10 @@ def evaluate_workload(
             findings.extend(
                 Finding(v, policy.ref, mode) for v in check(workload, namespace, config)
             )
-    return Decision(tuple(findings))
+    decision = Decision(tuple(findings))
+    if exceptions is None:
+        return decision
+    return exceptions.waive(decision, workload_target(workload), policies)
 
 
 def _added_ephemeral_containers(old: Workload, new: Workload) -> set[int]:
@@ -76,7 +86,12 @@ def _applies_on_update(remedy: Remedy, added: set[int]) -> bool:
 
 
 def evaluate_pod_update(
-    old: Workload, new: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+    old: Workload,
+    new: Workload,
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    exceptions: Exceptions | None = None,
 ) -> Decision:
     """The decision for a Pod UPDATE (pods, pods/ephemeralcontainers), judged on what it adds.
 
@@ -109,11 +124,18 @@ def evaluate_pod_update(
         findings.extend(
             Finding(v, policy.ref, config.mode) for v in check_integrity_update(old, new)
         )
-    return Decision(tuple(findings))
+    decision = Decision(tuple(findings))
+    if exceptions is None:
+        return decision
+    return exceptions.waive(decision, workload_target(new), policies)
 
 
 def evaluate_exposure(
-    obj: Mapping[str, Any], facts: ClusterFacts, policies: Iterable[Policy]
+    obj: Mapping[str, Any],
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    exceptions: Exceptions | None = None,
 ) -> Decision:
     """An Ingress, a Service or a Gateway API route, judged by the policies that may govern
     the pods it sends traffic to (``transport.is_exposure`` says which objects these are).
@@ -123,6 +145,7 @@ def evaluate_exposure(
     unknown backend (a Service not seen yet, a ``resource`` or non-Service backend) is judged
     on namespace selection alone, so no backend escapes by being unverifiable.
     """
+    policies = tuple(policies)
     meta = obj.get("metadata") or {}
     own_namespace = str(meta.get("namespace") or "default")
     findings: list[Finding] = []
@@ -140,4 +163,7 @@ def evaluate_exposure(
                 if key not in seen:
                     seen.add(key)
                     findings.append(Finding(v, policy.ref, transport.mode))
-    return Decision(tuple(findings))
+    decision = Decision(tuple(findings))
+    if exceptions is None:
+        return decision
+    return exceptions.waive(decision, object_target(obj, own_namespace), policies)

@@ -231,6 +231,9 @@ class Policy:
     transport: TransportConfig | None = None
     secrets: SecretsConfig | None = None
     integrity: IntegrityConfig | None = None
+    #: Groups whose ModelPolicyExceptions count for this policy (``spec.exceptions.
+    #: allowedGroups``); None: any exception RBAC let someone create.
+    exception_groups: tuple[str, ...] | None = None
 
     def applies_to(self, namespace: NamespaceFacts, pod_labels: Mapping[str, str]) -> bool:
         """Namespaced policies apply only inside their own namespace."""
@@ -679,4 +682,11 @@ def parse_policy(obj: Mapping[str, Any], *, keys: KeySource | None = None) -> Po
         integrity=(
             _integrity(spec["integrity"], mode, label, ref, keys) if "integrity" in spec else None
         ),
+        exception_groups=_exception_groups(spec.get("exceptions")),
     )
+
+
+def _exception_groups(raw: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    if not raw or raw.get("allowedGroups") is None:
+        return None
+    return tuple(str(g) for g in raw["allowedGroups"])

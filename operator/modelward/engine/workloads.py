@@ -86,6 +86,9 @@ class Workload:
     template_pointer: tuple[str, ...]
     #: The template's (or pod's) own metadata, when the object has one.
     template_metadata: Mapping[str, Any] | None = None
+    #: Names of the object's controller owners (a pod's ReplicaSet, a ReplicaSet's
+    #: Deployment): policy exceptions that name a workload cover what it creates.
+    owners: tuple[str, ...] = ()
 
     @property
     def pod_spec_pointer(self) -> tuple[str, ...]:
@@ -153,4 +156,16 @@ def workload_from_object(obj: Mapping[str, Any], *, namespace: str | None = None
         pod_spec=_dig(template, ("spec",)),
         template_pointer=pointer,
         template_metadata=template_metadata if isinstance(raw_metadata, Mapping) else None,
+        owners=_controller_owners(metadata),
+    )
+
+
+def _controller_owners(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    refs = metadata.get("ownerReferences")
+    if not isinstance(refs, list):
+        return ()
+    return tuple(
+        str(r["name"])
+        for r in refs
+        if isinstance(r, Mapping) and r.get("controller") and isinstance(r.get("name"), str)
     )

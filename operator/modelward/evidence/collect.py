@@ -238,8 +238,13 @@ def exception_rows(
     rows: list[ExceptionRow] = []
     for obj in exceptions:
         meta, spec = _meta(obj), _spec(obj)
-        expires = parse_time(spec.get("expiresAt"))
+        status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
+        # The operator's view (it knows the cluster's maximum lifetime and whether the policy
+        # and rules exist) when it has written one; the spec's expiry otherwise.
+        expires = parse_time((status or {}).get("effectiveExpiresAt") or spec.get("expiresAt"))
         state = "invalid" if expires is None else "active" if expires > now else "expired"
+        if state == "active" and str((status or {}).get("state", "")).lower() == "invalid":
+            state = "invalid"
         rows.append(
             ExceptionRow(
                 namespace=str(meta.get("namespace", "")),

@@ -56,6 +56,8 @@ class Metrics:
     connections: Gauge
     connections_refused: Counter
     reviews_in_flight: Gauge
+    exceptions: Gauge
+    exceptions_expired: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -154,6 +156,18 @@ class Metrics:
             certificate_expiry=Gauge(
                 "modelward_certificate_expiry_timestamp_seconds",
                 "When the webhook serving certificate expires (Unix time).",
+                registry=registry,
+            ),
+            exceptions=Gauge(
+                "modelward_policy_exceptions",
+                "ModelPolicyExceptions by state (Active, Expired, Invalid), as the leader "
+                "last judged them.",
+                ["state"],
+                registry=registry,
+            ),
+            exceptions_expired=Counter(
+                "modelward_policy_exceptions_expired",
+                "ModelPolicyExceptions seen to expire (each counted once, by the leader).",
                 registry=registry,
             ),
         )

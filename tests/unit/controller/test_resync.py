@@ -23,6 +23,17 @@ def _obj(name: str, rv: str, namespace: str | None = None, **extra: Any) -> dict
 
 DENY = {"spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
 ISOLATION = {"spec": {"match": {"namespaces": ["a"]}, "isolation": {}}}
+EXCEPTION = {
+    "spec": {
+        "policy": {"kind": "ClusterModelPolicy", "name": "iso"},
+        "rules": ["MW-ISO-002"],
+        "workloads": {"names": ["llm"]},
+        "justification": "vendor image runs as root until 2.0",
+        "approvedBy": "security",
+        "approvedAt": "2026-01-01T00:00:00Z",
+        "expiresAt": "2026-02-01T00:00:00Z",
+    }
+}
 
 
 class FakeLister:
@@ -55,6 +66,7 @@ def _watched(state: ClusterState) -> None:
     observe_object(state, "Service", _obj("llm", "3", "a", spec={"selector": {"app": "llm"}}))
     observe_object(state, "ClusterModelPolicy", _obj("iso", "4", **ISOLATION))
     observe_object(state, "ModelPolicy", _obj("team", "5", "a", **ISOLATION))
+    observe_object(state, "ModelPolicyException", _obj("waive", "6", "a", **EXCEPTION))
 
 
 async def test_resync_removes_deleted_objects_of_every_kind() -> None:
@@ -68,6 +80,7 @@ async def test_resync_removes_deleted_objects_of_every_kind() -> None:
         "Namespace": [_obj("a", "50")],
         "ModelPolicy": [{**_obj("team", "5", "a", **ISOLATION)}],
     }
+    assert [e.name for e in state.exceptions] == ["waive"]
     removed = await _resync(state, lister, synced).resync()
 
     assert removed == {
@@ -76,7 +89,9 @@ async def test_resync_removes_deleted_objects_of_every_kind() -> None:
         "Namespace": 0,
         "NetworkPolicy": 1,
         "Service": 1,
+        "ModelPolicyException": 1,
     }
+    assert state.exceptions == ()
     assert state.namespace("a").has_default_deny is False
     assert state.namespace("a").labels == {}
     assert state.service_selector("a", "llm") is None
