@@ -9,6 +9,7 @@ section without fetching anything.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -82,6 +83,24 @@ def populated(operator: OperatorProcess, kubectl: ToolRunner, namespace: str) ->
         },
     }
     assert apply(kubectl, model).returncode == 0
+    now = dt.datetime.now(dt.UTC)
+    waiver = {
+        "apiVersion": "modelward.io/v1alpha1",
+        "kind": "ModelPolicyException",
+        "metadata": {"name": "legacy-root", "namespace": namespace},
+        "spec": {
+            "policy": {"kind": "ClusterModelPolicy", "name": enforce["metadata"]["name"]},
+            "rules": ["MW-ISO-001"],
+            "workloads": {"names": ["legacy"]},
+            "justification": "vendor image runs as root until the next release",
+            "approvedBy": "ciso@example.com",
+            "ticket": "SEC-42",
+            "approvedAt": (now - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expiresAt": (now + dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    }
+    created = apply(kubectl, waiver)
+    assert created.returncode == 0, created.stderr
 
     def audited() -> bool:
         report = kubectl("get", "policyreport", "modelward", "-n", namespace, "-o", "json")
@@ -125,6 +144,14 @@ def test_the_json_pack_shows_what_the_cluster_holds(
     ]
     assert {v["rule"] for v in flagged} == {"MW-SEC-001"} and flagged[0]["result"] == "warn"
     assert DIGEST in {m["digest"] for m in pack["models"]}
+    waiver = next(e for e in pack["exceptions"] if e["namespace"] == namespace)
+    assert (waiver["name"], waiver["state"], waiver["approvedBy"], waiver["rules"]) == (
+        "legacy-root",
+        "active",
+        "ciso@example.com",
+        ["MW-ISO-001"],
+    )
+    assert waiver["policy"] == f"ClusterModelPolicy {populated['enforce']}"
     counts = {c["policy"]: c for c in pack["admissions"]["policyStatus"]}
     assert counts[populated["enforce"]]["denied"] >= 1
     # the admin's own identity is on record; this API server shows no MFA, so it is attested
