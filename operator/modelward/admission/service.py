@@ -37,6 +37,12 @@ from modelward.engine import (
     workload_from_object,
 )
 from modelward.engine.patches import remedies_to_json_patch
+from modelward.engine.rules.access import (
+    BINDING_KINDS,
+    evaluate_binding,
+    evaluate_role,
+    is_rbac_object,
+)
 from modelward.state import ClusterState
 
 PROBE_LABEL = "modelward.io/probe"
@@ -127,6 +133,8 @@ class AdmissionService:
             return None
         if is_exposure(request.obj):
             return self._decide_exposure(request, request.obj, policies)
+        if is_rbac_object(request.obj):
+            return self._decide_rbac(request, request.obj, policies)
         try:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:
@@ -162,6 +170,29 @@ class AdmissionService:
         if request.operation == "UPDATE" and request.old_obj is not None:
             return decision.only_new(judge(request.old_obj))
         return decision
+
+    def _decide_rbac(
+        self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
+    ) -> Decision:
+        """Access rules (MW-ACC-*): a binding is judged on the subjects and permissions it
+        adds, a role change on what it adds to the subjects already bound to it."""
+
+        def body(o: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+            if o is None:
+                return None
+            if request.namespace and obj.get("kind") in ("Role", "RoleBinding"):
+                return {**o, "metadata": _with_namespace(o, request.namespace)}
+            return o
+
+        judge = evaluate_binding if obj.get("kind") in BINDING_KINDS else evaluate_role
+        names = sorted(self.state.namespaces)
+        return judge(
+            body(obj) or {},
+            body(request.old_obj) if request.operation == "UPDATE" else None,
+            snapshot=self.state.rbac_snapshot(),
+            namespaces=[self.state.namespace(n) for n in names],
+            policies=policies,
+        )
 
     def _record(self, request: ReviewRequest, decision: Decision, outcome: str) -> None:
         if self.recorder is not None and not request.dry_run and decision.findings:

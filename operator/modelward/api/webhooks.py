@@ -30,22 +30,35 @@ EXPOSURE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
 )
 
+# Who may reach the models (access rules, MW-ACC-*): bindings and the roles they grant, namespaced
+# and cluster-scoped. Validated only, never patched.
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("rbac.authorization.k8s.io", "v1", ("roles", "rolebindings"), "Namespaced"),
+    ("rbac.authorization.k8s.io", "v1", ("clusterroles", "clusterrolebindings"), "Cluster"),
+)
+
 #: Namespaces never intercepted, whatever the values say: a cluster must be able to restart.
 ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
 
 
 def webhook_rules(*, include_exposures: bool) -> list[dict[str, Any]]:
-    """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked)."""
-    groups = POD_RULES + (EXPOSURE_RULES if include_exposures else ())
+    """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked).
+
+    ``include_exposures`` (the validating webhook) adds exposures and RBAC objects, which are
+    judged but never patched."""
+    groups = [(*rule, "Namespaced") for rule in POD_RULES]
+    if include_exposures:
+        groups += [(*rule, "Namespaced") for rule in EXPOSURE_RULES]
+        groups += list(RBAC_RULES)
     return [
         {
             "apiGroups": [group],
             "apiVersions": [version],
             "resources": list(resources),
             "operations": ["CREATE", "UPDATE"],
-            "scope": "Namespaced",
+            "scope": scope,
         }
-        for group, version, resources in groups
+        for group, version, resources, scope in groups
     ]
 
 

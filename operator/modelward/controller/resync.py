@@ -32,7 +32,19 @@ from modelward.state import ClusterState, PolicyKey
 log = logging.getLogger("modelward.resync")
 
 #: The kinds the state is built from, in the order they are listed.
-KINDS = ("ClusterModelPolicy", "ModelPolicy", "Namespace", "NetworkPolicy", "Service")
+KINDS = (
+    "ClusterModelPolicy",
+    "ModelPolicy",
+    "Namespace",
+    "NetworkPolicy",
+    "Service",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "PersistentVolumeClaim",
+)
 #: Wait this long after kopf's first re-list event, so one resync covers the whole re-list.
 DEBOUNCE_SECONDS = 1.0
 
@@ -97,8 +109,10 @@ class StateResync:
                 )
             for key, obj in written:
                 await self.sync_policy(key, obj.get("status"))
+            policy_kind = kind in ("ClusterModelPolicy", "ModelPolicy")
             for gone in result.removed:
-                if isinstance(gone, tuple) and len(gone) == 3 and gone[0] == kind:
+                # RBAC keys are (kind, namespace, name) too: only policies have a status.
+                if policy_kind and isinstance(gone, tuple) and len(gone) == 3 and gone[0] == kind:
                     await self.sync_policy(gone, None)
         return removed
 
