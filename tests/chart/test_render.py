@@ -133,11 +133,15 @@ def check_service_monitor(r: Rendered) -> None:
 
 def check_ignore(r: Rendered) -> None:
     assert {h["failurePolicy"] for h in webhooks(r)} == {"Ignore"}
-    assert len(webhooks(r)) == 4
+    assert len(webhooks(r)) == 5  # validate, mutate, their fail-open twins, validate-rbac
 
 
 def check_fail_open_off(r: Rendered) -> None:
-    assert [h["name"] for h in webhooks(r)] == ["validate.modelward.io", "mutate.modelward.io"]
+    assert [h["name"] for h in webhooks(r)] == [
+        "validate.modelward.io",
+        "validate-rbac.modelward.io",
+        "mutate.modelward.io",
+    ]
 
 
 def check_rules_and_names(r: Rendered) -> None:

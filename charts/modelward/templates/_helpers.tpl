@@ -139,11 +139,6 @@ validated, never mutated.
   resources: ["roles", "rolebindings"]
   operations: ["CREATE", "UPDATE"]
   scope: Namespaced
-- apiGroups: ["rbac.authorization.k8s.io"]
-  apiVersions: ["v1"]
-  resources: ["clusterroles", "clusterrolebindings"]
-  operations: ["CREATE", "UPDATE"]
-  scope: Cluster
 {{- end }}
 {{- end -}}
 

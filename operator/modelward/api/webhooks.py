@@ -30,12 +30,41 @@ EXPOSURE_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
 )
 
-# Who may reach the models (access rules, MW-ACC-*): bindings and the roles they grant, namespaced
-# and cluster-scoped. Validated only, never patched.
-RBAC_RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    ("rbac.authorization.k8s.io", "v1", ("roles", "rolebindings"), "Namespaced"),
-    ("rbac.authorization.k8s.io", "v1", ("clusterroles", "clusterrolebindings"), "Cluster"),
+# Who may reach the models (access rules, MW-ACC-*): namespaced bindings and the roles they
+# grant, validated only, with the same namespace split as pods.
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("rbac.authorization.k8s.io", "v1", ("roles", "rolebindings")),
 )
+# Their cluster-scoped twins go to a webhook of their own (``validate-rbac``): a namespace
+# selector cannot apply to them, and its object selector leaves the API server's bootstrap
+# roles alone (``kubernetes.io/bootstrapping: rbac-defaults``), which it rewrites at start-up
+# after an upgrade: that write must never wait on modelward.
+CLUSTER_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("rbac.authorization.k8s.io", "v1", ("clusterroles", "clusterrolebindings")),
+)
+RBAC_WEBHOOK = "validate-rbac"
+BOOTSTRAP_LABEL = "kubernetes.io/bootstrapping"
+
+
+def cluster_rbac_rules() -> list[dict[str, Any]]:
+    """The rules of the ``validate-rbac`` webhook (cluster-scoped RBAC objects)."""
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": [version],
+            "resources": list(resources),
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Cluster",
+        }
+        for group, version, resources in CLUSTER_RBAC_RULES
+    ]
+
+
+def rbac_object_selector() -> dict[str, Any]:
+    """Everything but the API server's bootstrap RBAC objects (only administrators can write
+    cluster-scoped RBAC objects, so the label is no tenant's way out)."""
+    return {"matchExpressions": [{"key": BOOTSTRAP_LABEL, "operator": "DoesNotExist"}]}
+
 
 #: Namespaces never intercepted, whatever the values say: a cluster must be able to restart.
 ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
@@ -44,21 +73,18 @@ ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
 def webhook_rules(*, include_exposures: bool) -> list[dict[str, Any]]:
     """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked).
 
-    ``include_exposures`` (the validating webhook) adds exposures and RBAC objects, which are
-    judged but never patched."""
-    groups = [(*rule, "Namespaced") for rule in POD_RULES]
-    if include_exposures:
-        groups += [(*rule, "Namespaced") for rule in EXPOSURE_RULES]
-        groups += list(RBAC_RULES)
+    ``include_exposures`` (the validating webhook) adds exposures and namespaced RBAC objects,
+    which are judged but never patched."""
+    groups = POD_RULES + (EXPOSURE_RULES + RBAC_RULES if include_exposures else ())
     return [
         {
             "apiGroups": [group],
             "apiVersions": [version],
             "resources": list(resources),
             "operations": ["CREATE", "UPDATE"],
-            "scope": scope,
+            "scope": "Namespaced",
         }
-        for group, version, resources, scope in groups
+        for group, version, resources in groups
     ]
 
 
@@ -100,11 +126,16 @@ def webhook_configurations(
             "rules": rules,
         }
 
+    rbac_hook = webhook("validate", cluster_rbac_rules())
+    rbac_hook["name"] = f"{RBAC_WEBHOOK}.modelward.io"
+    rbac_hook["objectSelector"] = rbac_object_selector()
+    # Its namespaceSelector is kept (harness and chart code scope every hook by one), though
+    # the API server never applies it to a cluster-scoped object.
     validating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [webhook("validate", webhook_rules(include_exposures=True))],
+        "webhooks": [webhook("validate", webhook_rules(include_exposures=True)), rbac_hook],
     }
     mutating_hook = webhook("mutate", webhook_rules(include_exposures=False))
     mutating_hook["reinvocationPolicy"] = "IfNeeded"
