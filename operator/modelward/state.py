@@ -52,6 +52,13 @@ CLUSTER_ROLES = "clusterroles"
 ROLE_BINDINGS = "rolebindings"
 CLUSTER_ROLE_BINDINGS = "clusterrolebindings"
 RBAC_FACT_KINDS = (ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS)
+#: RBAC object kind -> its fact kind.
+RBAC_FACT_KIND = {
+    "Role": ROLES,
+    "ClusterRole": CLUSTER_ROLES,
+    "RoleBinding": ROLE_BINDINGS,
+    "ClusterRoleBinding": CLUSTER_ROLE_BINDINGS,
+}
 #: StorageClass parameters and default flag; each claim's storageClassName (storage rules).
 STORAGE_CLASSES = "storageclasses"
 CLAIMS = "persistentvolumeclaims"
@@ -375,6 +382,13 @@ class ClusterState:
 
     def delete_fact(self, kind: str, key: Hashable, resource_version: str | None) -> None:
         self._delete(kind, key, resource_version)
+
+    def put_admitted_rbac(self, fact: RoleFacts | BindingFacts) -> None:
+        """An RBAC object admission just allowed, before its watch event arrives (version
+        unknown, so the event replaces it; if the write failed after all, the next resync
+        removes it). Without this, a binding written right after a role change, or a role
+        right after a binding, could be judged against a cache that lacks the other."""
+        self._put(RBAC_FACT_KIND[fact.kind], fact.key, fact, None)
 
     def rbac_snapshot(self) -> RbacSnapshot:
         """The Roles and bindings known now, as one immutable snapshot (rebuilt after a change,

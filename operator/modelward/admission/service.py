@@ -37,6 +37,7 @@ from modelward.engine import (
     workload_from_object,
 )
 from modelward.engine.patches import remedies_to_json_patch
+from modelward.engine.rbac import RbacParseError, parse_binding, parse_role
 from modelward.engine.rules.access import (
     BINDING_KINDS,
     evaluate_binding,
@@ -171,6 +172,20 @@ class AdmissionService:
             return decision.only_new(judge(request.old_obj))
         return decision
 
+    def _remember_rbac(self, request: ReviewRequest) -> None:
+        """Put an admitted RBAC object into the cache at once (see ``put_admitted_rbac``)."""
+        obj = request.obj
+        if request.dry_run or obj is None or not is_rbac_object(obj):
+            return
+        body = {**obj, "metadata": _with_namespace(obj, request.namespace)}
+        try:
+            fact = parse_binding(body) if obj.get("kind") in BINDING_KINDS else parse_role(body)
+        except RbacParseError:
+            return  # the watch brings what the API server stored
+        if fact.kind in ("ClusterRole", "ClusterRoleBinding"):
+            fact = dataclasses.replace(fact, namespace="")
+        self.state.put_admitted_rbac(fact)
+
     def _decide_rbac(
         self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
     ) -> Decision:
@@ -217,6 +232,7 @@ class AdmissionService:
             )
             return Outcome(review, "denied", decision)
         self._record(request, decision, "warned" if warnings else "allowed")
+        self._remember_rbac(request)
         return Outcome(
             review_response(request.uid, allowed=True, warnings=warnings),
             "warned" if warnings else "allowed",

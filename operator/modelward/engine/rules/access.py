@@ -286,11 +286,48 @@ def evaluate_binding(
         namespaces = tuple(n for n in namespaces if n.name == binding.namespace) or (
             NamespaceFacts(binding.namespace),
         )
+    if binding.role_key() not in snapshot.roles:
+        if old is not None and parse_binding(old).subjects == binding.subjects:
+            return Decision(())  # nothing added: judged when the role is written
+        return _unknown_role(binding, namespaces, policies)
     new = _breaches(snapshot, [binding], namespaces, policies)
     if old is not None:
         before = _breaches(snapshot, [parse_binding(old)], namespaces, policies)
         new = {b: p for b, p in new.items() if b not in before}
     return _findings(new, "MW-ACC-001", str(binding))
+
+
+def _unknown_role(
+    binding: BindingFacts, namespaces: Iterable[NamespaceFacts], policies: tuple[Policy, ...]
+) -> Decision:
+    """A binding to a role modelward has not seen cannot be judged: refused (in the policies'
+    modes) until the role exists, because the role could be created, with any rules, a moment
+    after the binding and before the binding reaches modelward's cache."""
+    subjects = [s for s in binding.subjects if not is_built_in(s)]
+    if not subjects:
+        return Decision(())
+    role = f"{binding.role_kind} {binding.role_name}"
+    findings: dict[PolicyRef, Finding] = {}
+    for namespace in namespaces:
+        if binding.kind == "RoleBinding" and binding.namespace != namespace.name:
+            continue
+        for policy in _governing(policies, namespace):
+            assert policy.access is not None
+            findings.setdefault(
+                policy.ref,
+                Finding(
+                    Violation(
+                        "MW-ACC-001",
+                        f"{binding} binds {role}, which modelward has not seen (it does not "
+                        "exist yet, or was created a moment ago), so the permissions it gives "
+                        f"{', '.join(map(str, subjects))} cannot be checked",
+                        "create the role first, then the binding (retry in a few seconds)",
+                    ),
+                    policy.ref,
+                    policy.access.mode,
+                ),
+            )
+    return Decision(tuple(findings.values()))
 
 
 def evaluate_role(
