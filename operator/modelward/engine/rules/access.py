@@ -25,6 +25,7 @@ from modelward.engine.facts import NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rbac import (
     PERMISSION_OF,
+    SENSITIVE,
     Atom,
     BindingFacts,
     RbacSnapshot,
@@ -161,6 +162,15 @@ def access_review(
             r.binding,
         ),
     )
+
+
+def row_atoms(row: AccessRow) -> tuple[Atom, ...]:
+    """The requests an access review row stands for."""
+    return tuple(a for a in SENSITIVE[row.permission] if _verb(a) in row.verbs)
+
+
+def row_subject(row: AccessRow) -> RbacSubject:
+    return RbacSubject(row.subject_kind, row.subject, row.subject_namespace)
 
 
 def _verb(atom: Atom) -> str:
