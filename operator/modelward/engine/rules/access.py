@@ -25,6 +25,7 @@ from modelward.engine.facts import NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rbac import (
     PERMISSION_OF,
+    PERMISSIONS,
     SENSITIVE,
     Atom,
     BindingFacts,
@@ -236,44 +237,49 @@ def _breaches(
 MAX_NAMESPACES_NAMED = 5
 
 
+def _listed(items: Iterable[str], limit: int = MAX_NAMESPACES_NAMED) -> str:
+    names = sorted(set(items))
+    text = ", ".join(names[:limit])
+    return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _findings(breaches: Mapping[_Breach, Policy], rule_id: str, via: str) -> Decision:
-    """One finding per (policy, subject, permission, binding), naming the namespaces."""
-    grouped: dict[tuple[Any, ...], list[str]] = {}
+    """One finding per (policy, subject, binding), naming the permissions and namespaces:
+    a wildcard role breaks every permission at once, and the denial must stay readable."""
+    grouped: dict[tuple[Any, ...], tuple[set[str], set[str]]] = {}
     policies: dict[PolicyRef, Policy] = {}
     for breach, policy in breaches.items():
-        key = (breach.policy, breach.subject, breach.permission, breach.binding, breach.role)
-        grouped.setdefault(key, []).append(breach.namespace)
+        key = (breach.policy, breach.subject, breach.binding, breach.role)
+        permissions, namespaces = grouped.setdefault(key, (set(), set()))
+        permissions.add(breach.permission)
+        namespaces.add(breach.namespace)
         policies[breach.policy] = policy
     findings = []
-    for (ref, subject, permission, binding, role), names in sorted(
+    for (ref, subject, binding, role), (permissions, namespaces) in sorted(
         grouped.items(), key=lambda item: (str(item[0][0]), item[0][1:])
     ):
-        names = sorted(names)
-        where = ", ".join(names[:MAX_NAMESPACES_NAMED])
-        if len(names) > MAX_NAMESPACES_NAMED:
-            where += f" and {len(names) - MAX_NAMESPACES_NAMED} more"
+        what = _listed(permissions, limit=len(PERMISSIONS))
+        plural = "s" if len(permissions) > 1 else ""
+        where = f"namespace{'s' if len(namespaces) > 1 else ''} {_listed(namespaces)}"
         policy = policies[ref]
         assert policy.access is not None
         jobs = ", ".join(j.name for j in policy.access.job_functions) or "none"
         if rule_id == "MW-ACC-001":
             message = (
-                f"{binding} gives {subject} the sensitive permission {permission} (through "
-                f"{role}) in namespace {where}, but no job function of the policy allows it"
+                f"{binding} gives {subject} the sensitive permission{plural} {what} (through "
+                f"{role}) in {where}, which no job function of the policy allows"
             )
             fix = (
-                f"bind a role without {permission}, bind a subject of an allowed job function "
-                f"(job functions: {jobs}), or add the subject to one in spec.access.jobFunctions"
+                f"bind a role without {what}, or bind a subject of an allowed job function "
+                f"({jobs}), or add the subject to one in spec.access.jobFunctions"
             )
         else:
             message = (
-                f"{via} would give {subject} the sensitive permission {permission} in "
-                f"namespace {where} through {binding} (role {role}), but no job function of "
-                "the policy allows it"
+                f"{via} would give {subject} the sensitive permission{plural} {what} in "
+                f"{where} through {binding} (role {role}), which no job function of the "
+                "policy allows"
             )
-            fix = (
-                f"leave {permission} out of the role, or remove the subject from {binding} "
-                f"(job functions: {jobs})"
-            )
+            fix = f"leave {what} out of the role, or remove the subject from {binding} ({jobs})"
         findings.append(Finding(Violation(rule_id, message, fix), ref, policy.access.mode))
     return Decision(tuple(findings))
 
