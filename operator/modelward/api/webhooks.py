@@ -43,6 +43,10 @@ CLUSTER_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("rbac.authorization.k8s.io", "v1", ("clusterroles", "clusterrolebindings")),
 )
 RBAC_WEBHOOK = "validate-rbac"
+#: Fail open: only cluster administrators write cluster-scoped RBAC objects, and modelward must
+#: never lock out its own upgrade (helm applies its ClusterRole) or a broken replica's fix;
+#: what it misses while down shows in the access review.
+RBAC_FAILURE_POLICY = "Ignore"
 BOOTSTRAP_LABEL = "kubernetes.io/bootstrapping"
 
 
@@ -129,6 +133,7 @@ def webhook_configurations(
     rbac_hook = webhook("validate", cluster_rbac_rules())
     rbac_hook["name"] = f"{RBAC_WEBHOOK}.modelward.io"
     rbac_hook["objectSelector"] = rbac_object_selector()
+    rbac_hook["failurePolicy"] = RBAC_FAILURE_POLICY
     # Its namespaceSelector is kept (harness and chart code scope every hook by one), though
     # the API server never applies it to a cluster-scoped object.
     validating = {
