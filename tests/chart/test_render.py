@@ -58,7 +58,8 @@ def check_defaults(r: Rendered) -> None:
     assert "--manage-certificates" in args
     assert "--webhook-configuration=modelward" in args and "--service-name=modelward" in args
     assert container(r)["image"] == "ghcr.io/modelward/modelward:0.1.0"
-    assert {h["failurePolicy"] for h in webhooks(r) if "failopen" not in h["name"]} == {"Fail"}
+    enforced = [h for h in webhooks(r) if "failopen" not in h["name"] and "rbac" not in h["name"]]
+    assert {h["failurePolicy"] for h in enforced} == {"Fail"}
     assert {h["failurePolicy"] for h in webhooks(r) if "failopen" in h["name"]} == {"Ignore"}
     # mode operator: the operator writes the caBundle; the chart renders none before it exists.
     assert all("caBundle" not in h["clientConfig"] for h in webhooks(r))
