@@ -93,7 +93,10 @@ def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 def subject_of(request: ReviewRequest) -> Subject:
     meta = (request.obj or {}).get("metadata") or {}
     name = request.name or meta.get("name") or meta.get("generateName") or "unnamed"
-    return Subject(request.kind, request.namespace, str(name), meta.get("uid"))
+    # Events about a cluster-scoped object (a ClusterRoleBinding) go to "default", as
+    # Kubernetes' own do.
+    namespace = request.namespace or "default"
+    return Subject(request.kind, namespace, str(name), meta.get("uid"))
 
 
 def _denial_message(request: ReviewRequest, denials: tuple[Finding, ...]) -> str:
