@@ -86,6 +86,8 @@ class Workload:
     template_pointer: tuple[str, ...]
     #: The template's (or pod's) own metadata, when the object has one.
     template_metadata: Mapping[str, Any] | None = None
+    #: A StatefulSet's ``volumeClaimTemplates``: the claims its pods will mount (storage rules).
+    claim_templates: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def pod_spec_pointer(self) -> tuple[str, ...]:
@@ -153,4 +155,13 @@ def workload_from_object(obj: Mapping[str, Any], *, namespace: str | None = None
         pod_spec=_dig(template, ("spec",)),
         template_pointer=pointer,
         template_metadata=template_metadata if isinstance(raw_metadata, Mapping) else None,
+        claim_templates=_claim_templates(obj) if kind == "StatefulSet" else (),
     )
+
+
+def _claim_templates(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    spec = obj.get("spec")
+    templates = spec.get("volumeClaimTemplates") if isinstance(spec, Mapping) else None
+    if not isinstance(templates, list):
+        return ()
+    return tuple(t for t in templates if isinstance(t, Mapping))

@@ -12,6 +12,9 @@ it trusts, or the parameters that make a class encrypted (``encrypted: "true"``,
   shows to be encrypted.
 - MW-STO-002: a generic ephemeral volume's ``volumeClaimTemplate`` asks for a class that is not
   allowed (the claim is created with the pod, so the template is what can be judged).
+
+A StatefulSet's ``volumeClaimTemplates`` are judged as MW-STO-001 on the StatefulSet itself, so
+``kubectl apply`` says at once what its pods would later be refused for.
 """
 
 from __future__ import annotations
@@ -92,9 +95,28 @@ def _volumes(workload: Workload, config: StorageConfig) -> list[Mapping[str, Any
     return volumes
 
 
+def _claim_templates(workload: Workload, config: StorageConfig) -> list[Mapping[str, Any]]:
+    templates = list(workload.claim_templates)
+    if config.volumes == "ModelVolumes":
+        model = workload.annotations.get(MODEL_VOLUME)
+        templates = [t for t in templates if (t.get("metadata") or {}).get("name") == model]
+    return templates
+
+
 def check_storage(
     workload: Workload, facts: ClusterFacts, config: StorageConfig
 ) -> Iterator[Violation]:
+    for template in _claim_templates(workload, config):
+        name = str((template.get("metadata") or {}).get("name", ""))
+        spec = template.get("spec")
+        requested = spec.get("storageClassName") if isinstance(spec, Mapping) else None
+        _, problem = class_problem(None if requested is None else str(requested), facts, config)
+        if problem is not None:
+            yield Violation(
+                "MW-STO-001",
+                f"volumeClaimTemplate {name!r} claims storage that is not allowed: {problem}",
+                f"set its spec.storageClassName: {_fix(config)}",
+            )
     for volume in _volumes(workload, config):
         name = str(volume.get("name", ""))
         claim_ref = volume.get("persistentVolumeClaim")

@@ -132,3 +132,31 @@ def test_model_volumes_scope_judges_only_the_declared_model_volume() -> None:
 def test_storage_section_that_allows_nothing_is_refused() -> None:
     with pytest.raises(PolicyError, match="allows no StorageClass"):
         policy({"storage": {}})
+
+
+def test_stateful_set_claim_templates_are_judged_on_the_stateful_set() -> None:
+    pod = compliant_pod()
+    template = {"metadata": {"labels": {"app": "m"}}, "spec": pod["spec"]}
+
+    def stateful_set(class_name: str) -> dict[str, Any]:
+        claim_template = {
+            "metadata": {"name": "model"},
+            "spec": {"storageClassName": class_name, "accessModes": ["ReadWriteOnce"]},
+        }
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "llm", "namespace": "serving-a"},
+            "spec": {"template": template, "volumeClaimTemplates": [claim_template]},
+        }
+
+    known = facts()
+    for obj in (ENCRYPTED, PLAIN):
+        known.add_object(obj)
+    judged = [
+        rule_ids(
+            evaluate_workload(workload_from_object(stateful_set(c)), known, [policy(BY_PARAMETERS)])
+        )
+        for c in ("plain", "encrypted")
+    ]
+    assert judged == [["MW-STO-001"], []]
