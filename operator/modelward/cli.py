@@ -202,6 +202,33 @@ def _inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+ACCESS_REVIEW_EPILOG = """\
+examples:
+  modelward access-review -n serving
+  modelward access-review -o csv > access.csv
+  modelward access-review -f rbac/ -f policies/ -o json
+
+exit codes:
+  0  no subject holds a sensitive permission that no job function allows
+  1  violations listed
+  2  no usable kubeconfig, an unreachable or refusing cluster, or unreadable manifests
+"""
+
+
+def _access_review(args: argparse.Namespace) -> int:
+    from modelward.access import run_access_review
+
+    text, code = run_access_review(
+        namespace=args.namespace,
+        output=args.output,
+        files=args.filename or (),
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+    )
+    emit(text)
+    return code
+
+
 def _crds(args: argparse.Namespace) -> int:
     from modelward.api.manifests import render_crd_files, write_crds
 
@@ -502,6 +529,30 @@ def build_parser() -> argparse.ArgumentParser:
         "List of them (with --write: {written: [...]})",
     )
     crds.set_defaults(handler=_crds)
+
+    review = sub.add_parser(
+        "access-review",
+        help="who can exec into, read the Secrets of, or rewrite model workloads",
+        description="For each namespace a policy's access section protects: which subjects "
+        "hold each sensitive permission, through which binding and role, and which no job "
+        "function allows. Read from the cluster (as kubectl) or, with -f, from manifest files.",
+        epilog=ACCESS_REVIEW_EPILOG,
+    )
+    add_cluster_arguments(review, namespace_help="one namespace (default: all protected ones)")
+    add_output_argument(
+        review,
+        choices=("table", *STRUCTURED, "csv"),
+        default="table",
+        help="csv has one row per subject, permission and binding",
+    )
+    review.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        metavar="PATH",
+        help="review these manifests instead of the cluster (repeatable)",
+    )
+    review.set_defaults(handler=_access_review)
 
     completion = sub.add_parser(
         "completion",

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelward.engine import NamespaceFacts, Policy, PolicyException
+from modelward.engine.facts import ClaimFacts, StorageClassFacts, pick_default
+from modelward.engine.rbac import BindingFacts, RbacSnapshot, RoleFacts
 from modelward.engine.selectors import LabelSelector
 from modelward.errors import PolicyError
 
@@ -45,7 +47,32 @@ NAMESPACES = "namespaces"
 NETWORK_POLICIES = "networkpolicies"
 SERVICES = "services"
 EXCEPTIONS = "exceptions"
-FACT_KINDS = (POLICIES, NAMESPACES, NETWORK_POLICIES, SERVICES, EXCEPTIONS)
+#: RBAC, compacted to the rules that touch a sensitive permission (access rules, review).
+ROLES = "roles"
+CLUSTER_ROLES = "clusterroles"
+ROLE_BINDINGS = "rolebindings"
+CLUSTER_ROLE_BINDINGS = "clusterrolebindings"
+RBAC_FACT_KINDS = (ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS)
+#: RBAC object kind -> its fact kind.
+RBAC_FACT_KIND = {
+    "Role": ROLES,
+    "ClusterRole": CLUSTER_ROLES,
+    "RoleBinding": ROLE_BINDINGS,
+    "ClusterRoleBinding": CLUSTER_ROLE_BINDINGS,
+}
+#: StorageClass parameters and default flag; each claim's storageClassName (storage rules).
+STORAGE_CLASSES = "storageclasses"
+CLAIMS = "persistentvolumeclaims"
+FACT_KINDS = (
+    POLICIES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    SERVICES,
+    EXCEPTIONS,
+    *RBAC_FACT_KINDS,
+    STORAGE_CLASSES,
+    CLAIMS,
+)
 
 
 def _version(value: str | None) -> int | None:
@@ -153,6 +180,8 @@ class ClusterState:
         self._exceptions: tuple[PolicyException, ...] = ()
         self._default_deny: dict[str, frozenset[str]] = {}
         self._open_ingress: dict[str, tuple[tuple[str, LabelSelector], ...]] = {}
+        self._rbac: RbacSnapshot | None = None
+        self._default_class: StorageClassFacts | None = None
         #: True once every kind was listed in full; before, "no default-deny" is unknown.
         self.ready = False
 
@@ -231,7 +260,11 @@ class ClusterState:
     def _derive(self, kind: str) -> None:
         """Recompute what readers get for ``kind`` (called with the lock held)."""
         items = self._stores[kind].items
-        if kind == POLICIES:
+        if kind in RBAC_FACT_KINDS:
+            self._rbac = None  # rebuilt on the next read
+        elif kind == STORAGE_CLASSES:
+            self._default_class = pick_default(items.values())
+        elif kind == POLICIES:
             self._active = tuple(e.policy for e in items.values() if e.policy is not None)
         elif kind == EXCEPTIONS:
             self._exceptions = tuple(e.exception for e in items.values() if e.exception is not None)
@@ -412,6 +445,51 @@ class ClusterState:
     def exception_entries(self) -> dict[tuple[str, str], ExceptionEntry]:
         with self._lock:
             return dict(self._stores[EXCEPTIONS].items)
+
+    # -- RBAC and storage ------------------------------------------------------------------------
+
+    def put_fact(self, kind: str, key: Hashable, value: Any, resource_version: str | None) -> None:
+        """Store one RBAC, StorageClass or claim fact (``controller.observe.fact`` makes it)."""
+        self._put(kind, key, value, resource_version)
+
+    def delete_fact(self, kind: str, key: Hashable, resource_version: str | None) -> None:
+        self._delete(kind, key, resource_version)
+
+    def put_admitted_rbac(self, fact: RoleFacts | BindingFacts) -> None:
+        """An RBAC object admission just allowed, before its watch event arrives (version
+        unknown, so the event replaces it; if the write failed after all, the next resync
+        removes it). Without this, a binding written right after a role change, or a role
+        right after a binding, could be judged against a cache that lacks the other."""
+        self._put(RBAC_FACT_KIND[fact.kind], fact.key, fact, None)
+
+    def rbac_snapshot(self) -> RbacSnapshot:
+        """The Roles and bindings known now, as one immutable snapshot (rebuilt after a change,
+        shared by the readers until the next one)."""
+        with self._lock:
+            if self._rbac is None:
+                roles: list[RoleFacts] = [
+                    *self._stores[ROLES].items.values(),
+                    *self._stores[CLUSTER_ROLES].items.values(),
+                ]
+                bindings: list[BindingFacts] = [
+                    *self._stores[ROLE_BINDINGS].items.values(),
+                    *self._stores[CLUSTER_ROLE_BINDINGS].items.values(),
+                ]
+                self._rbac = RbacSnapshot(roles, bindings)
+            return self._rbac
+
+    def storage_class(self, name: str) -> StorageClassFacts | None:
+        with self._lock:
+            found: StorageClassFacts | None = self._stores[STORAGE_CLASSES].items.get(name)
+            return found
+
+    def default_storage_class(self) -> StorageClassFacts | None:
+        return self._default_class  # replaced, never mutated
+
+    def claim(self, namespace: str, name: str) -> ClaimFacts | None:
+        with self._lock:
+            found: ClaimFacts | None = self._stores[CLAIMS].items.get((namespace, name))
+            return found
 
     # -- ClusterFacts ---------------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ def check_defaults(r: Rendered) -> None:
     assert "--manage-certificates" in args
     assert "--webhook-configuration=modelward" in args and "--service-name=modelward" in args
     assert container(r)["image"] == "ghcr.io/modelward/modelward:0.1.0"
-    assert {h["failurePolicy"] for h in webhooks(r) if "failopen" not in h["name"]} == {"Fail"}
+    enforced = [h for h in webhooks(r) if "failopen" not in h["name"] and "rbac" not in h["name"]]
+    assert {h["failurePolicy"] for h in enforced} == {"Fail"}
     assert {h["failurePolicy"] for h in webhooks(r) if "failopen" in h["name"]} == {"Ignore"}
     # mode operator: the operator writes the caBundle; the chart renders none before it exists.
     assert all("caBundle" not in h["clientConfig"] for h in webhooks(r))
@@ -138,13 +139,14 @@ def workload_webhooks(r: Rendered) -> list[dict[str, Any]]:
 
 def check_ignore(r: Rendered) -> None:
     assert {h["failurePolicy"] for h in workload_webhooks(r)} == {"Ignore"}
-    assert len(workload_webhooks(r)) == 4
+    assert len(workload_webhooks(r)) == 5  # validate, mutate, their fail-open twins, validate-rbac
     assert {h["failurePolicy"] for h in webhooks(r) if h not in workload_webhooks(r)} == {"Fail"}
 
 
 def check_fail_open_off(r: Rendered) -> None:
     assert [h["name"] for h in workload_webhooks(r)] == [
         "validate.modelward.io",
+        "validate-rbac.modelward.io",
         "mutate.modelward.io",
     ]
 

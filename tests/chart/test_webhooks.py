@@ -18,6 +18,8 @@ from modelward.api.webhooks import (
     EXCEPTION_WEBHOOK_SUFFIX,
     MUTATE_PATH,
     VALIDATE_PATH,
+    cluster_rbac_rules,
+    rbac_object_selector,
     webhook_configurations,
     webhook_rules,
 )
@@ -62,10 +64,20 @@ def namespace_labels(name: str, **labels: str) -> dict[str, str]:
     return {"kubernetes.io/metadata.name": name, **labels}
 
 
+def namespaced_hooks(configuration: dict[str, Any]) -> list[dict[str, Any]]:
+    """The webhooks that see namespaced objects (``validate-rbac`` sees only cluster-scoped
+    ones, to which the API server never applies a namespace selector)."""
+    return [
+        hook
+        for hook in configuration["webhooks"]
+        if all(rule["scope"] == "Namespaced" for rule in hook["rules"])
+    ]
+
+
 def matching(configuration: dict[str, Any], labels: dict[str, str]) -> list[str]:
     return [
         hook["name"]
-        for hook in configuration["webhooks"]
+        for hook in namespaced_hooks(configuration)
         if LabelSelector.parse(hook["namespaceSelector"]).matches(labels)
     ]
 
@@ -79,12 +91,13 @@ def test_rules_paths_and_fields_come_from_the_single_source(rendered: Rendered) 
     reference = reference_webhooks()
     for kind, (short, path, exposures) in KINDS.items():
         configuration = rendered.one(kind, "modelward")
-        assert [h["name"] for h in configuration["webhooks"]] == [
+        hooks = namespaced_hooks(configuration)
+        assert [h["name"] for h in hooks] == [
             f"{short}.modelward.io",
             f"{short}-failopen.modelward.io",
             f"{short}-exceptions.modelward.io",
         ]
-        hooks = workload_hooks(configuration)["webhooks"]
+        hooks = [h for h in hooks if not is_exception_hook(h)]
         for hook in hooks:
             assert hook["rules"] == webhook_rules(include_exposures=exposures), hook["name"]
             assert hook["clientConfig"]["service"] == {
@@ -99,12 +112,39 @@ def test_rules_paths_and_fields_come_from_the_single_source(rendered: Rendered) 
             assert 1 <= hook["timeoutSeconds"] <= 10
 
 
+def test_cluster_rbac_objects_have_one_validating_webhook_that_skips_bootstrap_roles(
+    rendered: Rendered,
+) -> None:
+    """ClusterRoles and ClusterRoleBindings (access rules) are judged by ``validate-rbac``,
+    exactly as the single source builds it; the API server's bootstrap roles are left alone."""
+    validating, _ = webhook_configurations(
+        name="reference",
+        client_config_for={"validate": {"url": "https://x"}, "mutate": {"url": "https://x"}},
+        excluded_namespaces=(),
+    )
+    reference = next(h for h in validating["webhooks"] if h["name"] == "validate-rbac.modelward.io")
+    hooks = {h["name"]: h for h in rendered.one("ValidatingWebhookConfiguration")["webhooks"]}
+    hook = hooks["validate-rbac.modelward.io"]
+    assert hook["rules"] == reference["rules"] == cluster_rbac_rules()
+    assert hook["objectSelector"] == reference["objectSelector"] == rbac_object_selector()
+    # Fail open: an unavailable modelward never blocks its own upgrade (its ClusterRole).
+    assert hook["failurePolicy"] == reference["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "NoneOnDryRun"
+    assert hook["clientConfig"]["service"]["path"] == VALIDATE_PATH
+    names = [h["name"] for h in rendered.one("MutatingWebhookConfiguration")["webhooks"]]
+    assert "validate-rbac.modelward.io" not in names
+
+
 def test_nodes_leases_csrs_and_deletes_are_never_intercepted(rendered: Rendered) -> None:
-    """The deadlock guard: nothing a restarting cluster needs can wait on modelward."""
+    """The deadlock guard: nothing a restarting cluster needs can wait on modelward. The one
+    cluster-scoped rule (ClusterRoles and their bindings) skips the bootstrap roles the API
+    server writes at start-up."""
     for kind in KINDS:
         for hook in rendered.one(kind)["webhooks"]:
             for rule in hook["rules"]:
-                assert rule["scope"] == "Namespaced"
+                if rule["scope"] != "Namespaced":
+                    assert rule["resources"] == ["clusterroles", "clusterrolebindings"]
+                    assert hook["objectSelector"] == rbac_object_selector()
                 assert set(rule["operations"]) <= {"CREATE", "UPDATE"}
                 assert "*" not in rule["resources"] and "*" not in rule["apiGroups"]
                 for forbidden in ("nodes", "leases", "certificatesigningrequests", "namespaces"):
@@ -136,7 +176,7 @@ def test_system_and_release_namespaces_are_always_excluded(
 def test_fail_closed_only_where_the_enforced_label_is(rendered: Rendered) -> None:
     for kind, (short, _, _) in KINDS.items():
         configuration = workload_hooks(rendered.one(kind))
-        policies = {h["name"]: h["failurePolicy"] for h in configuration["webhooks"]}
+        policies = {h["name"]: h["failurePolicy"] for h in namespaced_hooks(configuration)}
         assert policies == {
             f"{short}.modelward.io": "Fail",
             f"{short}-failopen.modelward.io": "Ignore",

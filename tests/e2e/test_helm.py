@@ -298,7 +298,8 @@ def test_install_run_upgrade_uninstall(
     # The webhook configurations: service clientConfig, selectors, failure policies.
     for resource, path in zip(WEBHOOK_RESOURCES, ("/validate", "/mutate"), strict=True):
         hooks = release.configuration(resource)["webhooks"]
-        assert len(hooks) == 3  # enforced, fail-open, exceptions
+        # enforced, fail-open, exceptions (and validate-rbac, for cluster-scoped RBAC objects)
+        assert len(hooks) == (4 if path == "/validate" else 3)
         for hook in hooks:
             assert hook["clientConfig"]["service"] == {
                 "name": release.fullname,
@@ -318,7 +319,8 @@ def test_install_run_upgrade_uninstall(
                 continue
             enforced = "failopen" not in hook["name"]
             assert expressions[ENFORCED]["operator"] == ("In" if enforced else "NotIn")
-            assert hook["failurePolicy"] == ("Fail" if enforced else "Ignore")
+            closes = enforced and hook["name"] != "validate-rbac.modelward.io"  # fail-open
+            assert hook["failurePolicy"] == ("Fail" if closes else "Ignore")
 
     # The API server uses them: modelward is unreachable (no pod runs), so a namespace with
     # the enforced label is refused and one without it is admitted.

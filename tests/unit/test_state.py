@@ -236,3 +236,84 @@ def test_every_policy_applying_to_a_pod_is_among_those_for_its_namespace() -> No
             assert applying <= indexed, (namespace, labels)
             checked += len(applying)
     assert checked > 20  # the fixture really exercises the index
+
+
+# -- RBAC and storage facts (access and storage rules) ------------------------------------------
+
+
+def test_rbac_snapshot_is_rebuilt_after_a_change_and_roles_are_compacted() -> None:
+    from modelward.controller.observe import observe_object
+    from modelward.engine.rbac import Atom, Principal
+
+    state = ClusterState()
+    exec_rule = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
+    noise = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}
+    role = {"metadata": {"name": "r", "namespace": "a", "resourceVersion": "1"}}
+    observe_object(state, "Role", {**role, "rules": [noise]})
+    observe_object(
+        state,
+        "RoleBinding",
+        {
+            "metadata": {"name": "b", "namespace": "a", "resourceVersion": "2"},
+            "roleRef": {"kind": "Role", "name": "r"},
+            "subjects": [{"kind": "User", "name": "u"}],
+        },
+    )
+    before = state.rbac_snapshot()
+    assert before.roles[("Role", "a", "r")].rules == ()  # only sensitive rules are kept
+    assert state.rbac_snapshot() is before  # shared until something changes
+    exec_ = Atom("create", "", "pods", "exec")
+    assert not before.principal_can(Principal("u"), "a", exec_)
+    observe_object(
+        state,
+        "Role",
+        {**role, "metadata": {**role["metadata"], "resourceVersion": "3"}, "rules": [exec_rule]},
+    )
+    assert state.rbac_snapshot().principal_can(Principal("u"), "a", exec_)
+
+
+def test_an_admitted_rbac_object_gives_way_to_its_watch_event() -> None:
+    from modelward.controller.observe import observe_object
+    from modelward.engine.rbac import parse_role
+
+    state = ClusterState()
+    admitted = parse_role(
+        {"kind": "Role", "metadata": {"name": "r", "namespace": "a"}, "rules": []}
+    )
+    state.put_admitted_rbac(admitted)
+    assert ("Role", "a", "r") in state.rbac_snapshot().roles
+    exec_rule = {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}
+    observe_object(
+        state,
+        "Role",
+        {"metadata": {"name": "r", "namespace": "a", "resourceVersion": "7"}, "rules": [exec_rule]},
+    )
+    assert state.rbac_snapshot().roles[("Role", "a", "r")].rules
+
+
+def test_claims_and_the_default_storage_class() -> None:
+    from modelward.controller.observe import observe_object
+
+    state = ClusterState()
+    default = {"storageclass.kubernetes.io/is-default-class": "true"}
+    observe_object(
+        state,
+        "StorageClass",
+        {
+            "metadata": {"name": "gp3", "annotations": default, "resourceVersion": "1"},
+            "parameters": {"encrypted": "true"},
+        },
+    )
+    observe_object(
+        state,
+        "PersistentVolumeClaim",
+        {"metadata": {"name": "m", "namespace": "a", "resourceVersion": "2"}, "spec": {}},
+    )
+    default_class = state.default_storage_class()
+    assert default_class is not None and default_class.parameters == {"encrypted": "true"}
+    claim = state.claim("a", "m")
+    assert claim is not None and claim.storage_class is None
+    observe_object(
+        state, "StorageClass", {"metadata": {"name": "gp3", "resourceVersion": "3"}}, deleted=True
+    )
+    assert state.default_storage_class() is None

@@ -134,6 +134,11 @@ validated, never mutated.
   resources: ["httproutes", "grpcroutes", "tlsroutes", "tcproutes", "udproutes"]
   operations: ["CREATE", "UPDATE"]
   scope: Namespaced
+- apiGroups: ["rbac.authorization.k8s.io"]
+  apiVersions: ["v1"]
+  resources: ["roles", "rolebindings"]
+  operations: ["CREATE", "UPDATE"]
+  scope: Namespaced
 {{- end }}
 {{- end -}}
 

@@ -43,7 +43,14 @@ from modelward.engine import (
 )
 from modelward.engine.exceptions import DEFAULT_MAX_LIFETIME, EXCEPTION_KIND, Exceptions
 from modelward.engine.patches import remedies_to_json_patch
+from modelward.engine.rbac import RbacParseError, parse_binding, parse_role
 from modelward.engine.rules import RULES
+from modelward.engine.rules.access import (
+    BINDING_KINDS,
+    evaluate_binding,
+    evaluate_role,
+    is_rbac_object,
+)
 from modelward.state import ClusterState
 
 PROBE_LABEL = "modelward.io/probe"
@@ -93,7 +100,10 @@ def _with_namespace(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 def subject_of(request: ReviewRequest) -> Subject:
     meta = (request.obj or {}).get("metadata") or {}
     name = request.name or meta.get("name") or meta.get("generateName") or "unnamed"
-    return Subject(request.kind, request.namespace, str(name), meta.get("uid"))
+    # Events about a cluster-scoped object (a ClusterRoleBinding) go to "default", as
+    # Kubernetes' own do.
+    namespace = request.namespace or "default"
+    return Subject(request.kind, namespace, str(name), meta.get("uid"))
 
 
 def _denial_message(request: ReviewRequest, denials: tuple[Finding, ...]) -> str:
@@ -153,6 +163,8 @@ class AdmissionService:
             return None
         if is_exposure(request.obj):
             return self._decide_exposure(request, request.obj, policies)
+        if is_rbac_object(request.obj):
+            return self._decide_rbac(request, request.obj, policies)
         try:
             workload = workload_from_object(request.obj, namespace=request.namespace)
         except UnsupportedKind:
@@ -201,6 +213,43 @@ class AdmissionService:
             return decision.only_new(judge(request.old_obj))
         return decision
 
+    def _remember_rbac(self, request: ReviewRequest) -> None:
+        """Put an admitted RBAC object into the cache at once (see ``put_admitted_rbac``)."""
+        obj = request.obj
+        if request.dry_run or obj is None or not is_rbac_object(obj):
+            return
+        body = {**obj, "metadata": _with_namespace(obj, request.namespace)}
+        try:
+            fact = parse_binding(body) if obj.get("kind") in BINDING_KINDS else parse_role(body)
+        except RbacParseError:
+            return  # the watch brings what the API server stored
+        if fact.kind in ("ClusterRole", "ClusterRoleBinding"):
+            fact = dataclasses.replace(fact, namespace="")
+        self.state.put_admitted_rbac(fact)
+
+    def _decide_rbac(
+        self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
+    ) -> Decision:
+        """Access rules (MW-ACC-*): a binding is judged on the subjects and permissions it
+        adds, a role change on what it adds to the subjects already bound to it."""
+
+        def body(o: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+            if o is None:
+                return None
+            if request.namespace and obj.get("kind") in ("Role", "RoleBinding"):
+                return {**o, "metadata": _with_namespace(o, request.namespace)}
+            return o
+
+        judge = evaluate_binding if obj.get("kind") in BINDING_KINDS else evaluate_role
+        names = sorted(self.state.namespaces)
+        return judge(
+            body(obj) or {},
+            body(request.old_obj) if request.operation == "UPDATE" else None,
+            snapshot=self.state.rbac_snapshot(),
+            namespaces=[self.state.namespace(n) for n in names],
+            policies=policies,
+        )
+
     def _record(self, request: ReviewRequest, decision: Decision, outcome: str) -> None:
         if self.recorder is not None and not request.dry_run and decision.findings:
             self.recorder.record(subject_of(request), decision, outcome=outcome)
@@ -241,6 +290,7 @@ class AdmissionService:
             )
             return Outcome(review, "denied", decision)
         self._record(request, decision, "warned" if warnings else "allowed")
+        self._remember_rbac(request)
         return Outcome(
             review_response(request.uid, allowed=True, warnings=warnings),
             "warned" if warnings else "allowed",

@@ -302,6 +302,99 @@ def _secrets() -> Schema:
     )
 
 
+#: The sensitive permissions the access rules govern (engine/rbac.py ``SENSITIVE``).
+ACCESS_PERMISSIONS = (
+    "pods/exec",
+    "pods/attach",
+    "pods/portforward",
+    "pods/ephemeralcontainers",
+    "secrets",
+    "persistentvolumeclaims",
+    "workloads",
+)
+
+
+def _access() -> Schema:
+    job = _object(
+        "A job function: the subjects that may hold some sensitive permissions.",
+        {
+            "name": _string(
+                "The job function, shown in reports (e.g. sre, ml-engineer, deployer).",
+                maxLength=63,
+            ),
+            "groups": _strings("Group names (globs).", maxItems=64),
+            "users": _strings("User names (globs).", maxItems=64),
+            "serviceAccounts": _strings(
+                "ServiceAccounts as namespace/name (globs); a bare name means that "
+                "ServiceAccount in the namespace being judged.",
+                maxItems=64,
+            ),
+            "permissions": _strings(
+                "The sensitive permissions this job function may hold; all of them if unset.",
+                items={"type": "string", "enum": list(ACCESS_PERMISSIONS)},
+            ),
+        },
+        required=["name"],
+    )
+    return _object(
+        "Access by job function (rules MW-ACC-*): in the namespaces the policy selects, "
+        "RoleBindings and ClusterRoleBindings (a ClusterRoleBinding counts in every selected "
+        "namespace) may give the sensitive permissions (pods/exec, pods/attach, "
+        "pods/portforward, pods/ephemeralcontainers, reading secrets, writing "
+        "persistentvolumeclaims and workloads) only to the subjects of a job function that "
+        "lists them. Aggregated ClusterRoles and wildcards are resolved; a Role or ClusterRole "
+        "change that would give a bound, disallowed subject such a permission is judged too. "
+        "Control-plane identities (system:masters, system:nodes, kube-system ServiceAccounts, "
+        "the controller-manager and scheduler users) are always allowed.",
+        {
+            "mode": _mode_override("access"),
+            "jobFunctions": {
+                "type": "array",
+                "description": "Who may hold which sensitive permission. Empty: nobody.",
+                "items": job,
+                "maxItems": 64,
+            },
+        },
+    )
+
+
+def _storage() -> Schema:
+    return _object(
+        "Encrypted model storage (rules MW-STO-*): PersistentVolumeClaims mounted by selected "
+        "pods, and generic ephemeral volumes, must use a StorageClass the policy allows. A "
+        "claim without storageClassName uses the default StorageClass; a claim modelward has "
+        "not seen is refused (create it before the pod).",
+        {
+            "mode": _mode_override("storage"),
+            "allowedStorageClasses": _strings(
+                "StorageClass names (globs) allowed whatever their parameters.", maxItems=64
+            ),
+            "requiredParameters": {
+                "type": "object",
+                "description": "A StorageClass whose parameters hold all of these is allowed, "
+                'e.g. {encrypted: "true", kmsKeyId: "*"}; the value \'*\' requires the '
+                "parameter to be present and non-empty.",
+                "additionalProperties": {"type": "string"},
+                "maxProperties": 16,
+            },
+            "volumes": _string(
+                "All: every PVC-backed volume of the pod; ModelVolumes: only the volume named "
+                "by the modelward.io/model-volume annotation.",
+                enum=["All", "ModelVolumes"],
+                default="All",
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.allowedStorageClasses) || has(self.requiredParameters)",
+                    "message": "storage needs allowedStorageClasses or requiredParameters",
+                }
+            ]
+        },
+    )
+
+
 def _key_ref(description: str, *, namespaced: bool) -> Schema:
     if namespaced:
         return _object(
@@ -521,6 +614,8 @@ def policy_spec(*, namespaced: bool) -> Schema:
                     ),
                 },
             ),
+            "access": _access(),
+            "storage": _storage(),
         },
     )
     if not namespaced:

@@ -38,14 +38,57 @@ EXCEPTION_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 EXCEPTION_WEBHOOK_SUFFIX = "-exceptions"
 
+# Who may reach the models (access rules, MW-ACC-*): namespaced bindings and the roles they
+# grant, validated only, with the same namespace split as pods.
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("rbac.authorization.k8s.io", "v1", ("roles", "rolebindings")),
+)
+# Their cluster-scoped twins go to a webhook of their own (``validate-rbac``): a namespace
+# selector cannot apply to them, and its object selector leaves the API server's bootstrap
+# roles alone (``kubernetes.io/bootstrapping: rbac-defaults``), which it rewrites at start-up
+# after an upgrade: that write must never wait on modelward.
+CLUSTER_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("rbac.authorization.k8s.io", "v1", ("clusterroles", "clusterrolebindings")),
+)
+RBAC_WEBHOOK = "validate-rbac"
+#: Fail open: only cluster administrators write cluster-scoped RBAC objects, and modelward must
+#: never lock out its own upgrade (helm applies its ClusterRole) or a broken replica's fix;
+#: what it misses while down shows in the access review.
+RBAC_FAILURE_POLICY = "Ignore"
+BOOTSTRAP_LABEL = "kubernetes.io/bootstrapping"
+
+
+def cluster_rbac_rules() -> list[dict[str, Any]]:
+    """The rules of the ``validate-rbac`` webhook (cluster-scoped RBAC objects)."""
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": [version],
+            "resources": list(resources),
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Cluster",
+        }
+        for group, version, resources in CLUSTER_RBAC_RULES
+    ]
+
+
+def rbac_object_selector() -> dict[str, Any]:
+    """Everything but the API server's bootstrap RBAC objects (only administrators can write
+    cluster-scoped RBAC objects, so the label is no tenant's way out)."""
+    return {"matchExpressions": [{"key": BOOTSTRAP_LABEL, "operator": "DoesNotExist"}]}
+
+
 #: Namespaces never intercepted, whatever the values say: a cluster must be able to restart.
 ALWAYS_EXCLUDED_NAMESPACES: tuple[str, ...] = ("kube-system", "kube-node-lease")
 
 
 def webhook_rules(*, include_exposures: bool, exceptions: bool = False) -> list[dict[str, Any]]:
     """The ``rules`` list of a webhook: CREATE and UPDATE only (deletes are never blocked).
-    ``exceptions``: the rules of the exception webhook instead."""
-    groups = POD_RULES + (EXPOSURE_RULES if include_exposures else ())
+
+    ``include_exposures`` (the validating webhook) adds exposures and namespaced RBAC objects,
+    which are judged but never patched. ``exceptions``: the rules of the exception webhook
+    instead."""
+    groups = POD_RULES + (EXPOSURE_RULES + RBAC_RULES if include_exposures else ())
     if exceptions:
         groups = EXCEPTION_RULES
     return [
@@ -104,6 +147,12 @@ def webhook_configurations(
         hook["failurePolicy"] = "Fail"
         return hook
 
+    rbac_hook = webhook("validate", cluster_rbac_rules())
+    rbac_hook["name"] = f"{RBAC_WEBHOOK}.modelward.io"
+    rbac_hook["objectSelector"] = rbac_object_selector()
+    rbac_hook["failurePolicy"] = RBAC_FAILURE_POLICY
+    # Its namespaceSelector is kept (harness and chart code scope every hook by one), though
+    # the API server never applies it to a cluster-scoped object.
     validating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -111,6 +160,7 @@ def webhook_configurations(
         "webhooks": [
             webhook("validate", webhook_rules(include_exposures=True)),
             exception_webhook("validate"),
+            rbac_hook,
         ],
     }
     mutating_hook = webhook("mutate", webhook_rules(include_exposures=False))

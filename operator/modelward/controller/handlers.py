@@ -31,6 +31,12 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
     ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
     ("Service", "", "v1", "services"),
     ("ModelPolicyException", GROUP, VERSION, "modelpolicyexceptions"),
+    ("Role", "rbac.authorization.k8s.io", "v1", "roles"),
+    ("ClusterRole", "rbac.authorization.k8s.io", "v1", "clusterroles"),
+    ("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
+    ("StorageClass", "storage.k8s.io", "v1", "storageclasses"),
+    ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
 )
 
 

@@ -34,6 +34,8 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
         self.networking = client.NetworkingV1Api(api_client)
         self.admissionregistration = client.AdmissionregistrationV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.storage = client.StorageV1Api(api_client)
 
     def _json(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call a list/get method and return the raw JSON (no model objects)."""
@@ -87,6 +89,12 @@ class KubeApi:
                 VERSION,
                 "modelpolicyexceptions",
             ),
+            "Role": (self.rbac.list_role_for_all_namespaces,),
+            "ClusterRole": (self.rbac.list_cluster_role,),
+            "RoleBinding": (self.rbac.list_role_binding_for_all_namespaces,),
+            "ClusterRoleBinding": (self.rbac.list_cluster_role_binding,),
+            "StorageClass": (self.storage.list_storage_class,),
+            "PersistentVolumeClaim": (self.core.list_persistent_volume_claim_for_all_namespaces,),
         }
         if kind not in methods:
             raise ValueError(f"{kind} is not a kind modelward lists")

@@ -9,15 +9,27 @@ from typing import Any
 
 from modelward.engine import KeySource, NamespaceFacts, parse_policy
 from modelward.engine.exceptions import ExceptionError, parse_exception
-from modelward.engine.facts import ingress_opening, is_default_deny
+from modelward.engine.facts import (
+    claim_facts,
+    ingress_opening,
+    is_default_deny,
+    storage_class_facts,
+)
+from modelward.engine.rbac import parse_binding, parse_role
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
 from modelward.state import (
+    CLAIMS,
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
     EXCEPTIONS,
     NAMESPACES,
     NETWORK_POLICIES,
     POLICIES,
+    ROLE_BINDINGS,
+    ROLES,
     SERVICES,
+    STORAGE_CLASSES,
     ClusterState,
     ExceptionEntry,
     NetworkPolicyFacts,
@@ -34,7 +46,22 @@ FACT_KIND = {
     "NetworkPolicy": NETWORK_POLICIES,
     "Service": SERVICES,
     "ModelPolicyException": EXCEPTIONS,
+    "Role": ROLES,
+    "ClusterRole": CLUSTER_ROLES,
+    "RoleBinding": ROLE_BINDINGS,
+    "ClusterRoleBinding": CLUSTER_ROLE_BINDINGS,
+    "StorageClass": STORAGE_CLASSES,
+    "PersistentVolumeClaim": CLAIMS,
 }
+#: Kinds stored through ``ClusterState.put_fact`` as ``fact`` makes them.
+GENERIC_KINDS = (
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "PersistentVolumeClaim",
+)
 
 
 def policy_key(kind: str, obj: Mapping[str, Any]) -> PolicyKey:
@@ -63,7 +90,8 @@ def _compile_policy(
 
 
 def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The state's key and value for a Namespace, NetworkPolicy or Service."""
+    """The state's key and value for a Namespace, NetworkPolicy, Service, RBAC object,
+    StorageClass or PersistentVolumeClaim."""
     meta = obj.get("metadata") or {}
     name = str(meta.get("name", ""))
     namespace = str(meta.get("namespace") or "")
@@ -81,6 +109,17 @@ def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
         return (namespace, name), dict((obj.get("spec") or {}).get("selector") or {})
     if kind == "ModelPolicyException":
         return (namespace, name), exception_entry(obj)
+    if kind in ("Role", "ClusterRole"):
+        body = {**obj, "kind": kind}
+        role = parse_role(body)
+        return role.key, role
+    if kind in ("RoleBinding", "ClusterRoleBinding"):
+        binding = parse_binding({**obj, "kind": kind})
+        return binding.key, binding
+    if kind == "StorageClass":
+        return name, storage_class_facts(obj)
+    if kind == "PersistentVolumeClaim":
+        return (namespace, name), claim_facts(obj)
     raise ValueError(f"{kind} is not a kind the cluster state holds")
 
 
@@ -128,7 +167,12 @@ def observe_object(
     if kind not in FACT_KIND:
         return None
     fact_key, value = fact(kind, obj)
-    if kind == "Namespace":
+    if kind in GENERIC_KINDS:
+        if deleted:
+            state.delete_fact(FACT_KIND[kind], fact_key, version)
+        else:
+            state.put_fact(FACT_KIND[kind], fact_key, value, version)
+    elif kind == "Namespace":
         if deleted:
             state.delete_namespace(str(fact_key), version)
         else:

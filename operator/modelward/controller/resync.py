@@ -39,6 +39,12 @@ KINDS = (
     "NetworkPolicy",
     "Service",
     "ModelPolicyException",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "PersistentVolumeClaim",
 )
 #: Wait this long after kopf's first re-list event, so one resync covers the whole re-list.
 DEBOUNCE_SECONDS = 1.0
@@ -104,8 +110,10 @@ class StateResync:
                 )
             for key, obj in written:
                 await self.sync_policy(key, obj.get("status"))
+            policy_kind = kind in ("ClusterModelPolicy", "ModelPolicy")
             for gone in result.removed:
-                if isinstance(gone, tuple) and len(gone) == 3 and gone[0] == kind:
+                # RBAC keys are (kind, namespace, name) too: only policies have a status.
+                if policy_kind and isinstance(gone, tuple) and len(gone) == 3 and gone[0] == kind:
                     await self.sync_policy(gone, None)
         return removed
 

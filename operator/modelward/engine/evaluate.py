@@ -18,6 +18,7 @@ from modelward.engine.rules.images import check_images
 from modelward.engine.rules.integrity import check_integrity, check_integrity_update
 from modelward.engine.rules.isolation import check_isolation
 from modelward.engine.rules.secrets import check_secrets
+from modelward.engine.rules.storage import check_storage
 from modelward.engine.rules.transport import check_exposure, check_transport, exposure_backends
 from modelward.engine.workloads import Workload
 
@@ -55,6 +56,12 @@ def evaluate_workload(
             mode: Mode = config.mode
             findings.extend(
                 Finding(v, policy.ref, mode) for v in check(workload, namespace, config)
+            )
+        if policy.storage is not None:
+            # Storage reads cluster-wide facts (claims, StorageClasses), not the namespace's.
+            findings.extend(
+                Finding(v, policy.ref, policy.storage.mode)
+                for v in check_storage(workload, facts, policy.storage)
             )
     decision = Decision(tuple(findings))
     if exceptions is None:

@@ -6,7 +6,7 @@ was given; neither makes a network call per request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,12 +34,68 @@ class NamespaceFacts:
         return {**self.labels, "kubernetes.io/metadata.name": self.name}
 
 
+@dataclass(frozen=True)
+class StorageClassFacts:
+    """What the storage rules read of a StorageClass: its parameters and whether it is a
+    default (``storageclass.kubernetes.io/is-default-class``)."""
+
+    name: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    default: bool = False
+    #: creationTimestamp: with several defaults, the newest wins (as the API server picks).
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimFacts:
+    """A PersistentVolumeClaim's storageClassName: None when unset (the default class applies),
+    "" when explicitly none (a statically provisioned volume)."""
+
+    storage_class: str | None
+
+
+DEFAULT_CLASS_ANNOTATIONS = (
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+)
+
+
+def storage_class_facts(obj: Mapping[str, Any]) -> StorageClassFacts:
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return StorageClassFacts(
+        name=str(meta.get("name") or ""),
+        parameters={str(k): str(v) for k, v in (obj.get("parameters") or {}).items()},
+        default=any(
+            str(annotations.get(a, "")).lower() == "true" for a in DEFAULT_CLASS_ANNOTATIONS
+        ),
+        created=str(meta.get("creationTimestamp") or ""),
+    )
+
+
+def claim_facts(obj: Mapping[str, Any]) -> ClaimFacts:
+    value = (obj.get("spec") or {}).get("storageClassName")
+    return ClaimFacts(storage_class=None if value is None else str(value))
+
+
+def pick_default(classes: Iterable[StorageClassFacts]) -> StorageClassFacts | None:
+    """The default StorageClass: with several marked default, the newest (then by name)."""
+    defaults = [c for c in classes if c.default]
+    return max(defaults, key=lambda c: (c.created, c.name)) if defaults else None
+
+
 class ClusterFacts(Protocol):
     """Read-only cluster knowledge, answered from memory."""
 
     def namespace(self, name: str) -> NamespaceFacts: ...
 
     def service_selector(self, namespace: str, name: str) -> Mapping[str, str] | None: ...
+
+    def storage_class(self, name: str) -> StorageClassFacts | None: ...
+
+    def default_storage_class(self) -> StorageClassFacts | None: ...
+
+    def claim(self, namespace: str, name: str) -> ClaimFacts | None: ...
 
 
 def is_default_deny(network_policy: Mapping[str, Any]) -> bool:
@@ -121,9 +177,12 @@ class StaticFacts:
     open_ingress: dict[str, dict[str, LabelSelector]] = field(default_factory=dict)
     #: What to assume for a namespace with no NetworkPolicy in the set.
     assume_default_deny: bool | None = False
+    storage_classes: dict[str, StorageClassFacts] = field(default_factory=dict)
+    claims: dict[tuple[str, str], ClaimFacts] = field(default_factory=dict)
 
     def add_object(self, obj: Mapping[str, Any]) -> None:
-        """Learn from a Namespace, NetworkPolicy or Service; ignore anything else."""
+        """Learn from a Namespace, NetworkPolicy, Service, StorageClass or
+        PersistentVolumeClaim; ignore anything else."""
         kind = obj.get("kind")
         meta = obj.get("metadata") or {}
         name = str(meta.get("name", ""))
@@ -143,6 +202,10 @@ class StaticFacts:
         elif kind == "Service":
             selector = (obj.get("spec") or {}).get("selector") or {}
             self.services[(namespace, name)] = dict(selector)
+        elif kind == "StorageClass":
+            self.storage_classes[name] = storage_class_facts(obj)
+        elif kind == "PersistentVolumeClaim":
+            self.claims[(namespace, name)] = claim_facts(obj)
 
     def namespace(self, name: str) -> NamespaceFacts:
         known = self.namespaces.get(name) or NamespaceFacts(name=name)
@@ -157,3 +220,12 @@ class StaticFacts:
 
     def service_selector(self, namespace: str, name: str) -> Mapping[str, str] | None:
         return self.services.get((namespace, name))
+
+    def storage_class(self, name: str) -> StorageClassFacts | None:
+        return self.storage_classes.get(name)
+
+    def default_storage_class(self) -> StorageClassFacts | None:
+        return pick_default(self.storage_classes.values())
+
+    def claim(self, namespace: str, name: str) -> ClaimFacts | None:
+        return self.claims.get((namespace, name))

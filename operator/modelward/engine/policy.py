@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from modelward.api.schema import API_VERSION, openapi_schema
 from modelward.engine.decision import Mode, PolicyRef
 from modelward.engine.facts import NamespaceFacts
+from modelward.engine.rbac import PERMISSIONS, RbacSubject
 from modelward.engine.selectors import LabelSelector, SelectorError, matches_any_glob
 from modelward.errors import PolicyError
 
@@ -123,6 +124,54 @@ class SecretsConfig:
     forbid_credentials: bool
     forbid_system_prompts: bool
     allowed_env_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobFunction:
+    """Subjects that may hold some sensitive permissions (``spec.access.jobFunctions[]``)."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    #: "namespace/name" globs; a bare "name" means that ServiceAccount in the judged namespace.
+    service_accounts: tuple[str, ...] = ()
+    permissions: frozenset[str] = frozenset()
+
+    def includes(self, subject: RbacSubject, namespace: str) -> bool:
+        if subject.kind == "Group":
+            return matches_any_glob(subject.name, self.groups)
+        if subject.kind == "User":
+            return matches_any_glob(subject.name, self.users)
+        qualified = f"{subject.namespace}/{subject.name}"
+        return any(
+            matches_any_glob(qualified, (sa,))
+            if "/" in sa
+            else (subject.namespace == namespace and matches_any_glob(subject.name, (sa,)))
+            for sa in self.service_accounts
+        )
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    mode: Mode
+    job_functions: tuple[JobFunction, ...]
+
+    def allowing(self, subject: RbacSubject, permission: str, namespace: str) -> str | None:
+        """The first job function that lets ``subject`` hold ``permission``, or None."""
+        for job in self.job_functions:
+            if permission in job.permissions and job.includes(subject, namespace):
+                return job.name
+        return None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    mode: Mode
+    allowed_classes: tuple[str, ...]
+    #: parameter -> required value; "*" requires the parameter to be present and non-empty.
+    required_parameters: Mapping[str, str]
+    #: "All" PVC-backed volumes, or only the declared model volume ("ModelVolumes").
+    volumes: str = "All"
 
 
 @dataclass(frozen=True)
@@ -234,6 +283,13 @@ class Policy:
     #: Groups whose ModelPolicyExceptions count for this policy (``spec.exceptions.
     #: allowedGroups``); None: any exception RBAC let someone create.
     exception_groups: tuple[str, ...] | None = None
+    access: AccessConfig | None = None
+    storage: StorageConfig | None = None
+
+    def governs_namespace(self, namespace: NamespaceFacts) -> bool:
+        """Whether the policy selects (some pods of) ``namespace``: the access rules govern
+        who may reach a namespace, whatever its pods' labels."""
+        return self.may_apply_to_pods_labelled(namespace, {})
 
     def applies_to(self, namespace: NamespaceFacts, pod_labels: Mapping[str, str]) -> bool:
         """Namespaced policies apply only inside their own namespace."""
@@ -387,6 +443,41 @@ def _secrets(raw: Mapping[str, Any], mode: Mode) -> SecretsConfig:
         forbid_credentials=bool(raw.get("forbidLiteralCredentials", True)),
         forbid_system_prompts=bool(raw.get("forbidLiteralSystemPrompts", True)),
         allowed_env_names=tuple(raw.get("allowedEnvNames") or ()),
+    )
+
+
+def _access(raw: Mapping[str, Any], mode: Mode) -> AccessConfig:
+    jobs = []
+    for item in raw.get("jobFunctions") or []:
+        jobs.append(
+            JobFunction(
+                name=str(item.get("name", "")),
+                groups=tuple(str(g) for g in item.get("groups") or ()),
+                users=tuple(str(u) for u in item.get("users") or ()),
+                service_accounts=tuple(str(s) for s in item.get("serviceAccounts") or ()),
+                permissions=frozenset(item.get("permissions") or PERMISSIONS),
+            )
+        )
+    return AccessConfig(mode=_mode(raw.get("mode"), mode), job_functions=tuple(jobs))
+
+
+def _storage(raw: Mapping[str, Any], mode: Mode, label: str) -> StorageConfig:
+    allowed = tuple(str(c) for c in raw.get("allowedStorageClasses") or ())
+    required = {str(k): str(v) for k, v in (raw.get("requiredParameters") or {}).items()}
+    if not allowed and not required:
+        raise PolicyError(
+            "storage allows no StorageClass: neither allowedStorageClasses nor "
+            "requiredParameters is set",
+            policy=label,
+            field="spec.storage",
+            fix="list the encrypted StorageClasses, or the parameters that make a class "
+            'encrypted (e.g. encrypted: "true")',
+        )
+    return StorageConfig(
+        mode=_mode(raw.get("mode"), mode),
+        allowed_classes=allowed,
+        required_parameters=required,
+        volumes=str(raw.get("volumes", "All")),
     )
 
 
@@ -683,6 +774,8 @@ def parse_policy(obj: Mapping[str, Any], *, keys: KeySource | None = None) -> Po
             _integrity(spec["integrity"], mode, label, ref, keys) if "integrity" in spec else None
         ),
         exception_groups=_exception_groups(spec.get("exceptions")),
+        access=_access(spec["access"], mode) if "access" in spec else None,
+        storage=_storage(spec["storage"], mode, label) if "storage" in spec else None,
     )
 
 

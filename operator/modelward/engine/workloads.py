@@ -89,6 +89,8 @@ class Workload:
     #: Names of the object's controller owners (a pod's ReplicaSet, a ReplicaSet's
     #: Deployment): policy exceptions that name a workload cover what it creates.
     owners: tuple[str, ...] = ()
+    #: A StatefulSet's ``volumeClaimTemplates``: the claims its pods will mount (storage rules).
+    claim_templates: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def pod_spec_pointer(self) -> tuple[str, ...]:
@@ -157,6 +159,7 @@ def workload_from_object(obj: Mapping[str, Any], *, namespace: str | None = None
         template_pointer=pointer,
         template_metadata=template_metadata if isinstance(raw_metadata, Mapping) else None,
         owners=_controller_owners(metadata),
+        claim_templates=_claim_templates(obj) if kind == "StatefulSet" else (),
     )
 
 
@@ -169,3 +172,11 @@ def _controller_owners(metadata: Mapping[str, Any]) -> tuple[str, ...]:
         for r in refs
         if isinstance(r, Mapping) and r.get("controller") and isinstance(r.get("name"), str)
     )
+
+
+def _claim_templates(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    spec = obj.get("spec")
+    templates = spec.get("volumeClaimTemplates") if isinstance(spec, Mapping) else None
+    if not isinstance(templates, list):
+        return ()
+    return tuple(t for t in templates if isinstance(t, Mapping))

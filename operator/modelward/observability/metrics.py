@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelward.engine.rbac import RBAC_KINDS
 from modelward.engine.rules.transport import EXPOSURE_KINDS
 from modelward.engine.workloads import TEMPLATE_POINTERS
 
 #: The label value standing for every value outside a closed set.
 OTHER = "other"
-KNOWN_KINDS = frozenset({*TEMPLATE_POINTERS, *(kind for _, kind in EXPOSURE_KINDS)})
+KNOWN_KINDS = frozenset({*TEMPLATE_POINTERS, *(kind for _, kind in EXPOSURE_KINDS), *RBAC_KINDS})
 
 
 def kind_label(kind: str) -> str:

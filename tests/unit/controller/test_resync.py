@@ -67,6 +67,14 @@ def _watched(state: ClusterState) -> None:
     observe_object(state, "ClusterModelPolicy", _obj("iso", "4", **ISOLATION))
     observe_object(state, "ModelPolicy", _obj("team", "5", "a", **ISOLATION))
     observe_object(state, "ModelPolicyException", _obj("waive", "6", "a", **EXCEPTION))
+    exec_rule = {"rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]}
+    ref = {"roleRef": {"kind": "Role", "name": "r"}, "subjects": [{"kind": "User", "name": "u"}]}
+    observe_object(state, "Role", _obj("r", "6", "a", **exec_rule))
+    observe_object(state, "ClusterRole", _obj("cr", "7", **exec_rule))
+    observe_object(state, "RoleBinding", _obj("rb", "8", "a", **ref))
+    observe_object(state, "ClusterRoleBinding", _obj("crb", "9", **ref))
+    observe_object(state, "StorageClass", _obj("enc", "10", parameters={"encrypted": "true"}))
+    observe_object(state, "PersistentVolumeClaim", _obj("c", "11", "a", spec={}))
 
 
 async def test_resync_removes_deleted_objects_of_every_kind() -> None:
@@ -90,9 +98,18 @@ async def test_resync_removes_deleted_objects_of_every_kind() -> None:
         "NetworkPolicy": 1,
         "Service": 1,
         "ModelPolicyException": 1,
+        "Role": 1,
+        "ClusterRole": 1,
+        "RoleBinding": 1,
+        "ClusterRoleBinding": 1,
+        "StorageClass": 1,
+        "PersistentVolumeClaim": 1,
     }
     assert state.exceptions == ()
     assert state.namespace("a").has_default_deny is False
+    snapshot = state.rbac_snapshot()
+    assert not snapshot.roles and not snapshot.bindings
+    assert state.storage_class("enc") is None and state.claim("a", "c") is None
     assert state.namespace("a").labels == {}
     assert state.service_selector("a", "llm") is None
     assert [p.ref.name for p in state.active_policies] == ["team"]

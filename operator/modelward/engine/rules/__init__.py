@@ -88,6 +88,26 @@ RULES: dict[str, RuleInfo] = {
             "integrity",
             "The model declaration, keys and verifier do not change after admission",
         ),
+        RuleInfo(
+            "MW-ACC-001",
+            "access",
+            "Role bindings give sensitive permissions only to allowed job functions",
+        ),
+        RuleInfo(
+            "MW-ACC-002",
+            "access",
+            "Role changes give no bound, disallowed subject a sensitive permission",
+        ),
+        RuleInfo(
+            "MW-STO-001",
+            "storage",
+            "Mounted PersistentVolumeClaims use an allowed (encrypted) StorageClass",
+        ),
+        RuleInfo(
+            "MW-STO-002",
+            "storage",
+            "Generic ephemeral volumes use an allowed (encrypted) StorageClass",
+        ),
     )
 }
 
@@ -100,5 +120,7 @@ def enabled_rule_ids(policy: Policy) -> tuple[str, ...]:
         "transport": policy.transport,
         "secrets": policy.secrets,
         "integrity": policy.integrity,
+        "access": policy.access,
+        "storage": policy.storage,
     }
     return tuple(r.rule_id for r in RULES.values() if families.get(r.family) is not None)
