@@ -23,7 +23,13 @@ from modelward.integrity.scanning.archives import (
     scan_tar,
     scan_zip,
 )
-from modelward.integrity.scanning.context import Budget, BudgetExceeded, ScanContext, ScanPolicy
+from modelward.integrity.scanning.context import (
+    Budget,
+    BudgetExceeded,
+    ScanContext,
+    ScanPolicy,
+    make_allowlist,
+)
 from modelward.integrity.scanning.formats import HEAD, is_text, sniff
 from modelward.integrity.scanning.numpy_scan import scan_npy
 from modelward.integrity.scanning.onnx_scan import scan_onnx
@@ -301,7 +307,7 @@ def scan_paths(
 ) -> ScanReport:
     """Scan files and directories (recursively); see :class:`ScanReport` for the verdict."""
     policy = policy or ScanPolicy()
-    allowlist = Allowlist(policy.extra_allowed_globals)
+    allowlist = make_allowlist(policy)
     results: list[FileScan] = []
     for path in paths:
         for item in _iter_files(path):
@@ -318,7 +324,7 @@ def scan_bytes(
 ) -> ScanReport:
     """Scan an in-memory blob (tests, webhook payloads)."""
     policy = policy or ScanPolicy()
-    ctx = _top_context(name, policy, Allowlist(policy.extra_allowed_globals), len(data))
+    ctx = _top_context(name, policy, make_allowlist(policy), len(data))
     _scan_within_budget(io.BytesIO(data), ctx, len(data))
     scan = FileScan(
         path=name,
