@@ -183,6 +183,15 @@ def main() -> None:
         str(public),
         str(model),
     ]
+    if args.hashing != "sha256":  # model_signing's CLI verifies SHA-256 only: its API then
+        script = (
+            "import model_signing, sys; m, k, s = sys.argv[1:]; "
+            "h = model_signing.hashing.Config().use_file_serialization("
+            f"hashing_algorithm={args.hashing!r}).set_ignored_paths(paths=[s]); "
+            "model_signing.verifying.Config().use_elliptic_key_verifier(public_key=k)"
+            ".set_hashing_config(h).verify(m, s)"
+        )
+        tool_cmd = [sys.executable, "-c", script, str(model), str(public), str(signature)]
     env_path = str(ROOT / "operator")
     os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
     ours, tool = [], []
