@@ -186,7 +186,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         "scan",
         formatter_class=fmt,
         epilog=_SCAN_EPILOG,
-        help="scan model files for code-execution payloads (pickle, PyTorch, NumPy, ONNX)",
+        help="scan model files for code-execution payloads (pickle, PyTorch, NumPy, joblib, "
+        "ONNX) and malformed safetensors/GGUF headers",
         description="Detect code-execution payloads without loading anything: the format is "
         "decided from content, pickles are walked opcode by opcode against an "
         "allowlist of the globals ordinary checkpoints need.",
