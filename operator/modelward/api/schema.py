@@ -449,7 +449,7 @@ def _integrity(*, namespaced: bool) -> Schema:
             },
             "allowedGlobals": _strings(
                 "Further pickle globals the scan accepts, exact (mypkg.config.ModelConfig) "
-                "or a module's top-level names (mypkg.config.*).",
+                "or every name in a module and its submodules (mypkg.*).",
                 maxItems=256,
                 items={"type": "string", "maxLength": 256, "pattern": GLOBAL_NAME_PATTERN},
             ),

@@ -601,7 +601,7 @@ def _allowed_globals(raw: Any, *, label: str, where: str) -> tuple[str, ...]:
                 f"{name[:80]!r} is not a pickle global name",
                 policy=label,
                 field=f"{where}.allowedGlobals",
-                fix="write module.Name (exact) or module.* (a module's top-level names)",
+                fix="write module.Name (exact) or module.* (every name in a module and below)",
             )
     return names
 

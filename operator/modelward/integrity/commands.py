@@ -146,8 +146,8 @@ def _add_allow_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE.NAME",
-        help="also accept this pickle global (exact name, or MODULE.* for a module's "
-        "top-level names); repeatable",
+        help="also accept this pickle global (exact name, or MODULE.* for every name in a "
+        "module and its submodules); repeatable",
     )
     parser.add_argument(
         "--profile",
