@@ -381,6 +381,15 @@ class PickleWalker:
                     args = self._pop(at)
                     func = self._pop(at)
                     self._check_callable(func, at, "REDUCE")
+                    if (
+                        isinstance(func, Global)
+                        and func.full == "copyreg._reconstructor"
+                        and isinstance(args, tuple)
+                        and len(args) > 1
+                        and isinstance(args[1], Global)
+                    ):
+                        # _reconstructor(cls, base, state) runs base.__init__(obj, state)
+                        self._check_use(args[1], at, "REDUCE")
                     push(Call(func, args, at), at)
                 elif op == 0x62:  # BUILD
                     state = self._pop(at)

@@ -126,6 +126,14 @@ def test_calling_a_trusted_class_or_a_stored_function_is_a_finding() -> None:
     assert scan_bytes(stored, policy=ALL).findings[0].rule == "trusted-type-misuse"
     old = b"(S'x'\nilightgbm.basic\nBooster\n."  # INST calls the class too
     assert scan_bytes(old, policy=ALL).findings[0].rule == "trusted-type-misuse"
+    # copyreg._reconstructor(cls, base, state) calls base.__init__: a trusted class as base
+    via_base = (
+        b"ccopyreg\n_reconstructor\n(csklearn.linear_model._logistic\nLogisticRegression\n"
+        b"clightgbm.basic\nBooster\n(dtR."
+    )
+    assert scan_bytes(via_base, policy=ALL).findings[0].rule == "trusted-type-misuse"
+    plain = b"ccopyreg\n_reconstructor\n(csklearn.pipeline\nPipeline\nc__builtin__\nobject\nNtR."
+    assert scan_bytes(plain, policy=ALL).verdict == "clean"
     # a reviewed callable (a Cython type's __reduce__) may be called
     tree = _reduce_call("sklearn.tree._tree", "Tree", "x")
     assert scan_bytes(tree, policy=ALL).verdict == "clean"
