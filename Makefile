@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image image-verifier lock sbom
 
 ## demo: a small real cluster (node included), modelward installed by helm from its own image;
 ##       what it denies and patches, a signed model served, a tampered one held in Init
@@ -47,10 +47,12 @@ generate: venv
 	$(VENV)/bin/modelward crds --write
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml operator/requirements.lock
 	@echo ">> creating $(VENV) and installing modelward with its test extras"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	# the runtime dependencies exactly as locked (the images are built from this venv)
+	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r operator/requirements.lock
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -68,6 +70,32 @@ image: venv
 	rm -rf $(IMAGE_DIR)
 	PYTHONPATH=hack $(PY) -m modelward_dev.images modelward --output $(IMAGE_DIR) \
 		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure)
+
+## image-verifier: the slim verifier image (modelward + cryptography + blake3), as an OCI layout
+VERIFIER_IMAGE_DIR ?= dist/verifier-image
+image-verifier: venv
+	rm -rf $(VERIFIER_IMAGE_DIR)
+	PYTHONPATH=hack $(PY) -m modelward_dev.images verifier --output $(VERIFIER_IMAGE_DIR) \
+		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure)
+
+## lock: pin the runtime dependencies with hashes (operator/requirements.lock, used by the
+##       Dockerfile and the image builder; the verifier's subset in operator/verifier.lock)
+lock: venv
+	$(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 --universal \
+		--generate-hashes -o operator/requirements.lock
+	$(VENV)/bin/uv pip compile operator/verifier.in --python-version 3.11 --universal \
+		--generate-hashes -c operator/requirements.lock -o operator/verifier.lock
+	$(VENV)/bin/uv pip compile operator/build.in --python-version 3.11 --universal \
+		--generate-hashes -o operator/build.lock
+
+## sbom: CycloneDX SBOM of modelward's image, from the lock file (dist/sbom.cdx.json)
+sbom: venv
+	mkdir -p dist
+	$(VENV)/bin/cyclonedx-py requirements operator/requirements.lock --pyproject pyproject.toml \
+		--mc-type application --output-reproducible --of JSON --validate -o dist/sbom.cdx.json
+	$(VENV)/bin/cyclonedx-py requirements operator/verifier.lock --pyproject pyproject.toml \
+		--mc-type application --output-reproducible --of JSON --validate \
+		-o dist/sbom-verifier.cdx.json
 
 ## system-deps: Debian packages the tests use (Prometheus, containerd, runc, CNI plugins, a registry, busybox)
 system-deps:

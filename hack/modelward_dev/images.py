@@ -51,6 +51,7 @@ __all__ = [
     "modelward_image",
     "parse_reference",
     "pause_image",
+    "verifier_image",
     "write_oci_layout",
 ]
 
@@ -465,17 +466,22 @@ def _add_users(layer: Layer) -> None:
 # -- modelward's image --
 
 
-def _runtime_distributions(project: Path) -> list[metadata.Distribution]:
+def _runtime_distributions(
+    project: Path, requirements: Sequence[str] | None = None
+) -> list[metadata.Distribution]:
     """modelward's runtime dependencies and theirs, as installed in this interpreter's venv.
 
-    Read from ``[project].dependencies`` of pyproject.toml and each distribution's metadata
-    (markers evaluated, extras ignored): exactly what ``pip install .`` would bring, no test
-    tools.
+    Read from ``[project].dependencies`` of pyproject.toml (or ``requirements``) and each
+    distribution's metadata (markers evaluated, extras ignored): exactly what ``pip install .``
+    would bring, no test tools. Each must be the version operator/requirements.lock pins, so
+    that the image holds what the lock file (and the SBOM made from it) says.
     """
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
-    pending = [Requirement(r) for r in pyproject["project"]["dependencies"]]
+    if requirements is None:
+        requirements = pyproject["project"]["dependencies"]
+    pending = [Requirement(r) for r in requirements]
     found: dict[str, metadata.Distribution] = {}
     while pending:
         requirement = pending.pop()
@@ -493,7 +499,35 @@ def _runtime_distributions(project: Path) -> list[metadata.Distribution]:
             ) from None
         found[key] = distribution
         pending.extend(Requirement(r) for r in distribution.requires or [])
+    locked = locked_versions(project / LOCK_FILE)
+    for key, distribution in found.items():
+        if key != "modelward" and locked.get(key) != distribution.version:
+            raise ImageBuildError(
+                f"{distribution.metadata['Name']} {distribution.version} is installed but "
+                f"{LOCK_FILE} pins {locked.get(key, 'nothing')}: run `pip install "
+                f"--require-hashes -r {LOCK_FILE}` (or `make lock` after changing pyproject.toml)"
+            )
     return [found[k] for k in sorted(found)]
+
+
+#: The runtime dependencies, pinned with hashes (``make lock``); the Dockerfile installs them.
+LOCK_FILE = "operator/requirements.lock"
+#: What the verifier image's ``modelward verify-pod`` imports beyond the standard library.
+VERIFIER_REQUIREMENTS = ("cryptography", "blake3")
+
+
+def locked_versions(lock: Path) -> dict[str, str]:
+    """``{normalised name: version}`` of a pip requirements file with ``name==version`` pins."""
+    try:
+        text = lock.read_text()
+    except OSError as exc:
+        raise ImageBuildError(f"{lock}: {exc.strerror}; run `make lock`") from None
+    pins = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return pins
 
 
 def _site_packages_files(distribution: metadata.Distribution) -> Iterable[tuple[str, Path]]:
@@ -592,7 +626,22 @@ def _pyc_path(image_path: str) -> str:
     return str(path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc")
 
 
-def modelward_image(project: Path = _REPO_ROOT, *, python: Path = HOST_PYTHON) -> BuiltImage:
+def verifier_image(project: Path = _REPO_ROOT, *, python: Path = HOST_PYTHON) -> BuiltImage:
+    """The slim verifier image (operator/Dockerfile's ``verifier`` target): the same runtime
+    layer, but /venv holds only modelward and what ``verify-pod`` imports (cryptography,
+    blake3 and their dependencies): no Kubernetes client, no web server, no YAML parser."""
+    return modelward_image(
+        project, python=python, requirements=VERIFIER_REQUIREMENTS, name="modelward-verifier"
+    )
+
+
+def modelward_image(
+    project: Path = _REPO_ROOT,
+    *,
+    python: Path = HOST_PYTHON,
+    requirements: Sequence[str] | None = None,
+    name: str = "modelward",
+) -> BuiltImage:
     """modelward's image with the contents operator/Dockerfile describes, built from files.
 
     Layer 1 (runtime): Debian 12's /usr/bin/python3.11, its standard library (tests, GUI and
@@ -646,7 +695,7 @@ def modelward_image(project: Path = _REPO_ROOT, *, python: Path = HOST_PYTHON) -
     _add_users(runtime)
     runtime.add_dir("/tmp", mode=0o1777)
 
-    for distribution in _runtime_distributions(project):
+    for distribution in _runtime_distributions(project, requirements):
         if distribution.metadata["Name"].lower() == "modelward":
             continue  # the editable install points at a checkout; copied from `project` below
         for site_relative, host in _site_packages_files(distribution):
@@ -704,7 +753,7 @@ def modelward_image(project: Path = _REPO_ROOT, *, python: Path = HOST_PYTHON) -
         user=f"{NONROOT}:{NONROOT}",
         exposed_ports=("8443/tcp", "8080/tcp"),
         labels={
-            "org.opencontainers.image.title": "modelward",
+            "org.opencontainers.image.title": name,
             "org.opencontainers.image.description": (
                 "Admission controller and operator protecting AI model-serving deployments "
                 "(AIUC-1 B008)"
@@ -713,7 +762,7 @@ def modelward_image(project: Path = _REPO_ROOT, *, python: Path = HOST_PYTHON) -
             "org.opencontainers.image.version": version,
         },
     )
-    return build_image("modelward", [runtime, venv], config)
+    return build_image(name, [runtime, venv], config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -724,13 +773,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m modelward_dev.images",
         description="Build an image from files (no Docker), write it as an OCI layout, push it.",
     )
-    parser.add_argument("image", choices=("modelward", "busybox", "pause"))
+    parser.add_argument("image", choices=("modelward", "verifier", "busybox", "pause"))
     parser.add_argument("--output", type=Path, help="write an OCI image layout folder here")
     parser.add_argument("--push", metavar="HOST[:PORT]/REPO[:TAG]", help="push to this registry")
     parser.add_argument("--insecure", action="store_true", help="the registry speaks plain HTTP")
     parser.add_argument("--ca-cert", type=Path, help="CA that signed the registry's certificate")
     args = parser.parse_args(argv)
-    builders = {"modelward": modelward_image, "busybox": busybox_image, "pause": pause_image}
+    builders = {
+        "modelward": modelward_image,
+        "verifier": verifier_image,
+        "busybox": busybox_image,
+        "pause": pause_image,
+    }
     try:
         image = builders[args.image]()
         print(f"{args.image}: {image.digest} ({image.size / 1e6:.1f} MB compressed)")

@@ -221,8 +221,10 @@ def test_a_cluster_policy_key_comes_from_modelwards_namespace_only(
             lambda s: s.update(exclude={"podSelector": {"matchLabels": {"app": "debug"}}}),
             "exclude.podSelector is not allowed",
         ),
+        (lambda s: s["integrity"].update(scanProfiles=["pytorch"]), "Unsupported value"),
+        (lambda s: s["integrity"].update(allowedGlobals=["--no-scan"]), "should match"),
     ],
-    ids=["not-pem", "exclude-pod-selector"],
+    ids=["not-pem", "exclude-pod-selector", "unknown-profile", "global-as-option"],
 )
 def test_the_crd_refuses_what_cannot_be_trusted(
     kubectl: ToolRunner, namespace: str, change: Any, words: str

@@ -30,3 +30,22 @@ def test_every_rule_a_family_emits_is_in_the_catalogue() -> None:
     sources = (ROOT / "operator" / "modelward" / "engine" / "rules").glob("*.py")
     emitted = {m for p in sources for m in re.findall(r'"(MW-[A-Z]{3}-\d{3})"', p.read_text())}
     assert emitted - set(RULES) == set(), "list these rules in engine/rules/__init__.py"
+
+
+def test_docs_point_only_at_files_inside_the_repository() -> None:
+    """A reader of a clone (or of the chart package) has nothing outside the repository: every
+    link or relative path in the docs resolves to a file that the repository holds."""
+    root = ROOT
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    problems = []
+    for page in pages:
+        text = page.read_text()
+        targets = re.findall(r"\]\(([^)#\s]+)", text)  # markdown links
+        targets += re.findall(r"(?<![\w/])(\.\./[\w./-]+)", text)  # bare relative paths
+        for target in targets:
+            if re.match(r"[a-z]+:", target):
+                continue  # a URL
+            resolved = (page.parent / target).resolve()
+            if not resolved.is_relative_to(root) or not resolved.exists():
+                problems.append(f"{page.relative_to(root)}: {target}")
+    assert not problems, problems

@@ -27,6 +27,12 @@ POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
 Schema = dict[str, Any]
 
 
+#: The scanner's trusted-type profiles (``integrity.scanning.profiles``; a test keeps both equal).
+SCAN_PROFILES: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm")
+#: A pickle global: dotted identifiers, optionally ending in ``.*``.
+GLOBAL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\.\*)?$"
+
+
 def _string(description: str, **extra: Any) -> Schema:
     return {"type": "string", "description": description, **extra}
 
@@ -525,6 +531,21 @@ def _integrity(*, namespaced: bool) -> Schema:
             },
             "scan": _boolean("Scan the model for code-execution payloads too.", True),
             "allowShards": _boolean("Accept signatures in the 'shards' serialization.", False),
+            "scanProfiles": {
+                "type": "array",
+                "description": "Trusted-type profiles the scan accepts besides ordinary "
+                "checkpoints: the vetted classes of scikit-learn, XGBoost and LightGBM "
+                "pickles/joblib files (docs/integrity.md).",
+                "items": {"type": "string", "enum": list(SCAN_PROFILES)},
+                "maxItems": len(SCAN_PROFILES),
+                "x-kubernetes-list-type": "set",
+            },
+            "allowedGlobals": _strings(
+                "Further pickle globals the scan accepts, exact (mypkg.config.ModelConfig) "
+                "or every name in a module and its submodules (mypkg.*).",
+                maxItems=256,
+                items={"type": "string", "maxLength": 256, "pattern": GLOBAL_NAME_PATTERN},
+            ),
             "allowedIgnorePaths": _strings(
                 "Paths a signature may exempt from hashing (beyond .git and the signature)."
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,7 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelward.api.schema import API_VERSION, openapi_schema
+from modelward.api.schema import (
+    API_VERSION,
+    GLOBAL_NAME_PATTERN,
+    SCAN_PROFILES,
+    openapi_schema,
+)
 from modelward.engine.decision import Mode, PolicyRef
 from modelward.engine.facts import NamespaceFacts
 from modelward.engine.rbac import PERMISSIONS, RbacSubject
@@ -263,6 +269,9 @@ class IntegrityConfig:
     #: "All": every selected pod must declare a model; "ModelVolumes": only pods that declare
     #: one or mount a model-like volume are model pods (what a pod is, not what it is labelled).
     model_pods: str = "All"
+    #: Trusted-type profiles and further pickle globals the verifier's scan accepts.
+    scan_profiles: tuple[str, ...] = ()
+    allowed_globals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -659,7 +668,36 @@ def _integrity(
         container_name=verifier_container_name(ref),
         require_verified_volumes=bool(raw.get("requireVerifiedModelVolumes", True)),
         model_pods=str(raw.get("modelPods", "All")),
+        scan_profiles=_scan_profiles(raw.get("scanProfiles"), label=label, where=where),
+        allowed_globals=_allowed_globals(raw.get("allowedGlobals"), label=label, where=where),
     )
+
+
+def _scan_profiles(raw: Any, *, label: str, where: str) -> tuple[str, ...]:
+    """The CRD schema holds this too; ``modelward check`` reads manifests without it."""
+    names = tuple(str(n) for n in raw or ())
+    for name in names:
+        if name not in SCAN_PROFILES:
+            raise PolicyError(
+                f"unknown scan profile {name!r}",
+                policy=label,
+                field=f"{where}.scanProfiles",
+                fix=f"choose from {', '.join(SCAN_PROFILES)}",
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _allowed_globals(raw: Any, *, label: str, where: str) -> tuple[str, ...]:
+    names = tuple(str(n) for n in raw or ())
+    for name in names:
+        if len(name) > 256 or not re.fullmatch(GLOBAL_NAME_PATTERN, name):
+            raise PolicyError(
+                f"{name[:80]!r} is not a pickle global name",
+                policy=label,
+                field=f"{where}.allowedGlobals",
+                fix="write module.Name (exact) or module.* (every name in a module and below)",
+            )
+    return names
 
 
 def key_references(obj: Mapping[str, Any]) -> tuple[KeyReference, ...]:

@@ -296,8 +296,8 @@ def _parse_serialization(doc: dict[str, Any]) -> Serialization:
     if hash_type not in DIGEST_SIZES:
         raise UnsupportedFormatError(
             f"unsupported hash_type {hash_type!r}: modelward verifies "
-            f"{' and '.join(sorted(DIGEST_SIZES))} (blake3 needs a compiled dependency)",
-            fix="sign with --hashing sha256 (the model_signing default) or blake2",
+            f"{', '.join(sorted(DIGEST_SIZES))}",
+            fix="sign with sha256 (the model_signing default), blake2 or blake3 hashing",
         )
     allow_symlinks = doc.get("allow_symlinks", False)
     if not isinstance(allow_symlinks, bool):

@@ -73,6 +73,7 @@ examples:
   modelward scan model/                       # every file, format decided from content
   modelward scan pytorch_model.bin -o json
   modelward scan model/ --allow-global mypkg.config.ModelConfig -o yaml
+  modelward scan model.joblib --profile sklearn   # vetted scikit-learn estimator classes
   curl -sL https://example.com/model.pkl | modelward scan -   # standard input
 
 exit codes: 0 clean, 1 unsafe (findings printed; a file that spends its expansion budget
@@ -153,6 +154,27 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_allow_arguments(parser: argparse.ArgumentParser) -> None:
+    from modelward.integrity.scanning.profiles import PROFILE_NAMES
+
+    parser.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="also accept this pickle global (exact name, or MODULE.* for every name in a "
+        "module and its submodules); repeatable",
+    )
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        choices=PROFILE_NAMES,
+        help="also accept the vetted classes of this library's pickles/joblib files "
+        "(trusted types, see docs/integrity.md); repeatable",
+    )
+
+
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``verify``, ``scan`` and ``verify-pod`` to the ``modelward`` CLI."""
     fmt = HelpFormatter
@@ -182,7 +204,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         "scan",
         formatter_class=fmt,
         epilog=_SCAN_EPILOG,
-        help="scan model files for code-execution payloads (pickle, PyTorch, NumPy, ONNX)",
+        help="scan model files for code-execution payloads (pickle, PyTorch, NumPy, joblib, "
+        "ONNX) and malformed safetensors/GGUF headers",
         description="Detect code-execution payloads without loading anything: the format is "
         "decided from content, pickles are walked opcode by opcode against an "
         "allowlist of the globals ordinary checkpoints need.",
@@ -190,13 +213,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     scan.add_argument(
         "paths", nargs="+", metavar="PATH", help="files or directories, - for standard input"
     )
-    scan.add_argument(
-        "--allow-global",
-        action="append",
-        default=[],
-        metavar="MODULE.NAME",
-        help="also accept this pickle global (exact name); repeatable",
-    )
+    _add_allow_arguments(scan)
     scan.add_argument(
         "--allow-onnx-domain",
         action="append",
@@ -234,6 +251,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         default=True,
         help="scan the verified files for payloads (default: on)",
     )
+    _add_allow_arguments(pod)
     pod.add_argument(
         "--termination-log",
         default="/dev/termination-log",
@@ -426,6 +444,7 @@ def run_scan(args: argparse.Namespace) -> int:
     policy = ScanPolicy(
         extra_allowed_globals=frozenset(args.allow_global),
         extra_onnx_domains=frozenset(args.allow_onnx_domain),
+        profiles=tuple(args.profile),
         **limits,
     )
     files = [p for p in args.paths if p != STDIN]
@@ -503,7 +522,10 @@ def verify_pod(args: argparse.Namespace) -> tuple[VerifierResult, str]:
     root = os.path.realpath(args.model_path)
     paths = [root] if os.path.isfile(root) else [os.path.join(root, f.name) for f in result.files]
     try:
-        report = scan_paths(paths, policy=ScanPolicy(), display_root=root)
+        policy = ScanPolicy(
+            extra_allowed_globals=frozenset(args.allow_global), profiles=tuple(args.profile)
+        )
+        report = scan_paths(paths, policy=policy, display_root=root)
     except Exception as exc:
         return VerifierResult(
             result="verified",

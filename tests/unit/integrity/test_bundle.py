@@ -144,6 +144,6 @@ def test_shard_names_and_float_shard_size() -> None:
 
 def test_unsupported_hash_type() -> None:
     doc = _statement()
-    doc["predicate"]["serialization"]["hash_type"] = "blake3"
+    doc["predicate"]["serialization"]["hash_type"] = "sha1"
     with pytest.raises(UnsupportedFormatError, match="unsupported hash_type"):
         parse_statement(json.dumps(doc).encode())

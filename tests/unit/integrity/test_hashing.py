@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
 from modelward.integrity.errors import ModelPathError, UnsupportedFormatError
 from modelward.integrity.hashing import (
@@ -25,7 +26,8 @@ def test_matches_hashlib(tmp_path: Path) -> None:
         path = tmp_path / f"f{i}"
         path.write_bytes(os.urandom(size))
         items.append(HashItem(key=f"f{i}", path=str(path), size=size))
-    for hash_type, fn in (("sha256", hashlib.sha256), ("blake2b", hashlib.blake2b)):
+    algorithms = (("sha256", hashlib.sha256), ("blake2b", hashlib.blake2b), ("blake3", blake3))
+    for hash_type, fn in algorithms:
         for workers in (1, 3):
             digests = hash_items(items, hash_type=hash_type, workers=workers)
             for item in items:
@@ -63,7 +65,7 @@ def test_fifo_is_not_read(tmp_path: Path) -> None:
 
 def test_unsupported_algorithm() -> None:
     with pytest.raises(UnsupportedFormatError):
-        hash_items([], hash_type="blake3")
+        hash_items([], hash_type="sha1")
 
 
 def test_available_cpus() -> None:

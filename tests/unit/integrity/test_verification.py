@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from modelward.integrity.errors import BundleFormatError, UnsupportedFormatError
+from modelward.integrity.errors import BundleFormatError
 from modelward.integrity.trust import TrustPolicy, load_ca_certificates, load_public_keys
 from modelward.integrity.verification import (
     VerificationPolicy,
@@ -449,12 +449,21 @@ def test_symlinks_only_inside_and_only_if_allowed(tmp_path: Path) -> None:
     assert _verify(model, key, allow_symlinks=True).code == "symlink"
 
 
-def test_blake3_is_a_clear_unsupported_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["files", "shards"])
+def test_blake3_signed_by_model_signing_verifies_and_tampering_is_caught(
+    tmp_path: Path, method: str
+) -> None:
+    """Interop: model_signing's own BLAKE3 hashing (its hashing_algorithm="blake3")."""
     model = make_model(tmp_path)
     key = make_key(tmp_path, "k")
-    sign_api(model, key, model / "model.sig", hashing="blake3")
-    with pytest.raises(UnsupportedFormatError, match="unsupported hash_type"):
-        _verify(model, key)
+    sign_api(model, key, model / "model.sig", hashing="blake3", method=method, shard_size=4096)
+    result = _verify(model, key, allow_shards=method == "shards")
+    assert result.verified, result.reason
+    assert result.serialization is not None and result.serialization.hash_type == "blake3"
+    flip_byte(model / "weights.bin", 1000)
+    tampered = _verify(model, key, allow_shards=method == "shards")
+    assert not tampered.verified and tampered.code == "files-mismatch"
+    assert "weights.bin" in tampered.reason
 
 
 def _constrained_intermediate(

@@ -150,6 +150,10 @@ def verifier_container(cfg: IntegrityConfig, model: ModelDeclaration) -> dict[st
         args.append("--allow-shards")
     for path in cfg.allowed_ignore_paths:
         args += ["--allowed-ignore-path", path]
+    if cfg.scan:
+        # "--flag=value": a value is never read as an option of its own
+        args += [f"--profile={name}" for name in cfg.scan_profiles]
+        args += [f"--allow-global={name}" for name in cfg.allowed_globals]
     args += ["--policy", cfg.policy_label, "--termination-log", "/dev/termination-log"]
     return {
         "name": cfg.container_name,

@@ -19,6 +19,8 @@ import _compat_pickle
 from collections.abc import Iterable
 from typing import Final
 
+from modelward.integrity.scanning.profiles import Profile, Use
+
 _TORCH_STORAGES: Final = (
     "Float",
     "Double",
@@ -352,18 +354,23 @@ def normalise(module: str, name: str) -> tuple[str, str]:
 
 
 class Allowlist:
-    """Exact names plus ``module.*`` patterns (``--allow-global 'sklearn.*'``)."""
+    """Exact names plus ``module.*`` patterns (``--allow-global 'sklearn.*'``), plus the
+    names of trusted-type profiles, each allowed for one use only (see ``profiles``)."""
 
-    def __init__(self, extra: Iterable[str] = ()) -> None:
+    def __init__(self, extra: Iterable[str] = (), *, profiles: Iterable[Profile] = ()) -> None:
         names = set(DEFAULT_ALLOWED_GLOBALS)
-        self._prefixes: tuple[str, ...] = ()
         prefixes = []
+        uses: dict[str, Use] = {}
+        for profile in profiles:
+            uses.update(profile.uses)
         for item in extra:
             if item.endswith(".*"):
                 prefixes.append(item[:-1])
             else:
                 names.add(item)
-        self._names = frozenset(names)
+        # what the base list or the user allow stays allowed for any use
+        self._uses = {name: use for name, use in uses.items() if name not in names}
+        self._names = frozenset(names | set(self._uses))
         self._prefixes = tuple(prefixes)
 
     def allows(self, module: str, name: str) -> bool:
@@ -372,6 +379,13 @@ class Allowlist:
             return True
         # a prefix pattern never allows dotted traversal inside the name
         return "." not in name and any(full.startswith(p) for p in self._prefixes)
+
+    def use(self, full: str) -> Use | None:
+        """How a profile allows ``full`` to be used, or None when any use is allowed."""
+        use = self._uses.get(full)
+        if use is not None and any(full.startswith(p) for p in self._prefixes):
+            return None
+        return use
 
 
 def danger(module: str, name: str) -> str | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from modelward.integrity.scanning.allowlist import Allowlist
+from modelward.integrity.scanning.profiles import resolve
 from modelward.integrity.scanning.report import Finding
 
 #: Standard ONNX domains plus ONNX Runtime's built-in contrib domains (no native library).
@@ -34,6 +35,8 @@ class ScanPolicy:
     """Scanner limits and allowances (all bounded so hostile input cannot exhaust us)."""
 
     extra_allowed_globals: frozenset[str] = frozenset()
+    #: Trusted-type profiles (``sklearn``, ``xgboost``, ``lightgbm``; see ``profiles``).
+    profiles: tuple[str, ...] = ()
     extra_onnx_domains: frozenset[str] = frozenset()
     max_depth: int = 4  # archives/compression/embedded pickles inside each other
     #: The expansion budget of one top-level file (see :meth:`expansion_budget`): bytes
@@ -58,6 +61,11 @@ class ScanPolicy:
         return max(
             self.expansion_floor, min(self.expansion_factor * size, self.max_expansion_bytes + size)
         )
+
+
+def make_allowlist(policy: ScanPolicy) -> Allowlist:
+    """The allowlist a policy asks for: defaults, its profiles, its extra globals."""
+    return Allowlist(policy.extra_allowed_globals, profiles=resolve(policy.profiles))
 
 
 class BudgetExceeded(Exception):

@@ -47,7 +47,11 @@ def sniff(head: bytes, size: int | None) -> str:
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{":
         n = int.from_bytes(head[:8], "little")
-        if size is None or 2 <= n <= size - 8:
+        # a header that does not fit the file is still safetensors if it reads like one
+        # (then its check says what is wrong); other data with a "{" at byte 8 is data
+        if (size is None or 2 <= n <= size - 8) or any(
+            key in head[9:4096] for key in (b'"dtype"', b'"data_offsets"', b'"__metadata__"')
+        ):
             return "safetensors"
     if looks_like_onnx(head):
         return "onnx"

@@ -192,6 +192,7 @@ class PickleWalker:
 
     def _check_callable(self, func: Any, at: int, how: str) -> None:
         if isinstance(func, Global):
+            self._check_use(func, at, how)
             return
         if isinstance(func, Call) and func.func is PERSISTENT:
             self.ctx.add(
@@ -205,6 +206,26 @@ class PickleWalker:
             f"{how} calls a value that is not an imported global ({_describe(func)})",
             offset=at,
         )
+
+    def _check_use(self, func: Global, at: int, how: str) -> None:
+        """A profile's class is created, not called; a stored function is never called."""
+        use = self.ctx.allowlist.use(func.full)
+        called = how in ("REDUCE", "OBJ", "INST")
+        if (use == "class" and called) or use == "reference":
+            what = "creates" if how.startswith("NEWOBJ") else "calls"
+            why = (
+                "runs its __init__ with arguments from the file"
+                if use == "class"
+                else "a stored function must not run"
+            )
+            self.ctx.add(
+                "trusted-type-misuse",
+                f"{how} {what} the trusted {use} {func.full}, which libraries never do "
+                f"while loading ({why}); if the file is genuine, allow the name for any use "
+                "with allowedGlobals (--allow-global)",
+                offset=at,
+                global_name=func.full,
+            )
 
     def _text_pair(self, at: int) -> tuple[str, str]:
         module = self._line(at).decode("utf-8", "replace")
@@ -360,6 +381,15 @@ class PickleWalker:
                     args = self._pop(at)
                     func = self._pop(at)
                     self._check_callable(func, at, "REDUCE")
+                    if (
+                        isinstance(func, Global)
+                        and func.full == "copyreg._reconstructor"
+                        and isinstance(args, tuple)
+                        and len(args) > 1
+                        and isinstance(args[1], Global)
+                    ):
+                        # _reconstructor(cls, base, state) runs base.__init__(obj, state)
+                        self._check_use(args[1], at, "REDUCE")
                     push(Call(func, args, at), at)
                 elif op == 0x62:  # BUILD
                     state = self._pop(at)
@@ -400,6 +430,7 @@ class PickleWalker:
                 elif op == 0x69:  # INST
                     module, name = self._text_pair(at)
                     g = self._check_global(module, name, at)
+                    self._check_use(g, at, "INST")
                     push(Call(g, tuple(self._pop_mark(at)[:64]), at), at)
                 elif op == 0x6F:  # OBJ
                     items = self._pop_mark(at)

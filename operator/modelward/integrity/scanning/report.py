@@ -17,6 +17,7 @@ RULES: Final[dict[str, str]] = {
     "extension-global": "pickle uses the copyreg extension registry (EXT opcodes)",
     "computed-callable": "pickle calls something that is not an imported global",
     "global-state": "pickle sets state (BUILD) on an imported global",
+    "trusted-type-misuse": "pickle calls a trusted-profile class or stored function",
     "malformed-pickle": "pickle stream is truncated, invalid or inconsistent",
     "trailing-data": "data after the end of the pickle stream",
     "archive-malformed": "archive is corrupt, has bad CRCs or inconsistent names",
@@ -29,6 +30,7 @@ RULES: Final[dict[str, str]] = {
     "onnx-custom-domain": "ONNX operator from a custom domain (needs a native library)",
     "onnx-malformed": "ONNX protobuf cannot be parsed",
     "safetensors-malformed": "safetensors header is invalid",
+    "gguf-malformed": "GGUF header, metadata or tensor table is invalid",
 }
 
 

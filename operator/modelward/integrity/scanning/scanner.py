@@ -8,7 +8,6 @@ file's result an error (exit 2), never "clean".
 from __future__ import annotations
 
 import io
-import json
 import mmap
 import os
 import stat
@@ -23,17 +22,23 @@ from modelward.integrity.scanning.archives import (
     scan_tar,
     scan_zip,
 )
-from modelward.integrity.scanning.context import Budget, BudgetExceeded, ScanContext, ScanPolicy
+from modelward.integrity.scanning.context import (
+    Budget,
+    BudgetExceeded,
+    ScanContext,
+    ScanPolicy,
+    make_allowlist,
+)
 from modelward.integrity.scanning.formats import HEAD, is_text, sniff
 from modelward.integrity.scanning.numpy_scan import scan_npy
 from modelward.integrity.scanning.onnx_scan import scan_onnx
 from modelward.integrity.scanning.pickle_scan import probe_pickle
 from modelward.integrity.scanning.reader import Reader
 from modelward.integrity.scanning.report import FileScan, Finding, ScanReport
+from modelward.integrity.scanning.weights import check_gguf, check_safetensors
 
 #: ONNX models above this size are memory-mapped rather than read (members are read).
 _MAX_ONNX_MEMBER = 256 << 20
-_MAX_SAFETENSORS_HEADER = 100 << 20
 
 
 def scan_stream(
@@ -79,7 +84,9 @@ def scan_stream(
     elif kind == "onnx":
         _scan_onnx(stream, reader, ctx, size, file_path)
     elif kind == "safetensors":
-        _check_safetensors(reader, ctx, size)
+        check_safetensors(reader, ctx, size)
+    elif kind == "gguf":
+        check_gguf(reader, ctx, size)
 
 
 def _member_scanner(stream: IO[bytes], ctx: ScanContext, size: int | None) -> None:
@@ -135,36 +142,6 @@ def _scan_onnx(
         return
     data = _Replay(reader).read(_MAX_ONNX_MEMBER + 1)
     scan_onnx(data, ctx, model_dir=None)
-
-
-def _check_safetensors(reader: Reader, ctx: ScanContext, size: int | None) -> None:
-    """safetensors carries no code; still, a broken header is reported (fail closed)."""
-    n = int.from_bytes(reader.read(8), "little")
-    if n > _MAX_SAFETENSORS_HEADER:
-        ctx.add("safetensors-malformed", f"header of {n} bytes", offset=0)
-        return
-    try:
-        header = json.loads(reader.read(n))
-    except Exception as exc:
-        ctx.add("safetensors-malformed", f"header is not JSON ({type(exc).__name__})", offset=8)
-        return
-    if not isinstance(header, dict):
-        ctx.add("safetensors-malformed", "header is not an object", offset=8)
-        return
-    data_size = None if size is None else size - 8 - n
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]
-            and (data_size is None or offsets[1] <= data_size)
-        ):
-            ctx.add("safetensors-malformed", f"tensor {name!r} has invalid data_offsets", offset=8)
-            return
 
 
 # --------------------------------------------------------------------------- files
@@ -301,7 +278,7 @@ def scan_paths(
 ) -> ScanReport:
     """Scan files and directories (recursively); see :class:`ScanReport` for the verdict."""
     policy = policy or ScanPolicy()
-    allowlist = Allowlist(policy.extra_allowed_globals)
+    allowlist = make_allowlist(policy)
     results: list[FileScan] = []
     for path in paths:
         for item in _iter_files(path):
@@ -318,7 +295,7 @@ def scan_bytes(
 ) -> ScanReport:
     """Scan an in-memory blob (tests, webhook payloads)."""
     policy = policy or ScanPolicy()
-    ctx = _top_context(name, policy, Allowlist(policy.extra_allowed_globals), len(data))
+    ctx = _top_context(name, policy, make_allowlist(policy), len(data))
     _scan_within_budget(io.BytesIO(data), ctx, len(data))
     scan = FileScan(
         path=name,

@@ -192,3 +192,41 @@ def test_api_server_defaults_inside_the_keys_volume_do_not_trigger_a_patch() -> 
     for item in keys["projected"]["sources"][0]["downwardAPI"]["items"]:
         item["fieldRef"]["apiVersion"] = "v1"  # what the API server stores
     assert rule_ids(decide(patched, PATCH)) == []
+
+
+def test_the_verifier_gets_the_policys_scan_profiles_and_allowed_globals() -> None:
+    """The verifier in the pod scans with the policy's choice, parsed by verify-pod itself."""
+    import argparse
+
+    from modelward.integrity.commands import register_commands
+
+    section = copy.deepcopy(SECTION)
+    section["integrity"]["scanProfiles"] = ["sklearn", "xgboost"]
+    section["integrity"]["allowedGlobals"] = ["mypkg.config.ModelConfig", "otherpkg.*"]
+    patched = _patched(model_pod(), policy(section, mode="Patch", keys=KEYS))
+    args = patched["spec"]["initContainers"][-1]["args"]
+    assert "--profile=sklearn" in args and "--allow-global=otherpkg.*" in args
+    parser = argparse.ArgumentParser()
+    register_commands(parser.add_subparsers(dest="command"))
+    parsed = parser.parse_args(args)
+    assert parsed.profile == ["sklearn", "xgboost"]
+    assert parsed.allow_global == ["mypkg.config.ModelConfig", "otherpkg.*"]
+    # without them the verifier's arguments are what they were
+    plain = _patched(model_pod(), PATCH)["spec"]["initContainers"][-1]["args"]
+    assert not [a for a in plain if a.startswith(("--profile", "--allow-global"))]
+
+
+def test_scan_profiles_and_allowed_globals_are_validated() -> None:
+    import pytest
+
+    from modelward.errors import PolicyError
+
+    for field, value in (
+        ("scanProfiles", ["pytorch"]),
+        ("allowedGlobals", ["--no-scan"]),
+        ("allowedGlobals", ["os.system; rm"]),
+    ):
+        section = copy.deepcopy(SECTION)
+        section["integrity"][field] = value
+        with pytest.raises(PolicyError):
+            policy(section, keys=KEYS)

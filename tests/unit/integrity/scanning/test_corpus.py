@@ -10,6 +10,7 @@ import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -664,7 +665,10 @@ def benign() -> list[Sample]:
         )
     )
     s.append(Sample("text and data", "random binary", os.urandom(4096), "blob.bin"))
-    s.append(Sample("text and data", "gguf", b"GGUF\x03\x00\x00\x00" + os.urandom(64)))
+    name = b"general.name"
+    gguf = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(name)) + name
+    gguf += struct.pack("<IQ", 8, 4) + b"tiny"  # one string value; no tensors
+    s.append(Sample("text and data", "gguf", gguf))
     s.append(Sample("text and data", "empty file", b""))
     return s
 
