@@ -55,10 +55,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## binaries: build kube-apiserver, etcd, kubectl, helm, and the test node's kubelet,
-## kube-scheduler, kube-controller-manager and containerd from the Go module proxy (cached)
+## kube-scheduler, kube-controller-manager and containerd from the Go module proxy (cached),
+## and cosign for the image-signature tests
 binaries:
 	hack/build-control-plane.sh
 	hack/build-node.sh
+	hack/build-cosign.sh
 
 ## image: modelward's image built from files (no Docker engine), reproducibly, as an OCI layout
 ## in $(IMAGE_DIR); `make image PUSH=host:port/repo:tag` also pushes it (INSECURE=1: plain HTTP;
