@@ -41,6 +41,8 @@ class Violation:
     fix: str
     container: str | None = None
     remedies: tuple[Remedy, ...] = ()
+    #: Warns whatever the section's mode (a rule's own "Warn" choice, e.g. onMissingReport).
+    advisory: bool = False
 
     @property
     def patchable(self) -> bool:

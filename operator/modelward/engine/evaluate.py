@@ -12,7 +12,9 @@ from typing import Any
 
 from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
 from modelward.engine.facts import ClusterFacts, NamespaceFacts
+from modelward.engine.image_trust import TrustLookups
 from modelward.engine.policy import Policy
+from modelward.engine.rules.image_trust import check_image_trust
 from modelward.engine.rules.images import check_images
 from modelward.engine.rules.integrity import check_integrity, check_integrity_update
 from modelward.engine.rules.isolation import check_isolation
@@ -32,10 +34,23 @@ FAMILIES: tuple[tuple[str, Checker], ...] = (
 )
 
 
+def _finding(v: Violation, policy: Policy, mode: Mode) -> Finding:
+    return Finding(v, policy.ref, Mode.AUDIT if v.advisory else mode)
+
+
 def evaluate_workload(
-    workload: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+    workload: Workload,
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    trust: TrustLookups | None = None,
 ) -> Decision:
-    """The decision for a pod or pod-creating workload under every policy that selects it."""
+    """The decision for a pod or pod-creating workload under every policy that selects it.
+
+    ``trust``: signatures, vulnerability reports and model checks of the workload's images,
+    gathered before evaluation (``modelward.imagetrust``); without it the image trust rules
+    report every image they cover as unverifiable.
+    """
     namespace = facts.namespace(workload.namespace)
     findings: list[Finding] = []
     for policy in policies:
@@ -46,8 +61,11 @@ def evaluate_workload(
             if config is None:
                 continue
             mode: Mode = config.mode
+            findings.extend(_finding(v, policy, mode) for v in check(workload, namespace, config))
+        if policy.images is not None:
+            images = policy.images
             findings.extend(
-                Finding(v, policy.ref, mode) for v in check(workload, namespace, config)
+                _finding(v, policy, images.mode) for v in check_image_trust(workload, images, trust)
             )
     return Decision(tuple(findings))
 
@@ -76,7 +94,12 @@ def _applies_on_update(remedy: Remedy, added: set[int]) -> bool:
 
 
 def evaluate_pod_update(
-    old: Workload, new: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+    old: Workload,
+    new: Workload,
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    trust: TrustLookups | None = None,
 ) -> Decision:
     """The decision for a Pod UPDATE (pods, pods/ephemeralcontainers), judged on what it adds.
 
@@ -87,8 +110,8 @@ def evaluate_pod_update(
     declaration, keys and verifier to what was admitted (MW-INT-006).
     """
     policies = tuple(policies)
-    introduced = evaluate_workload(new, facts, policies).only_new(
-        evaluate_workload(old, facts, policies)
+    introduced = evaluate_workload(new, facts, policies, trust=trust).only_new(
+        evaluate_workload(old, facts, policies, trust=trust)
     )
     added = _added_ephemeral_containers(old, new)
     findings: list[Finding] = []

@@ -56,6 +56,12 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("MW-IMG-001", "images", "Images pinned by digest"),
         RuleInfo("MW-IMG-002", "images", "Images from allowed registries"),
         RuleInfo("MW-IMG-003", "images", "No forbidden tags (latest, none)"),
+        RuleInfo("MW-IMG-020", "images", "Images carry a cosign signature by a trusted signer"),
+        RuleInfo("MW-IMG-021", "images", "No vulnerabilities above maxSeverity (unless ignored)"),
+        RuleInfo("MW-IMG-022", "images", "Images have a vulnerability report"),
+        RuleInfo(
+            "MW-IMG-023", "images", "OCI models are verified against their signature at admission"
+        ),
         RuleInfo(
             "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted certificate"
         ),
