@@ -7,11 +7,12 @@ namespaced policy can add requirements but never remove a cluster policy's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
-from modelward.engine.facts import ClusterFacts, NamespaceFacts
+from modelward.engine.facts import ClusterFacts, ImageLookups, NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rules.images import check_images
 from modelward.engine.rules.integrity import check_integrity, check_integrity_update
@@ -33,21 +34,35 @@ FAMILIES: tuple[tuple[str, Checker], ...] = (
 
 
 def evaluate_workload(
-    workload: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+    workload: Workload,
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    images: ImageLookups | None = None,
 ) -> Decision:
-    """The decision for a pod or pod-creating workload under every policy that selects it."""
+    """The decision for a pod or pod-creating workload under every policy that selects it.
+
+    ``images`` holds what registry look-ups learned about the workload's images (gathered
+    before evaluation, ``modelward.registry.lookups``); without it, the image rules that need
+    a look-up are not evaluated.
+    """
     namespace = facts.namespace(workload.namespace)
+    families = FAMILIES
+    if images is not None:
+        with_images = functools.partial(check_images, images=images)
+        families = tuple((a, with_images if a == "images" else c) for a, c in FAMILIES)
     findings: list[Finding] = []
     for policy in policies:
         if not policy.applies_to(namespace, workload.labels):
             continue
-        for attribute, check in FAMILIES:
+        for attribute, check in families:
             config = getattr(policy, attribute)
             if config is None:
                 continue
             mode: Mode = config.mode
             findings.extend(
-                Finding(v, policy.ref, mode) for v in check(workload, namespace, config)
+                Finding(v, policy.ref, Mode.AUDIT if v.advisory else mode)
+                for v in check(workload, namespace, config)
             )
     return Decision(tuple(findings))
 
