@@ -91,7 +91,12 @@ def _applies_on_update(remedy: Remedy, added: set[int]) -> bool:
 
 
 def evaluate_pod_update(
-    old: Workload, new: Workload, facts: ClusterFacts, policies: Iterable[Policy]
+    old: Workload,
+    new: Workload,
+    facts: ClusterFacts,
+    policies: Iterable[Policy],
+    *,
+    images: ImageLookups | None = None,
 ) -> Decision:
     """The decision for a Pod UPDATE (pods, pods/ephemeralcontainers), judged on what it adds.
 
@@ -102,8 +107,8 @@ def evaluate_pod_update(
     declaration, keys and verifier to what was admitted (MW-INT-006).
     """
     policies = tuple(policies)
-    introduced = evaluate_workload(new, facts, policies).only_new(
-        evaluate_workload(old, facts, policies)
+    introduced = evaluate_workload(new, facts, policies, images=images).only_new(
+        evaluate_workload(old, facts, policies, images=images)
     )
     added = _added_ephemeral_containers(old, new)
     findings: list[Finding] = []
