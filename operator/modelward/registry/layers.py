@@ -62,9 +62,14 @@ class Decompressor:
         self._gzip: zlib._Decompress | None = None
         self._zstd: object | None = None
         self._started = False
+        self._head = bytearray()
 
     def feed(self, data: bytes) -> bytes:
         if not self._started:
+            if self._kind is None and len(self._head) + len(data) < 4:
+                self._head += data  # the magic is not whole yet
+                return b""
+            data, self._head = bytes(self._head) + data, bytearray()
             self._started = True
             if self._kind is None:
                 if data[:2] == b"\x1f\x8b":
