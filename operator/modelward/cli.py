@@ -32,6 +32,36 @@ docs: README.md, docs/policies.md, docs/rules.md
 """
 
 
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for registry look-ups, shared by ``run`` and ``check`` (docs/images.md)."""
+    parser.add_argument(
+        "--registry-lookup-deadline",
+        type=float,
+        default=1.5,
+        metavar="SECONDS",
+        help="time for all registry look-ups of one review (below --deadline); past it the "
+        "image is judged by onLookupFailure",
+    )
+    parser.add_argument(
+        "--registry-platform",
+        default="linux/amd64",
+        help="os/arch[/variant] chosen from multi-platform images",
+    )
+    parser.add_argument(
+        "--registry-ca-bundle",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="extra CA bundle trusted for registries (repeatable)",
+    )
+    parser.add_argument(
+        "--registry-config",
+        default=None,
+        metavar="DOCKERCONFIGJSON",
+        help="registry credentials (docker config.json format), used after pull secrets",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from modelward.observability.logging import configure_logging
     from modelward.run import serve
@@ -66,6 +96,11 @@ def _run(args: argparse.Namespace) -> int:
         certificate_switch_delay=args.certificate_switch_delay,
         certificate_retire_delay=args.certificate_retire_delay,
         state_resync_interval=args.state_resync_interval,
+        registry_lookup_deadline=args.registry_lookup_deadline,
+        registry_platform=args.registry_platform,
+        registry_ca_bundles=tuple(Path(p) for p in args.registry_ca_bundle),
+        registry_config=Path(args.registry_config) if args.registry_config else None,
+        registry_pull_secrets=args.registry_pull_secrets,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -193,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="require a client certificate signed by this CA on the webhook port (the API "
         "server's, configured in its AdmissionConfiguration); see docs/security.md",
+    )
+    add_registry_arguments(run)
+    run.add_argument(
+        "--registry-pull-secrets",
+        action="store_true",
+        help="read the pod's and its ServiceAccount's imagePullSecrets for registry look-ups "
+        "(needs RBAC get on Secrets; the chart's registryLookups.pullSecrets)",
     )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
     run.add_argument(

@@ -36,6 +36,7 @@ from modelward.engine import (
     is_exposure,
     workload_from_object,
 )
+from modelward.engine.facts import ImageLookups
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.state import ClusterState
 
@@ -118,8 +119,11 @@ class AdmissionService:
             )
         return None
 
-    def _decide(self, request: ReviewRequest) -> Decision | None:
-        """The decision for a request, or None when there is nothing to judge."""
+    def _decide(
+        self, request: ReviewRequest, images: ImageLookups | None = None
+    ) -> Decision | None:
+        """The decision for a request, or None when there is nothing to judge; ``images``
+        are the registry facts gathered before (``admission/images.py``)."""
         if request.operation not in ("CREATE", "UPDATE") or request.obj is None:
             return None
         policies = self.state.active_policies
@@ -142,10 +146,12 @@ class AdmissionService:
                 if request.old_obj is None:
                     # The API server always sends oldObject on UPDATE; without it nothing can
                     # be fixed in place, so nothing is offered as a fix.
-                    return _without_fixes(evaluate_workload(workload, self.state, policies))
+                    return _without_fixes(
+                        evaluate_workload(workload, self.state, policies, images=images)
+                    )
                 old = workload_from_object(request.old_obj, namespace=request.namespace)
-                return evaluate_pod_update(old, workload, self.state, policies)
-        return evaluate_workload(workload, self.state, policies)
+                return evaluate_pod_update(old, workload, self.state, policies, images=images)
+        return evaluate_workload(workload, self.state, policies, images=images)
 
     def _decide_exposure(
         self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
@@ -167,11 +173,11 @@ class AdmissionService:
         if self.recorder is not None and not request.dry_run and decision.findings:
             self.recorder.record(subject_of(request), decision, outcome=outcome)
 
-    def validate(self, request: ReviewRequest) -> Outcome:
+    def validate(self, request: ReviewRequest, *, images: ImageLookups | None = None) -> Outcome:
         probe = self._probe(request)
         if probe is not None:
             return Outcome(probe, "denied")
-        decision = self._decide(request)
+        decision = self._decide(request, images)
         if decision is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         warnings = [f"modelward: {f.short()}" for f in decision.warnings]
@@ -192,8 +198,8 @@ class AdmissionService:
             decision,
         )
 
-    def mutate(self, request: ReviewRequest) -> Outcome:
-        decision = self._decide(request)
+    def mutate(self, request: ReviewRequest, *, images: ImageLookups | None = None) -> Outcome:
+        decision = self._decide(request, images)
         if decision is None or not decision.fixes or request.obj is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         if decision.denials:

@@ -218,6 +218,7 @@ def _images() -> Schema:
                 "'latest' (MW-IMG-003).",
                 default=["latest"],
             ),
+            **_image_lookup_fields(),
         },
     )
 
@@ -320,6 +321,62 @@ def _with_image_trust(images: Schema, *, namespaced: bool) -> Schema:
         "models": models,
     }
     return {**images, "properties": properties}
+
+
+def _image_lookup_fields() -> dict[str, Schema]:
+    """The images rules that read the image itself from its registry (docs/images.md)."""
+    return {
+        "requireNonRootUser": _boolean(
+            "The image config's User must be a non-root user (MW-IMG-004; registry look-up).",
+            False,
+        ),
+        "maxSizeMiB": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Largest compressed image size in MiB, all layers and the config "
+            "(MW-IMG-005; registry look-up).",
+        },
+        "maxLayers": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000,
+            "description": "Most layers an image may have (MW-IMG-006; registry look-up).",
+        },
+        "allowedBaseImages": _strings(
+            "If set, the image must declare its base image (OCI annotation or label "
+            "org.opencontainers.image.base.name) and it must match one of these globs, e.g. "
+            "'gcr.io/distroless/*' (MW-IMG-007; registry look-up).",
+            maxItems=64,
+        ),
+        "forbiddenContents": _object(
+            "Paths that may not exist in the image's final filesystem, found by listing its "
+            "layers (MW-IMG-008; registry look-up of every layer).",
+            {
+                "shells": _boolean("No shell (sh, bash, dash, ash, zsh, ksh, busybox).", False),
+                "packageManagers": _boolean(
+                    "No package manager (apt, apt-get, dpkg, apk, dnf, yum, rpm, pip...).", False
+                ),
+                "paths": _strings(
+                    "More absolute paths that may not exist, e.g. /usr/bin/curl.", maxItems=64
+                ),
+            },
+        ),
+        "maxAgeDays": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "The image config's 'created' may be at most this many days old "
+            "(MW-IMG-009; registry look-up).",
+        },
+        "onLookupFailure": _string(
+            "What a failed registry look-up means for the rules that need it (MW-IMG-010): Deny "
+            "(default under Enforce and Patch) or Warn.",
+            enum=["Deny", "Warn"],
+        ),
+        "insecureRegistries": _strings(
+            "Registries (host[:port]) that may be read over plain HTTP, for look-ups only.",
+            maxItems=32,
+        ),
+    }
 
 
 def _transport() -> Schema:

@@ -41,7 +41,7 @@ class Violation:
     fix: str
     container: str | None = None
     remedies: tuple[Remedy, ...] = ()
-    #: Warns whatever the section's mode (a rule's own "Warn" choice, e.g. onMissingReport).
+    #: Reported as a warning whatever the section's mode (e.g. onLookupFailure: Warn).
     advisory: bool = False
 
     @property

@@ -7,12 +7,12 @@ namespaced policy can add requirements but never remove a cluster policy's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
-from modelward.engine.facts import ClusterFacts, NamespaceFacts
-from modelward.engine.image_trust import TrustLookups
+from modelward.engine.facts import ClusterFacts, ImageLookups, NamespaceFacts
 from modelward.engine.policy import Policy
 from modelward.engine.rules.image_trust import check_image_trust
 from modelward.engine.rules.images import check_images
@@ -43,29 +43,35 @@ def evaluate_workload(
     facts: ClusterFacts,
     policies: Iterable[Policy],
     *,
-    trust: TrustLookups | None = None,
+    images: ImageLookups | None = None,
 ) -> Decision:
     """The decision for a pod or pod-creating workload under every policy that selects it.
 
-    ``trust``: signatures, vulnerability reports and model checks of the workload's images,
-    gathered before evaluation (``modelward.imagetrust``); without it the image trust rules
-    report every image they cover as unverifiable.
+    ``images`` holds what registry look-ups learned about the workload's images (gathered
+    before evaluation, ``modelward.registry.lookups``); without it, the image rules that need
+    a look-up are not evaluated, and the image trust rules (MW-IMG-020..023) report
+    every image they cover as unverifiable.
     """
     namespace = facts.namespace(workload.namespace)
+    families = FAMILIES
+    if images is not None:
+        with_images = functools.partial(check_images, images=images)
+        families = tuple((a, with_images if a == "images" else c) for a, c in FAMILIES)
     findings: list[Finding] = []
     for policy in policies:
         if not policy.applies_to(namespace, workload.labels):
             continue
-        for attribute, check in FAMILIES:
+        for attribute, check in families:
             config = getattr(policy, attribute)
             if config is None:
                 continue
             mode: Mode = config.mode
             findings.extend(_finding(v, policy, mode) for v in check(workload, namespace, config))
-        if policy.images is not None:
-            images = policy.images
+        section = policy.images
+        if section is not None:
             findings.extend(
-                _finding(v, policy, images.mode) for v in check_image_trust(workload, images, trust)
+                _finding(v, policy, section.mode)
+                for v in check_image_trust(workload, section, images)
             )
     return Decision(tuple(findings))
 
@@ -99,7 +105,7 @@ def evaluate_pod_update(
     facts: ClusterFacts,
     policies: Iterable[Policy],
     *,
-    trust: TrustLookups | None = None,
+    images: ImageLookups | None = None,
 ) -> Decision:
     """The decision for a Pod UPDATE (pods, pods/ephemeralcontainers), judged on what it adds.
 
@@ -110,8 +116,8 @@ def evaluate_pod_update(
     declaration, keys and verifier to what was admitted (MW-INT-006).
     """
     policies = tuple(policies)
-    introduced = evaluate_workload(new, facts, policies, trust=trust).only_new(
-        evaluate_workload(old, facts, policies, trust=trust)
+    introduced = evaluate_workload(new, facts, policies, images=images).only_new(
+        evaluate_workload(old, facts, policies, images=images)
     )
     added = _added_ephemeral_containers(old, new)
     findings: list[Finding] = []

@@ -103,6 +103,31 @@ class ImagesConfig:
     signatures: ImageSignaturesConfig | None = None
     vulnerabilities: VulnerabilitiesConfig | None = None
     models: OciModelsConfig | None = None
+    #: Rules that read the image from its registry (docs/images.md); unset means off.
+    require_non_root_user: bool = False
+    max_size_mib: int | None = None
+    max_layers: int | None = None
+    allowed_base_images: tuple[str, ...] = ()
+    #: Absolute paths and bin-directory name globs that may not exist in the image.
+    forbidden_contents: ForbiddenContents | None = None
+    max_age_days: int | None = None
+    #: "Deny" or "Warn": what a failed look-up does (MW-IMG-010).
+    on_lookup_failure: str = "Deny"
+    insecure_registries: tuple[str, ...] = ()
+
+    @property
+    def needs_lookups(self) -> bool:
+        """Whether any rule of this section reads the image itself (so a look-up is due)."""
+        return bool(
+            self.require_non_root_user
+            or self.max_size_mib is not None
+            or self.max_layers is not None
+            or self.allowed_base_images
+            or self.forbidden_contents is not None
+            or self.max_age_days is not None
+            or (self.require_digest and self.mode is Mode.PATCH)
+            or self.needs_trust_lookups
+        )
 
     @property
     def needs_trust_lookups(self) -> bool:
@@ -163,6 +188,46 @@ class OciModelsConfig:
     @property
     def signer_ids(self) -> frozenset[str]:
         return _signer_ids(self.signers)
+
+
+#: Directories a shell or package manager is run from (merged /usr or not).
+BIN_DIRECTORIES = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin")
+SHELL_NAMES = ("sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox")
+PACKAGE_MANAGER_NAMES = (
+    "apt",
+    "apt-get",
+    "dpkg",
+    "apk",
+    "dnf",
+    "microdnf",
+    "yum",
+    "rpm",
+    "zypper",
+    "pacman",
+    "pip",
+    "pip3",
+    "pip3.*",
+    "pip2*",
+)
+
+
+@dataclass(frozen=True)
+class ForbiddenContents:
+    """What MW-IMG-008 looks for: names in the bin directories (globs), and exact paths.
+
+    Paths are relative to the root, without a leading '/', as they appear in layer tars.
+    """
+
+    names: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> ForbiddenContents | None:
+        names = (SHELL_NAMES if raw.get("shells") else ()) + (
+            PACKAGE_MANAGER_NAMES if raw.get("packageManagers") else ()
+        )
+        paths = tuple(sorted({str(p).strip("/") for p in raw.get("paths") or () if p}))
+        return cls(names, paths) if names or paths else None
 
 
 @dataclass(frozen=True)
@@ -414,6 +479,14 @@ def _images(raw: Mapping[str, Any], mode: Mode) -> ImagesConfig:
         require_digest=bool(raw.get("requireDigest", True)),
         allowed_registries=tuple(raw.get("allowedRegistries") or ()),
         forbidden_tags=tuple(raw.get("forbiddenTags", ["latest"])),
+        require_non_root_user=bool(raw.get("requireNonRootUser", False)),
+        max_size_mib=_optional_int(raw.get("maxSizeMiB")),
+        max_layers=_optional_int(raw.get("maxLayers")),
+        allowed_base_images=tuple(raw.get("allowedBaseImages") or ()),
+        forbidden_contents=ForbiddenContents.parse(raw.get("forbiddenContents") or {}),
+        max_age_days=_optional_int(raw.get("maxAgeDays")),
+        on_lookup_failure=str(raw.get("onLookupFailure") or "Deny"),
+        insecure_registries=tuple(str(r).lower() for r in raw.get("insecureRegistries") or ()),
     )
 
 
@@ -558,6 +631,10 @@ def _with_image_trust(
     return dataclasses.replace(
         images, signatures=signatures, vulnerabilities=vulnerabilities, models=models
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 DEFAULT_RATE_LIMIT_ANNOTATIONS = (
