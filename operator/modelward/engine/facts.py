@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from modelward.engine.image_trust import ImageTrust
 from modelward.engine.selectors import LabelSelector, SelectorError
 
 
@@ -170,7 +171,8 @@ class ImageFacts:
     multi-platform tag: the value to pin), ``manifest_digest`` the chosen platform's manifest.
     ``forbidden_paths`` is ``None`` when the layers were not listed (no policy asked), else
     the paths from the policies' forbidden contents present in the final filesystem.
-    Room is left for the signature and vulnerability facts (helper img-sign's fields).
+    ``trust`` holds the signature, vulnerability-report and model-signature evidence when a
+    policy asked for it (``modelward.registry.trust``), else ``None``.
     """
 
     reference: str
@@ -189,6 +191,7 @@ class ImageFacts:
     forbidden_paths: tuple[str, ...] | None = None
     #: why the layers could not be listed (too large, too slow, unreadable), else None.
     contents_error: str | None = None
+    trust: ImageTrust | None = None
 
     @property
     def found(self) -> bool:

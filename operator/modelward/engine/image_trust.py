@@ -1,7 +1,8 @@
 """Image trust as the engine sees it: who signed an image, what its vulnerability reports say,
 and whether an OCI model's signature matched its layers.
 
-The cryptography happens before evaluation (``modelward.imagetrust`` calls
+They travel in :attr:`modelward.engine.facts.ImageFacts.trust`. The cryptography happens
+before evaluation (``modelward.registry.trust`` calls
 ``modelward.integrity.image_signatures`` with each policy's trusted signers), so that the
 engine stays pure and fast: what reaches it is *which configured signer* verified what, by a
 stable :func:`signer_id` computed from the policy's own signer entry. A policy therefore only
@@ -18,7 +19,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 #: Severities from least to most severe, as Trivy, Grype and the Trivy Operator name them.
@@ -97,21 +98,6 @@ class ImageTrust:
     reports: tuple[VulnerabilityReport, ...] = ()
     model: ModelTrust | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class TrustLookups:
-    """The trust evidence of a workload's images, keyed by the reference as written.
-
-    ``now`` (POSIX seconds) is when it was gathered: ignore-list expiries are judged against
-    it, so evaluation never reads a clock.
-    """
-
-    images: Mapping[str, ImageTrust] = field(default_factory=dict)
-    now: float = 0.0
-
-    def get(self, reference: str) -> ImageTrust | None:
-        return self.images.get(reference)
 
 
 # --------------------------------------------------------------------------- report parsing

@@ -26,6 +26,7 @@ from modelward.registry.auth import CredentialStore
 from modelward.registry.cache import ContentCache, SingleFlight
 from modelward.registry.client import Manifest, RegistryClient, RegistryError, Repository
 from modelward.registry.layers import LayerError, LayerListing, LayerScan, final_paths
+from modelward.registry.trust import ClusterReports, TrustRequest, gather_trust, trust_request
 
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -53,11 +54,14 @@ class ImageRequest:
     reference: str
     contents: ForbiddenContents | None = None
     insecure: frozenset[str] = frozenset()
+    #: signatures, reports and model signatures to gather (``registry.trust``), if any.
+    trust: TrustRequest | None = None
 
 
 def requests_for(references: Iterable[str], policies: Iterable[Policy]) -> tuple[ImageRequest, ...]:
     """What to look up for a workload's images under the policies that select it: nothing
     unless some images section needs look-ups; the forbidden contents of all of them united."""
+    policies = tuple(policies)
     names: set[str] = set()
     paths: set[str] = set()
     insecure: set[str] = set()
@@ -76,8 +80,9 @@ def requests_for(references: Iterable[str], policies: Iterable[Policy]) -> tuple
     contents = (
         ForbiddenContents(tuple(sorted(names)), tuple(sorted(paths))) if names or paths else None
     )
+    trust = trust_request(policies)
     return tuple(
-        ImageRequest(reference, contents, frozenset(insecure))
+        ImageRequest(reference, contents, frozenset(insecure), trust)
         for reference in dict.fromkeys(r for r in references if r)
     )
 
@@ -91,10 +96,13 @@ class ImageInspector:
         client: RegistryClient,
         settings: LookupSettings = LookupSettings(),
         wall_clock: Any = time.time,
+        cluster_reports: ClusterReports | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self._wall_clock = wall_clock
+        #: The Trivy Operator's reports by image digest (the operator's watch cache).
+        self.cluster_reports = cluster_reports
         self._listings: ContentCache[tuple[str, ForbiddenContents], LayerListing] = ContentCache(
             max_bytes=settings.listing_cache_entries, weigh=lambda _listing: 1
         )
@@ -157,6 +165,17 @@ class ImageInspector:
             )
         runtime = config.get("config") if isinstance(config.get("config"), Mapping) else {}
         user = runtime.get("User") if isinstance(runtime, Mapping) else None
+        trust = None
+        if request.trust is not None:
+            trust = await gather_trust(
+                self.client,
+                repo,
+                digest=top.digest,
+                manifest=manifest,
+                request=request.trust,
+                insecure=request.insecure,
+                cluster_reports=self.cluster_reports,
+            )
         return ImageFacts(
             reference,
             digest=top.digest,
@@ -171,6 +190,7 @@ class ImageInspector:
             base_digest=annotations.get(BASE_DIGEST) or labels.get(BASE_DIGEST),
             forbidden_paths=forbidden_paths,
             contents_error=contents_error,
+            trust=trust,
         )
 
     async def _contents(

@@ -1,9 +1,11 @@
 """Image trust rules (MW-IMG-020..023): signatures, vulnerability gates, OCI models.
 
-They read :class:`~modelward.engine.image_trust.TrustLookups`, gathered before evaluation by
-``modelward.imagetrust`` (registry look-ups and signature checks). What a rule cannot know
-(no look-up was made, or it failed) is never taken as compliant: the rule reports that the
-image could not be verified, which denies under Enforce like any other violation.
+They read :attr:`ImageFacts.trust <modelward.engine.facts.ImageFacts.trust>`, gathered before
+evaluation by ``modelward.registry.trust`` (registry look-ups and signature checks). A failed
+registry look-up is MW-IMG-010's (``onLookupFailure``); when only the trust evidence could not
+be fetched, these rules report the image as unverifiable, never as compliant, with the same
+``onLookupFailure`` choice. Without look-ups at all (``modelward check`` without
+``--registry-lookups``) they are not evaluated, like the other look-up rules.
 
 Which images each rule covers:
 
@@ -21,10 +23,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from modelward.engine.decision import Violation
+from modelward.engine.facts import ImageLookups
 from modelward.engine.image_trust import (
     SOURCE_ATTESTATION,
     ImageTrust,
-    TrustLookups,
     Vulnerability,
     severity_rank,
 )
@@ -64,14 +66,17 @@ def _names(signers: tuple[object, ...]) -> str:
     return ", ".join(str(getattr(s, "name", s)) for s in signers)
 
 
-def _unknown(rule_id: str, image: TrustedImage, facts: ImageTrust | None, what: str) -> Violation:
-    reason = facts.error if facts is not None and facts.error else "no registry look-up was made"
+def _unknown(
+    rule_id: str, image: TrustedImage, facts: ImageTrust | None, what: str, cfg: ImagesConfig
+) -> Violation:
+    reason = facts.error if facts is not None and facts.error else "it was not looked up"
     return Violation(
         rule_id,
         f"{what} of image {image.reference} could not be verified: {reason}",
         "make the registry reachable from modelward (credentials in imagePullSecrets, CA "
         "bundle), then retry; see docs/images.md, failure modes",
         container=image.where,
+        advisory=cfg.on_lookup_failure == "Warn",
     )
 
 
@@ -172,7 +177,7 @@ def check_model(image: TrustedImage, facts: ImageTrust, cfg: ImagesConfig) -> It
     assert cfg.models is not None
     model = facts.model
     if model is None:
-        yield _unknown("MW-IMG-023", image, facts, "the model signature")
+        yield _unknown("MW-IMG-023", image, facts, "the model signature", cfg)
         return
     if model.verified_by & cfg.models.signer_ids:
         return
@@ -192,13 +197,13 @@ def check_model(image: TrustedImage, facts: ImageTrust, cfg: ImagesConfig) -> It
 
 
 def check_image_trust(
-    w: Workload, cfg: ImagesConfig, lookups: TrustLookups | None
+    w: Workload, cfg: ImagesConfig, lookups: ImageLookups | None
 ) -> Iterator[Violation]:
     """Every trust rule the images section enables, for every image it covers."""
-    if not cfg.needs_trust_lookups:
+    if not cfg.needs_trust_lookups or lookups is None:
         return
     models = cfg.models if cfg.models and cfg.models.verify_at_admission else None
-    now = lookups.now if lookups is not None else 0.0
+    now = lookups.now
     for image in trust_images(w, cfg):
         wants_model = models is not None and image.is_model
         wants_vulns = cfg.vulnerabilities is not None and image.is_container and not image.is_model
@@ -214,7 +219,10 @@ def check_image_trust(
                 container=image.where,
             )
             wants_model = False
-        facts = lookups.get(image.reference) if lookups is not None else None
+        looked_up = lookups.get(image.reference)
+        if looked_up is None or looked_up.error is not None:
+            continue  # MW-IMG-010 reports the failed look-up, per onLookupFailure
+        facts = looked_up.trust
         if facts is None or facts.error is not None:
             for rule_id, what, wanted in (
                 ("MW-IMG-020", "the signature", cfg.signatures is not None),
@@ -222,7 +230,7 @@ def check_image_trust(
                 ("MW-IMG-023", "the model signature", wants_model),
             ):
                 if wanted:
-                    yield _unknown(rule_id, image, facts, what)
+                    yield _unknown(rule_id, image, facts, what, cfg)
             continue
         if cfg.signatures is not None:
             yield from check_signature(image, facts, cfg)
