@@ -63,6 +63,7 @@ class Signed:
         return result
 
 
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CLASSIC = ("--new-bundle-format=false", "--use-signing-config=false", "--tlog-upload=false")
 
 
