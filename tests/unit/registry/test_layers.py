@@ -68,9 +68,7 @@ def test_long_names_in_gnu_and_pax_form_are_read_whole() -> None:
         assert listing.entries == 2
     long_bin = "usr/local/bin/" + "p" * 120
     layer = tar({long_bin: b""}, fmt=tarfile.GNU_FORMAT)
-    listing = list_layer(
-        [layer], media_type="", contents=ForbiddenContents(("p*",), ())
-    )
+    listing = list_layer([layer], media_type="", contents=ForbiddenContents(("p*",), ()))
     assert listing.matches == {long_bin}
 
 
