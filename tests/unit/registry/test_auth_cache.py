@@ -9,8 +9,8 @@ import json
 import pytest
 
 from modelward.registry.auth import (
-    CredentialStore,
     Credentials,
+    CredentialStore,
     DockerConfigError,
     parse_docker_config,
 )

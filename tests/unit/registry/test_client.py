@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from modelward.engine.policy import PACKAGE_MANAGER_NAMES, SHELL_NAMES, ForbiddenContents
-from modelward.registry.auth import CredentialStore, Credentials
+from modelward.registry.auth import Credentials, CredentialStore
 from modelward.registry.client import (
     OCI_MANIFEST,
     RegistryClient,
@@ -91,7 +91,7 @@ async def test_facts_of_a_real_image_behind_tls_and_basic_auth(registry: LocalRe
 
 async def test_an_untrusted_certificate_is_refused_with_the_fix(registry: LocalRegistry) -> None:
     async with RegistryClient() as client:
-        with pytest.raises(RegistryError, match="not trusted.*--registry-ca-bundle"):
+        with pytest.raises(RegistryError, match=r"not trusted.*--registry-ca-bundle"):
             await client.manifest(Repository(registry.host, "serving/shell"), "v1")
 
 
