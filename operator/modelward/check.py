@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -34,6 +34,9 @@ from modelward.engine import (
 )
 from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 from modelward.errors import ManifestError, ModelwardError
+
+if TYPE_CHECKING:
+    from modelward.check_images import CheckLookups
 
 SUFFIXES = (".yaml", ".yml", ".json")
 #: What a fix for an object the engine cannot judge says.
@@ -337,17 +340,30 @@ class CheckResult:
         }
 
 
-def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[CheckResult], int]:
+def check(
+    manifests: Sequence[str],
+    policies: Sequence[Policy],
+    *,
+    lookups: CheckLookups | None = None,
+) -> tuple[list[CheckResult], int]:
     """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``;
-    also how many were judged."""
+    also how many were judged. With ``lookups`` (``--registry-lookups``), the images are
+    looked up in their registries first and the image rules that need it run too."""
     objects = load_objects(manifests)
     facts = StaticFacts()
     for located in objects:
         with _cannot_judge(located):
             facts.add_object(located.obj)
+    if lookups is not None:
+        workloads = []
+        for position, located in enumerate(objects):
+            with _cannot_judge(located), contextlib.suppress(UnsupportedKind):
+                if not is_exposure(located.obj):
+                    workloads.append((position, workload_from_object(located.obj)))
+        lookups.gather(workloads, policies, facts)
     results: list[CheckResult] = []
     judged = 0
-    for located in objects:
+    for position, located in enumerate(objects):
         obj = located.obj
         meta = obj.get("metadata") or {}
         resource = {
@@ -368,7 +384,12 @@ def check(manifests: Sequence[str], policies: Sequence[Policy]) -> tuple[list[Ch
                     workload = workload_from_object(obj)
                 except UnsupportedKind:
                     continue
-                decision = evaluate_workload(workload, facts, policies)
+                decision = evaluate_workload(
+                    workload,
+                    facts,
+                    policies,
+                    images=lookups.for_workload(position) if lookups is not None else None,
+                )
         judged += 1
         results.extend(CheckResult(resource, located.source, f) for f in decision.findings)
     return results, judged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +33,12 @@ docs: README.md, docs/policies.md, docs/rules.md
 """
 
 
-def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+def add_registry_arguments(parser: argparse.ArgumentParser, *, deadline: float = 1.5) -> None:
     """Options for registry look-ups, shared by ``run`` and ``check`` (docs/images.md)."""
     parser.add_argument(
         "--registry-lookup-deadline",
         type=float,
-        default=1.5,
+        default=deadline,
         metavar="SECONDS",
         help="time for all registry look-ups of one review (below --deadline); past it the "
         "image is judged by onLookupFailure",
@@ -111,8 +112,26 @@ def _check(args: argparse.Namespace) -> int:
     from modelward.check import check, load_policies, render_json, render_text
 
     policies = load_policies(args.policy)
-    results, judged = check(args.filename, policies)
-    emit(render_json(results, judged) if args.output == "json" else render_text(results, judged))
+    lookups = None
+    if args.registry_lookups:
+        from modelward.check_images import CheckLookups, LookupOptions
+
+        lookups = CheckLookups(
+            LookupOptions(
+                deadline=args.registry_lookup_deadline,
+                platform=args.registry_platform,
+                ca_bundles=tuple(args.registry_ca_bundle),
+                registry_config=Path(args.registry_config) if args.registry_config else None,
+            )
+        )
+    results, judged = check(args.filename, policies, lookups=lookups)
+    if args.output == "json":
+        document = json.loads(render_json(results, judged))
+        if lookups is not None:
+            document["images"] = lookups.as_json()
+        emit(json.dumps(document, indent=2))
+    else:
+        emit("\n".join([*(lookups.render_text() if lookups else []), render_text(results, judged)]))
     return 1 if any(r.action == "deny" for r in results) else 0
 
 
@@ -338,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", action="append", required=True, help="policy file or folder (repeatable)"
     )
     chk.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    chk.add_argument(
+        "--registry-lookups",
+        action="store_true",
+        help="look images up in their registries for the rules that need it (MW-IMG-001 "
+        "pinning, 004-010); off by default, so CI needs no registry unless asked",
+    )
+    add_registry_arguments(chk, deadline=30.0)
     chk.set_defaults(handler=_check)
 
     inventory = sub.add_parser(
