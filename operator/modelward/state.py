@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelward.engine import NamespaceFacts, Policy
+from modelward.engine.image_trust import VulnerabilityReport
 from modelward.engine.selectors import LabelSelector
 from modelward.errors import PolicyError
 
@@ -44,7 +45,9 @@ POLICIES = "policies"
 NAMESPACES = "namespaces"
 NETWORK_POLICIES = "networkpolicies"
 SERVICES = "services"
-FACT_KINDS = (POLICIES, NAMESPACES, NETWORK_POLICIES, SERVICES)
+#: Trivy Operator VulnerabilityReports, kept compactly: (digest, parsed findings) per report.
+VULNERABILITY_REPORTS = "vulnerabilityreports"
+FACT_KINDS = (POLICIES, NAMESPACES, NETWORK_POLICIES, SERVICES, VULNERABILITY_REPORTS)
 
 
 def _version(value: str | None) -> int | None:
@@ -129,6 +132,7 @@ class ClusterState:
         self._active: tuple[Policy, ...] = ()
         self._default_deny: dict[str, frozenset[str]] = {}
         self._open_ingress: dict[str, tuple[tuple[str, LabelSelector], ...]] = {}
+        self._reports_by_digest: dict[str, tuple[VulnerabilityReport, ...]] = {}
         #: True once every kind was listed in full; before, "no default-deny" is unknown.
         self.ready = False
 
@@ -207,6 +211,12 @@ class ClusterState:
     def _derive(self, kind: str) -> None:
         """Recompute what readers get for ``kind`` (called with the lock held)."""
         items = self._stores[kind].items
+        if kind == VULNERABILITY_REPORTS:
+            by_digest: dict[str, list[VulnerabilityReport]] = {}
+            for entry in items.values():
+                if entry is not None:
+                    by_digest.setdefault(entry[0], []).append(entry[1])
+            self._reports_by_digest = {d: tuple(r) for d, r in by_digest.items()}
         if kind == POLICIES:
             self._active = tuple(e.policy for e in items.values() if e.policy is not None)
         elif kind == NETWORK_POLICIES:
@@ -341,6 +351,30 @@ class ClusterState:
             self._delete(SERVICES, (namespace, name), resource_version)
         else:
             self._put(SERVICES, (namespace, name), dict(selector), resource_version)
+
+    # -- vulnerability reports ------------------------------------------------------------------
+
+    def put_vulnerability_report(
+        self,
+        namespace: str,
+        name: str,
+        entry: tuple[str, VulnerabilityReport] | None,
+        resource_version: str | None = None,
+    ) -> None:
+        """Store a report as (image digest, findings); None deletes it."""
+        if entry is None:
+            self._delete(VULNERABILITY_REPORTS, (namespace, name), resource_version)
+        else:
+            self._put(VULNERABILITY_REPORTS, (namespace, name), entry, resource_version)
+
+    def vulnerability_reports(self, digest: str) -> tuple[VulnerabilityReport, ...]:
+        """The Trivy Operator's reports about the image ``digest``, in any namespace.
+
+        Any namespace: the same image scanned for another workload says the same about it,
+        and only the Trivy Operator (not a tenant with ``edit``) can write these objects.
+        """
+        with self._lock:
+            return self._reports_by_digest.get(digest, ())
 
     # -- ClusterFacts ---------------------------------------------------------------------------
 

@@ -62,7 +62,9 @@ class ReviewImageLookups:
             )
         )
         inspector = ImageInspector(
-            client=client, settings=LookupSettings(deadline=settings.registry_lookup_deadline)
+            client=client,
+            settings=LookupSettings(deadline=settings.registry_lookup_deadline),
+            cluster_reports=state.vulnerability_reports,
         )
         return cls(
             inspector=inspector,

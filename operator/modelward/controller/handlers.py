@@ -30,6 +30,10 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
     ("Namespace", "", "v1", "namespaces"),
     ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
     ("Service", "", "v1", "services"),
+    # The Trivy Operator's reports (MW-IMG-021/022). Optional: without its CRD, kopf logs that
+    # the resource is unknown and the gate reads cosign attestations only. Not re-listed at
+    # start-up (readiness must not wait for an optional CRD); kopf's own list fills it.
+    ("VulnerabilityReport", "aquasecurity.github.io", "v1alpha1", "vulnerabilityreports"),
 )
 
 

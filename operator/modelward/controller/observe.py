@@ -9,6 +9,12 @@ from typing import Any
 
 from modelward.engine import KeySource, NamespaceFacts, parse_policy
 from modelward.engine.facts import ingress_opening, is_default_deny
+from modelward.engine.image_trust import (
+    ReportFormatError,
+    VulnerabilityReport,
+    report_from_trivy_operator,
+    trivy_operator_digest,
+)
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
 from modelward.state import (
@@ -16,6 +22,7 @@ from modelward.state import (
     NETWORK_POLICIES,
     POLICIES,
     SERVICES,
+    VULNERABILITY_REPORTS,
     ClusterState,
     NetworkPolicyFacts,
     PolicyEntry,
@@ -30,6 +37,7 @@ FACT_KIND = {
     "Namespace": NAMESPACES,
     "NetworkPolicy": NETWORK_POLICIES,
     "Service": SERVICES,
+    "VulnerabilityReport": VULNERABILITY_REPORTS,
 }
 
 
@@ -75,6 +83,8 @@ def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
         )
     if kind == "Service":
         return (namespace, name), dict((obj.get("spec") or {}).get("selector") or {})
+    if kind == "VulnerabilityReport":
+        return (namespace, name), _vulnerability_report(obj)
     raise ValueError(f"{kind} is not a kind the cluster state holds")
 
 
@@ -131,7 +141,22 @@ def observe_object(
     elif kind == "Service":
         namespace, name = fact_key
         state.put_service(namespace, name, None if deleted else value, version)
+    elif kind == "VulnerabilityReport":
+        namespace, name = fact_key
+        state.put_vulnerability_report(namespace, name, None if deleted else value, version)
     return None
+
+
+def _vulnerability_report(obj: Mapping[str, Any]) -> tuple[str, VulnerabilityReport] | None:
+    """(digest, findings) of a Trivy Operator report; None for one without a digest or that
+    cannot be read (it then counts as no report: never as a clean one)."""
+    digest = trivy_operator_digest(obj)
+    if digest is None:
+        return None
+    try:
+        return digest, report_from_trivy_operator(obj)
+    except ReportFormatError:
+        return None
 
 
 def resync_kind(

@@ -31,6 +31,7 @@ from modelward.registry.auth import CredentialStore
 from modelward.registry.client import RegistryClient, RegistrySettings
 from modelward.registry.lookups import ImageInspector, requests_for
 from modelward_dev.binaries import find_cosign
+from modelward_dev.cosign import CLASSIC, vuln_predicate
 from modelward_dev.images import ImageConfig, Layer, build_image
 from modelward_dev.registry import LocalRegistry
 from tests.unit.engine.builders import compliant_pod, facts, policy
@@ -64,35 +65,6 @@ class Signed:
 
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-CLASSIC = ("--new-bundle-format=false", "--use-signing-config=false", "--tlog-upload=false")
-
-
-def _vuln_predicate(*findings: tuple[str, str]) -> dict[str, Any]:
-    """A cosign vuln predicate whose result is Trivy's JSON (what `trivy image -f json` writes)."""
-    return {
-        "invocation": {"parameters": None, "uri": "", "event_id": "", "builder.id": ""},
-        "scanner": {
-            "uri": "pkg:github/aquasecurity/trivy@0.58.0",
-            "version": "0.58.0",
-            "db": {"uri": "", "version": ""},
-            "result": {
-                "SchemaVersion": 2,
-                "Results": [
-                    {
-                        "Target": "image",
-                        "Vulnerabilities": [
-                            {"VulnerabilityID": i, "Severity": s, "PkgName": "openssl"}
-                            for i, s in findings
-                        ],
-                    }
-                ],
-            },
-        },
-        "metadata": {
-            "scanStartedOn": "2026-11-01T00:00:00Z",
-            "scanFinishedOn": "2026-11-01T00:01:00Z",
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +127,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
         ):
             state.run("sign", "--key", "cosign.key", "-y", *bundle, images[name])
             predicate = work / f"{name}.json"
-            predicate.write_text(json.dumps(_vuln_predicate(finding)))
+            predicate.write_text(json.dumps(vuln_predicate(finding)))
             state.run(
                 "attest",
                 "--key",
