@@ -29,6 +29,7 @@ from modelward_dev.images import ImageConfig, Layer, build_image
 from modelward_dev.oci_models import attach_model_signature, model_files, push_oras_model
 from modelward_dev.operator_process import HARNESS_SCOPE_LABEL, OperatorProcess
 from modelward_dev.registry import LocalRegistry
+from modelward_dev.tenant import Tenant
 from modelward_dev.trivy import vulnerability_report, vulnerability_report_crd
 from tests.e2e.helpers import apply, apply_policy, cluster_policy, pod, wait_for, workload
 
@@ -325,3 +326,19 @@ def test_trivy_operator_reports_are_matched_by_digest(
     apply_policy(kubectl, cluster_policy(name, scoped, sections))
     admitted = apply(kubectl, _pod("scanned-ok", scoped, scanned))
     assert admitted.returncode == 0, admitted.stderr
+
+
+def test_a_tenant_cannot_forge_a_clean_trivy_report(
+    control_plane: LocalControlPlane, scoped: str, signed: Registry, trivy_crd: str
+) -> None:
+    """A tenant with `edit` who could write a VulnerabilityReport would clear any image."""
+    repository, digest = signed.images["critical"].split("@")
+    host, _, path = repository.partition("/")
+    forged = vulnerability_report(
+        "forged", scoped, server=host, repository=path, digest=digest, findings=[]
+    )
+    with Tenant(control_plane=control_plane, namespace=scoped) as tenant:
+        assert tenant.can("create", "pods")  # the tenant does hold edit rights here
+        assert not tenant.can("create", "vulnerabilityreports.aquasecurity.github.io")
+        refused = tenant.kubectl("create", "-f", "-", input=json.dumps(forged))
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
