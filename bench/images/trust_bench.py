@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelward.engine.workloads import workload_from_object
+from tests.unit.engine.builders import compliant_pod, policy
+
 from modelward.registry.auth import CredentialStore
 from modelward.registry.client import RegistryClient, RegistrySettings
 from modelward.registry.lookups import ImageInspector, ImageRequest, requests_for
 from modelward_dev.cosign import CLASSIC, Cosign, vuln_predicate
 from modelward_dev.images import ImageConfig, Layer, build_image
 from modelward_dev.registry import LocalRegistry
-from tests.unit.engine.builders import compliant_pod, policy
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -80,11 +80,11 @@ def main() -> None:
                 }
             }
         )
-        workload = workload_from_object(pod)
-        assert workload is not None
         (without,) = requests_for([reference], [plain])
         (with_trust,) = requests_for([reference], [trusted])
-        results: dict[str, Any] = {"image": "1 layer; 2 signatures (.sig + bundle), 1 vuln attestation"}
+        results: dict[str, Any] = {
+            "image": "1 layer; 2 signatures (.sig + bundle), 1 vuln attestation"
+        }
         for label, request, warm in (
             ("cold_without_trust", without, False),
             ("cold_with_trust", with_trust, False),
