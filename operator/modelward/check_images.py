@@ -16,6 +16,7 @@ from typing import Any
 
 from modelward.engine import Policy, StaticFacts, Workload
 from modelward.engine.facts import ImageFacts, ImageLookups
+from modelward.engine.image_trust import ImageTrust
 from modelward.engine.rules.images import image_references
 from modelward.errors import ManifestError
 from modelward.registry.auth import CredentialStore, DockerConfigError, parse_docker_config
@@ -88,6 +89,26 @@ class CheckLookups:
                 "baseName": f.base_name,
                 "forbiddenPaths": ["/" + p for p in f.forbidden_paths or ()],
                 "contentsError": f.contents_error,
+                "trust": None
+                if f.trust is None
+                else {
+                    "error": f.trust.error,
+                    "signatures": f.trust.signatures,
+                    "trustedSigners": len(f.trust.signed_by),
+                    "problems": list(f.trust.signature_problems),
+                    "reports": [
+                        {"source": r.source, "findings": len(r.findings), "where": r.where}
+                        for r in f.trust.reports
+                    ],
+                    "model": None
+                    if f.trust.model is None
+                    else {
+                        "verified": bool(f.trust.model.verified_by),
+                        "signatures": f.trust.model.signatures,
+                        "deferred": f.trust.model.deferred,
+                        "problems": list(f.trust.model.problems),
+                    },
+                },
             }
             for f in sorted(self.images.values(), key=lambda f: f.reference)
         ]
@@ -109,7 +130,30 @@ def describe(facts: ImageFacts) -> str:
         parts.append(f"forbidden={found}")
     elif facts.contents_error:
         parts.append(f"contents=unknown ({facts.contents_error})")
+    if facts.trust is not None:
+        parts.append(_trust(facts.trust))
     return f"IMAGE {facts.reference} -> {facts.digest} " + " ".join(parts)
+
+
+def _trust(trust: ImageTrust) -> str:
+    """Signatures, reports and the model check, as the trust rules will read them."""
+    if trust.error is not None:
+        return f"trust=unknown ({trust.error})"
+    parts = [
+        f"signatures={trust.signatures} (by {len(trust.signed_by)} trusted signer(s))",
+        f"reports={len(trust.reports)}",
+    ]
+    model = trust.model
+    if model is not None:
+        state = (
+            "verified"
+            if model.verified_by
+            else ("unsigned" if not model.signatures else "rejected")
+        )
+        if model.verified_by and model.deferred:
+            state = f"signature-verified, files left to the in-pod verifier ({model.deferred})"
+        parts.append(f"model={state}")
+    return " ".join(parts)
 
 
 def _date(created: float | None) -> str | None:

@@ -287,3 +287,46 @@ def test_a_missing_report_follows_on_missing_report(signed: Signed) -> None:
         _judge(signed, signed.images["bundled"], _vuln_policy(signed, onMissingReport="Allow"))
         == []
     )
+
+
+def test_modelward_check_with_registry_lookups_judges_signatures_offline(
+    signed: Signed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from modelward.cli import main
+
+    pods = []
+    for name in ("classic", "unsigned"):
+        body = compliant_pod()
+        body["metadata"] = {"name": name, "namespace": "serving-ci"}
+        body["spec"]["containers"][0]["image"] = signed.images[name]
+        pods.append(body)
+    manifests = tmp_path / "pods.yaml"
+    manifests.write_text(yaml.safe_dump_all(pods))
+    policy_doc = {
+        "apiVersion": "modelward.io/v1alpha1",
+        "kind": "ClusterModelPolicy",
+        "metadata": {"name": "signed"},
+        "spec": {
+            "match": {"namespaces": ["serving-*"]},
+            "images": {
+                "signatures": {
+                    "trustedSigners": [{"name": "release", "publicKey": signed.public_key}]
+                }
+            },
+        },
+    }
+    policies = tmp_path / "policy.yaml"
+    policies.write_text(yaml.safe_dump(policy_doc))
+    args = ["check", "-f", str(manifests), "--policy", str(policies)]
+    assert main(args) == 0  # without look-ups the signature rule is not evaluated
+    capsys.readouterr()
+    assert (
+        main([*args, "--registry-lookups", f"--registry-ca-bundle={signed.registry.ca_path}"]) == 1
+    )
+    out = capsys.readouterr().out
+    assert f"IMAGE {signed.images['classic']}" in out
+    assert "signatures=1 (by 1 trusted signer(s))" in out
+    assert "[MW-IMG-020]" in out and signed.images["unsigned"] in out
+    assert out.count("[MW-IMG-020]") == 1
