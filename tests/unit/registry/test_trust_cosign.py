@@ -76,7 +76,16 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Signed]:
     try:
         client = registry.client()
         images = {}
-        for name in ("classic", "bundled", "unsigned", "copied", "critical", "low", "untrusted"):
+        for name in (
+            "classic",
+            "bundled",
+            "unsigned",
+            "copied",
+            "critical",
+            "low",
+            "untrusted",
+            "certified",
+        ):
             layer = Layer()
             layer.add_file("app/name.txt", name.encode())
             image = build_image(name, [layer], ImageConfig(user="65532"))
@@ -330,3 +339,82 @@ def test_modelward_check_with_registry_lookups_judges_signatures_offline(
     assert "signatures=1 (by 1 trusted signer(s))" in out
     assert "[MW-IMG-020]" in out and signed.images["unsigned"] in out
     assert out.count("[MW-IMG-020]") == 1
+
+
+def _certificate(subject: str, key: Any, issuer_key: Any, issuer: str, *, ca: bool) -> Any:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def test_a_certificate_from_a_trusted_ca_signs_images_as_cosign_attaches_it(
+    signed: Signed, tmp_path: Path
+) -> None:
+    """cosign sign --certificate --certificate-chain: the leaf and chain travel in the
+    signature layer's annotations; the policy trusts the CA, never the leaf it is sent."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("release CA", ca_key, ca_key, "release CA", ca=True)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _certificate("release signer", leaf_key, ca_key, "release CA", ca=False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "leaf.key").write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    ca_pem = ca.public_bytes(pem).decode()
+    (tmp_path / "ca.pem").write_text(ca_pem)
+    signed.run(
+        "import-key-pair",
+        "--key",
+        str(tmp_path / "leaf.key"),
+        "--output-key-prefix",
+        str(tmp_path / "imported"),
+    )
+    image = signed.images["certified"]
+    signed.run(
+        "sign", "--key", str(tmp_path / "imported.key"),
+        "--certificate", str(tmp_path / "leaf.pem"),
+        "--certificate-chain", str(tmp_path / "ca.pem"),
+        "-y", *CLASSIC, image,
+    )  # fmt: skip
+    by_ca = policy(
+        {"images": {"signatures": {"trustedSigners": [{"name": "ca", "caCertificate": ca_pem}]}}}
+    )
+    assert _judge(signed, image, by_ca) == []
+    other_ca_key = ec.generate_private_key(ec.SECP256R1())
+    other_ca = _certificate("other CA", other_ca_key, other_ca_key, "other CA", ca=True)
+    by_other = policy(
+        {
+            "images": {
+                "signatures": {
+                    "trustedSigners": [
+                        {"name": "other", "caCertificate": other_ca.public_bytes(pem).decode()}
+                    ]
+                }
+            }
+        }
+    )
+    findings = _judge(signed, image, by_other)
+    assert len(findings) == 1 and "MW-IMG-020" in findings[0], findings
