@@ -165,7 +165,9 @@ async def serve(settings: Settings) -> None:
                 max_object_bytes=settings.max_object_bytes,
                 max_containers=settings.max_containers,
             ),
-            lookups=ReviewImageLookups.from_settings(settings, state=state, secrets=kube),
+            lookups=ReviewImageLookups.from_settings(
+                settings, state=state, secrets=kube, inventory=kube
+            ),
         ),
         access_log=None,
         keepalive_timeout=settings.idle_timeout,

@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelward.integrity.bundle import parse_bundle, parse_statement
 from modelward_dev.controlplane import LocalControlPlane, ToolRunner
 from modelward_dev.cosign import CLASSIC, Cosign, vuln_predicate
 from modelward_dev.images import ImageConfig, Layer, build_image
@@ -31,7 +32,15 @@ from modelward_dev.operator_process import HARNESS_SCOPE_LABEL, OperatorProcess
 from modelward_dev.registry import LocalRegistry
 from modelward_dev.tenant import Tenant
 from modelward_dev.trivy import vulnerability_report, vulnerability_report_crd
-from tests.e2e.helpers import apply, apply_policy, cluster_policy, pod, wait_for, workload
+from tests.e2e.helpers import (
+    apply,
+    apply_policy,
+    cluster_policy,
+    get_json,
+    pod,
+    wait_for,
+    workload,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +53,8 @@ class Registry:
     public_key: str
     model_key: str
     images: dict[str, str]
+    #: The model's OMS subject digest: the DeployedModel's name.
+    model_digest: str = ""
 
 
 def _model_key(work: Path) -> tuple[Path, str]:
@@ -130,7 +141,10 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             if signature is not None:
                 attach_model_signature(client, f"models/{name}", digest, signature)
             images[name] = f"{registry.host}/models/{name}@{digest}"
-        yield Registry(registry, public, model_public, images)
+        statement = parse_statement(parse_bundle(bundle).envelope.payload)
+        yield Registry(
+            registry, public, model_public, images, f"sha256:{statement.subject_digest_hex}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -284,10 +298,22 @@ def test_unsigned_or_tampered_oci_models_are_refused_before_any_pod_exists(
         result = apply(kubectl, workload("Deployment", name, scoped, spec))
         if words is None:
             assert result.returncode == 0, result.stderr
-            continue
+            continue  # recorded in the inventory below
         _denied(result, "MW-IMG-023", signed.images[name], words, 'image volume "model"')
         pods = kubectl("get", "pods", "-n", scoped, "-l", f"app={name}", "-o", "name")
         assert pods.stdout.strip() == ""  # refused at the Deployment: no pod was ever made
+    # The model verified at admission is in the inventory before any pod ran it.
+    inventory = signed.model_digest.replace(":", "-")
+
+    def recorded() -> bool:
+        found = kubectl("get", "deployedmodel", inventory, "-n", scoped, "-o", "json")
+        return found.returncode == 0
+
+    wait_for("the DeployedModel of the admitted model", recorded, timeout=20)
+    spec = get_json(kubectl, "deployedmodel", inventory, "-n", scoped)["spec"]
+    assert spec["digest"] == signed.model_digest and spec["lastResult"] == "verified"
+    assert spec["workloads"] == [{"kind": "Deployment", "name": "model"}], spec
+    assert spec["signer"].startswith("key:sha256:") and spec["files"] == 2
 
 
 def test_trivy_operator_reports_are_matched_by_digest(

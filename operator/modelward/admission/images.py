@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from modelward.admission.models import AdmittedModels, ModelInventory
 from modelward.admission.review import ReviewRequest
 from modelward.engine import UnsupportedKind, is_exposure, workload_from_object
 from modelward.engine.facts import ImageLookups
@@ -53,7 +54,12 @@ class ReviewImageLookups:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, state: ClusterState, secrets: PullSecretReader | None
+        cls,
+        settings: Settings,
+        *,
+        state: ClusterState,
+        secrets: PullSecretReader | None,
+        inventory: ModelInventory | None = None,
     ) -> ReviewImageLookups:
         client = RegistryClient(
             settings=RegistrySettings(
@@ -71,6 +77,7 @@ class ReviewImageLookups:
             state=state,
             secrets=secrets if settings.registry_pull_secrets else None,
             operator_credentials=load_operator_credentials(settings.registry_config),
+            models=AdmittedModels(state=state, inventory=inventory),
         )
 
     def __init__(
@@ -80,8 +87,11 @@ class ReviewImageLookups:
         state: ClusterState,
         secrets: PullSecretReader | None = None,
         operator_credentials: CredentialStore | None = None,
+        models: AdmittedModels | None = None,
     ) -> None:
         self.inspector = inspector
+        #: Records OCI models verified at admission in the inventory (admission/models.py).
+        self.models = models
         self.state = state
         self.secrets = secrets
         self.operator_credentials = operator_credentials or CredentialStore()

@@ -140,6 +140,13 @@ def make_admission_app(
                     )
                     review, label = evaluated.outcome.review, evaluated.outcome.label
                     records = evaluated.records
+                    if (
+                        webhook == "validate"
+                        and lookups is not None
+                        and lookups.models is not None
+                        and review["response"]["allowed"]
+                    ):
+                        lookups.models.admitted(request, images)
                     decision = evaluated.outcome.decision
                     if decision is not None:
                         namespace = namespace_label(request.namespace, namespaces)

@@ -82,6 +82,11 @@ class ModelTrust:
     deferred: str | None = None
     problems: tuple[str, ...] = ()
     signatures: int = 0
+    #: Of a verified signature: the OMS subject digest, the signer, the file count (for the
+    #: DeployedModel inventory, under the name the in-pod verifier uses).
+    model_digest: str = ""
+    signer: str = ""
+    files: int = 0
 
 
 @dataclass(frozen=True)

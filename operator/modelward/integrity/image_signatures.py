@@ -355,6 +355,10 @@ class ModelCheck:
 
     signer: Signer
     deferred: str | None = None
+    #: The OMS subject digest (``sha256:<hex>``): the DeployedModel the in-pod verifier
+    #: records under the same name.
+    model_digest: str = ""
+    files: int = 0
 
 
 def _comparable(layers: Sequence[ModelLayer]) -> str | None:
@@ -397,8 +401,10 @@ def verify_oci_model(
         why = f"the signature uses '{serialization.method}' serialization, not one digest per file"
     if why is None and serialization.hash_type != "sha256":
         why = f"the signature hashes with {serialization.hash_type}; layer digests are sha256"
+    model_digest = f"sha256:{statement.subject_digest_hex}"
+    files = len({r.path for r in statement.resources})
     if why is not None:
-        return ModelCheck(signer=signer, deferred=why)
+        return ModelCheck(signer=signer, deferred=why, model_digest=model_digest, files=files)
     signed = {r.path: r.digest.hex() for r in statement.resources}
     present: dict[str, str] = {}
     for layer in layers:
@@ -419,7 +425,7 @@ def verify_oci_model(
             "the model artifact is not what was signed (" + "; ".join(parts) + ")",
             code="files-mismatch",
         )
-    return ModelCheck(signer=signer)
+    return ModelCheck(signer=signer, model_digest=model_digest, files=files)
 
 
 def titled_layers(manifest: Mapping[str, Any]) -> list[ModelLayer]:

@@ -118,6 +118,9 @@ class _Evidence:
     model_deferred: str | None = None
     model_problems: list[str] = field(default_factory=list)
     model_signatures: int = 0
+    model_digest: str = ""
+    model_signer: str = ""
+    model_files: int = 0
 
     def problem(self, text: str, *, model: bool = False) -> None:
         target = self.model_problems if model else self.problems
@@ -189,6 +192,9 @@ async def gather_trust(
             deferred=evidence.model_deferred,
             problems=tuple(evidence.model_problems),
             signatures=evidence.model_signatures,
+            model_digest=evidence.model_digest,
+            signer=evidence.model_signer,
+            files=evidence.model_files,
         )
         if request.models
         else None
@@ -350,6 +356,10 @@ def _model_bundle(
         check = verify_oci_model(data, layers=layers, trust=trust, now=now)
         if check.deferred:
             deferred.append(check.deferred)
+        if not evidence.model_digest:
+            evidence.model_digest = check.model_digest
+            evidence.model_signer = check.signer.short
+            evidence.model_files = check.files
         return VerifiedStatement(check.signer, MODEL_SIGNATURE_PREDICATE, {})
 
     for signer, _ in _each_signer(request, verify, evidence, model=True):
