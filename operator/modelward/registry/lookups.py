@@ -11,6 +11,7 @@ bytes and time) and land in the cache, so the next review of the same image has 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import calendar
 import json
 import re
@@ -24,7 +25,13 @@ from modelward.engine.policy import ForbiddenContents, Policy
 from modelward.engine.rules.images import ImageReference
 from modelward.registry.auth import CredentialStore
 from modelward.registry.cache import ContentCache, SingleFlight
-from modelward.registry.client import Manifest, RegistryClient, RegistryError, Repository
+from modelward.registry.client import (
+    DIGEST,
+    Manifest,
+    RegistryClient,
+    RegistryError,
+    Repository,
+)
 from modelward.registry.layers import LayerError, LayerListing, LayerScan, final_paths
 
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -101,6 +108,9 @@ class ImageInspector:
         self._listing_flights: SingleFlight[tuple[str, ForbiddenContents], LayerListing] = (
             SingleFlight()
         )
+        self._facts: ContentCache[tuple[str, str, ForbiddenContents | None], ImageFacts] = (
+            ContentCache(max_bytes=settings.listing_cache_entries, weigh=lambda _facts: 1)
+        )
         self.lookups_started = 0
 
     async def lookups(
@@ -111,15 +121,33 @@ class ImageInspector:
         requests = tuple(requests)
         if not requests:
             return ImageLookups({}, now)
-        deadline = self.settings.deadline
-        tasks = [
-            asyncio.ensure_future(
-                _within(deadline, self.facts(request, credentials=credentials), request)
-            )
-            for request in requests
-        ]
-        results = await asyncio.gather(*tasks)
-        return ImageLookups({f.reference: f for f in results}, now)
+        known = {r.reference: self._cached(r) for r in requests}
+        missing = [r for r in requests if known[r.reference] is None]
+        if missing:  # a warm review (every image known) creates no task at all
+            deadline = self.settings.deadline
+            tasks = [
+                asyncio.ensure_future(
+                    _within(deadline, self.facts(request, credentials=credentials), request)
+                )
+                for request in missing
+            ]
+            for found in await asyncio.gather(*tasks):
+                known[found.reference] = found
+        return ImageLookups({k: v for k, v in known.items() if v is not None}, now)
+
+    def _cached(self, request: ImageRequest) -> ImageFacts | None:
+        """Facts already gathered for the digest this reference names (or its tag named a
+        moment ago). Facts of a digest never change, so they are kept like content."""
+        ref = ImageReference.parse(request.reference)
+        if not ref.well_formed:
+            return None
+        digest = ref.digest
+        if digest is None or DIGEST.match(digest) is None:
+            digest = self.client.tags.get(ref.registry, ref.repository, ref.tag or "latest")
+        if digest is None:
+            return None
+        hit = self._facts.get((ref.name, digest, request.contents))
+        return dataclasses.replace(hit, reference=request.reference) if hit else None
 
     async def facts(self, request: ImageRequest, *, credentials: CredentialStore) -> ImageFacts:
         """What the registry says about one image; ``error`` set (not raised) on failure."""
@@ -157,7 +185,7 @@ class ImageInspector:
             )
         runtime = config.get("config") if isinstance(config.get("config"), Mapping) else {}
         user = runtime.get("User") if isinstance(runtime, Mapping) else None
-        return ImageFacts(
+        found = ImageFacts(
             reference,
             digest=top.digest,
             manifest_digest=manifest.digest,
@@ -172,6 +200,9 @@ class ImageInspector:
             forbidden_paths=forbidden_paths,
             contents_error=contents_error,
         )
+        if contents_error is None:
+            self._facts.put((ref.name, top.digest, request.contents), found)
+        return found
 
     async def _contents(
         self,
