@@ -11,8 +11,8 @@ bytes and time) and land in the cache, so the next review of the same image has 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import calendar
+import dataclasses
 import json
 import re
 import time
