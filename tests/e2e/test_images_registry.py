@@ -59,6 +59,12 @@ class _Misbehaving(BaseHTTPRequestHandler):
     def log_message(self, *_: Any) -> None:
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:
+            pass  # the client gave up first (its deadline): that is the point
+
 
 def _serve(mode: str) -> Iterator[str]:
     handler = type(f"{mode}Handler", (_Misbehaving,), {"mode": mode})
