@@ -110,8 +110,9 @@ class ImagesConfig:
     insecure_registries: tuple[str, ...] = ()
 
     @property
-    def needs_lookups(self) -> bool:
-        """Whether any rule of this section reads the image itself (so a look-up is due)."""
+    def reads_images(self) -> bool:
+        """Whether a rule of this section reads the image itself (MW-IMG-004..009), so every
+        image needs a look-up and a failed one is MW-IMG-010."""
         return bool(
             self.require_non_root_user
             or self.max_size_mib is not None
@@ -119,8 +120,17 @@ class ImagesConfig:
             or self.allowed_base_images
             or self.forbidden_contents is not None
             or self.max_age_days is not None
-            or (self.require_digest and self.mode is Mode.PATCH)
         )
+
+    @property
+    def pins_tags(self) -> bool:
+        """Whether MW-IMG-001 may pin a tag to its digest (Patch mode): unpinned images need a
+        look-up, and one that fails leaves MW-IMG-001 without a fix (denied, as before)."""
+        return self.require_digest and self.mode is Mode.PATCH
+
+    @property
+    def needs_lookups(self) -> bool:
+        return self.reads_images or self.pins_tags
 
 
 #: Directories a shell or package manager is run from (merged /usr or not).

@@ -68,17 +68,18 @@ def requests_for(references: Iterable[str], policies: Iterable[Policy]) -> tuple
     names: set[str] = set()
     paths: set[str] = set()
     insecure: set[str] = set()
-    needed = False
+    reads = pins = False
     for policy in policies:
         images = policy.images
         if images is None or not images.needs_lookups:
             continue
-        needed = True
+        reads = reads or images.reads_images
+        pins = pins or images.pins_tags
         insecure.update(images.insecure_registries)
         if images.forbidden_contents is not None:
             names.update(images.forbidden_contents.names)
             paths.update(images.forbidden_contents.paths)
-    if not needed:
+    if not (reads or pins):
         return ()
     contents = (
         ForbiddenContents(tuple(sorted(names)), tuple(sorted(paths))) if names or paths else None
@@ -86,7 +87,13 @@ def requests_for(references: Iterable[str], policies: Iterable[Policy]) -> tuple
     return tuple(
         ImageRequest(reference, contents, frozenset(insecure))
         for reference in dict.fromkeys(r for r in references if r)
+        if reads or not _pinned(reference)  # pinning alone: only tags need resolving
     )
+
+
+def _pinned(reference: str) -> bool:
+    digest = ImageReference.parse(reference).digest
+    return digest is not None and DIGEST.match(digest) is not None
 
 
 class ImageInspector:
