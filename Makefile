@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak bench-images image
 
 ## demo: a small real cluster (node included), modelward installed by helm from its own image;
 ##       what it denies and patches, a signed model served, a tampered one held in Init
@@ -29,6 +29,10 @@ bench-quick: venv binaries
 ## bench-soak: mixed legitimate and hostile traffic against the webhook port for 3 minutes
 bench-soak: venv
 	$(PY) -m bench.soak
+
+## bench-images: registry look-ups: warm admission vs none, cold look-ups (vs oras-py), layer listing, outages
+bench-images: venv
+	$(PY) -m bench.images
 
 ## bench-integrity: verify vs model_signing and the SHA-256 limit; scan vs picklescan/modelscan
 bench-integrity: venv

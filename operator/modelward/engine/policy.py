@@ -116,8 +116,10 @@ class ImagesConfig:
     insecure_registries: tuple[str, ...] = ()
 
     @property
-    def needs_lookups(self) -> bool:
-        """Whether any rule of this section reads the image itself (so a look-up is due)."""
+    def reads_images(self) -> bool:
+        """Whether a rule of this section reads the image itself (MW-IMG-004..009, and the
+        trust rules MW-IMG-020..023: signatures, reports, model signatures), so every
+        image needs a look-up and a failed one is MW-IMG-010."""
         return bool(
             self.require_non_root_user
             or self.max_size_mib is not None
@@ -125,9 +127,18 @@ class ImagesConfig:
             or self.allowed_base_images
             or self.forbidden_contents is not None
             or self.max_age_days is not None
-            or (self.require_digest and self.mode is Mode.PATCH)
             or self.needs_trust_lookups
         )
+
+    @property
+    def pins_tags(self) -> bool:
+        """Whether MW-IMG-001 may pin a tag to its digest (Patch mode): unpinned images need a
+        look-up, and one that fails leaves MW-IMG-001 without a fix (denied, as before)."""
+        return self.require_digest and self.mode is Mode.PATCH
+
+    @property
+    def needs_lookups(self) -> bool:
+        return self.reads_images or self.pins_tags
 
     @property
     def needs_trust_lookups(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import dataclasses
 import json
 import re
 import time
@@ -20,13 +21,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelward.engine.facts import ImageFacts, ImageLookups
+from modelward.engine.image_trust import ImageTrust
 from modelward.engine.policy import ForbiddenContents, Policy
 from modelward.engine.rules.images import ImageReference
 from modelward.registry.auth import CredentialStore
 from modelward.registry.cache import ContentCache, SingleFlight
-from modelward.registry.client import Manifest, RegistryClient, RegistryError, Repository
+from modelward.registry.client import (
+    DIGEST,
+    Manifest,
+    RegistryClient,
+    RegistryError,
+    Repository,
+)
 from modelward.registry.layers import LayerError, LayerListing, LayerScan, final_paths
-from modelward.registry.trust import ClusterReports, TrustRequest, gather_trust, trust_request
+from modelward.registry.trust import (
+    ClusterReports,
+    TrustCache,
+    TrustRequest,
+    gather_trust,
+    trust_request,
+)
 
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -65,17 +79,18 @@ def requests_for(references: Iterable[str], policies: Iterable[Policy]) -> tuple
     names: set[str] = set()
     paths: set[str] = set()
     insecure: set[str] = set()
-    needed = False
+    reads = pins = False
     for policy in policies:
         images = policy.images
         if images is None or not images.needs_lookups:
             continue
-        needed = True
+        reads = reads or images.reads_images
+        pins = pins or images.pins_tags
         insecure.update(images.insecure_registries)
         if images.forbidden_contents is not None:
             names.update(images.forbidden_contents.names)
             paths.update(images.forbidden_contents.paths)
-    if not needed:
+    if not (reads or pins):
         return ()
     contents = (
         ForbiddenContents(tuple(sorted(names)), tuple(sorted(paths))) if names or paths else None
@@ -84,7 +99,13 @@ def requests_for(references: Iterable[str], policies: Iterable[Policy]) -> tuple
     return tuple(
         ImageRequest(reference, contents, frozenset(insecure), trust)
         for reference in dict.fromkeys(r for r in references if r)
+        if reads or not _pinned(reference)  # pinning alone: only tags need resolving
     )
+
+
+def _pinned(reference: str) -> bool:
+    digest = ImageReference.parse(reference).digest
+    return digest is not None and DIGEST.match(digest) is not None
 
 
 class ImageInspector:
@@ -109,6 +130,12 @@ class ImageInspector:
         self._listing_flights: SingleFlight[tuple[str, ForbiddenContents], LayerListing] = (
             SingleFlight()
         )
+        self._facts: ContentCache[tuple[str, str, ForbiddenContents | None], ImageFacts] = (
+            ContentCache(max_bytes=settings.listing_cache_entries, weigh=lambda _facts: 1)
+        )
+        self._trust = TrustCache(
+            ttl=client.settings.tag_ttl, max_entries=settings.listing_cache_entries
+        )
         self.lookups_started = 0
 
     async def lookups(
@@ -119,15 +146,40 @@ class ImageInspector:
         requests = tuple(requests)
         if not requests:
             return ImageLookups({}, now)
-        deadline = self.settings.deadline
-        tasks = [
-            asyncio.ensure_future(
-                _within(deadline, self.facts(request, credentials=credentials), request)
-            )
-            for request in requests
-        ]
-        results = await asyncio.gather(*tasks)
-        return ImageLookups({f.reference: f for f in results}, now)
+        known = {r.reference: self._cached(r) for r in requests}
+        missing = [r for r in requests if known[r.reference] is None]
+        if missing:  # a warm review (every image known) creates no task at all
+            deadline = self.settings.deadline
+            tasks = [
+                asyncio.ensure_future(
+                    _within(deadline, self.facts(request, credentials=credentials), request)
+                )
+                for request in missing
+            ]
+            for found in await asyncio.gather(*tasks):
+                known[found.reference] = found
+        return ImageLookups({k: v for k, v in known.items() if v is not None}, now)
+
+    def _cached(self, request: ImageRequest) -> ImageFacts | None:
+        """Facts already gathered for the digest this reference names (or its tag named a
+        moment ago). Facts of a digest never change, so they are kept like content."""
+        ref = ImageReference.parse(request.reference)
+        if not ref.well_formed:
+            return None
+        digest = ref.digest
+        if digest is None or DIGEST.match(digest) is None:
+            digest = self.client.tags.get(ref.registry, ref.repository, ref.tag or "latest")
+        if digest is None:
+            return None
+        hit = self._facts.get((ref.name, digest, request.contents))
+        if hit is None:
+            return None
+        hit = dataclasses.replace(hit, reference=request.reference)
+        if request.trust is None:
+            return hit
+        # Signatures can be added to a digest at any time: their evidence is kept briefly.
+        trust = self._trust.get((ref.name, digest, request.trust))
+        return self._with_trust(hit, trust) if trust is not None else None
 
     async def facts(self, request: ImageRequest, *, credentials: CredentialStore) -> ImageFacts:
         """What the registry says about one image; ``error`` set (not raised) on failure."""
@@ -165,18 +217,7 @@ class ImageInspector:
             )
         runtime = config.get("config") if isinstance(config.get("config"), Mapping) else {}
         user = runtime.get("User") if isinstance(runtime, Mapping) else None
-        trust = None
-        if request.trust is not None:
-            trust = await gather_trust(
-                self.client,
-                repo,
-                digest=top.digest,
-                manifest=manifest,
-                request=request.trust,
-                insecure=request.insecure,
-                cluster_reports=self.cluster_reports,
-            )
-        return ImageFacts(
+        found = ImageFacts(
             reference,
             digest=top.digest,
             manifest_digest=manifest.digest,
@@ -190,8 +231,35 @@ class ImageInspector:
             base_digest=annotations.get(BASE_DIGEST) or labels.get(BASE_DIGEST),
             forbidden_paths=forbidden_paths,
             contents_error=contents_error,
-            trust=trust,
         )
+        if contents_error is None:
+            self._facts.put((ref.name, top.digest, request.contents), found)
+        if request.trust is None:
+            return found
+        trust = await gather_trust(
+            self.client,
+            repo,
+            digest=top.digest,
+            manifest=manifest,
+            request=request.trust,
+            insecure=request.insecure,
+        )
+        if trust.error is None:
+            self._trust.put((ref.name, top.digest, request.trust), trust)
+        return self._with_trust(found, trust)
+
+    def _with_trust(self, found: ImageFacts, trust: ImageTrust) -> ImageFacts:
+        """``found`` with its trust evidence, plus the cluster's reports read now (they come
+        from the watch cache, so a new report counts at once)."""
+        if self.cluster_reports is not None and trust.error is None:
+            reports = [
+                report
+                for digest in dict.fromkeys((found.digest, found.manifest_digest))
+                if digest
+                for report in self.cluster_reports(digest)
+            ]
+            trust = dataclasses.replace(trust, reports=trust.reports + tuple(reports))
+        return dataclasses.replace(found, trust=trust)
 
     async def _contents(
         self,

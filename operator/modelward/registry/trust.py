@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import datetime
 import functools
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from modelward.engine.facts import ImageFacts
 from modelward.engine.image_trust import (
     ImageTrust,
     ModelTrust,
@@ -368,8 +368,33 @@ def _model_bundle(
         evidence.model_deferred = deferred[0]
 
 
-def with_trust(facts: ImageFacts, trust: ImageTrust | None) -> ImageFacts:
-    """``facts`` carrying ``trust`` (frozen values: a copy)."""
-    import dataclasses
+class TrustCache:
+    """Trust evidence by (image, digest, what was asked), for ``ttl`` seconds.
 
-    return dataclasses.replace(facts, trust=trust)
+    Not kept like content: a signature or attestation can be attached to a digest at any
+    time (a new tag under ``.sig``, a new referrer), so evidence expires with the tag TTL.
+    Bounded in entries; the oldest go first.
+    """
+
+    def __init__(
+        self, *, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._items: dict[tuple[str, str, TrustRequest], tuple[float, ImageTrust]] = {}
+
+    def get(self, key: tuple[str, str, TrustRequest]) -> ImageTrust | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if self._clock() >= item[0]:
+            del self._items[key]
+            return None
+        return item[1]
+
+    def put(self, key: tuple[str, str, TrustRequest], trust: ImageTrust) -> None:
+        self._items.pop(key, None)
+        while len(self._items) >= self.max_entries:
+            del self._items[next(iter(self._items))]
+        self._items[key] = (self._clock() + self.ttl, trust)

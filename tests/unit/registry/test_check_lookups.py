@@ -86,6 +86,6 @@ def test_check_looks_images_up_only_when_asked_and_says_what_it_found(
         assert document["images"][0]["forbiddenPaths"] == ["/bin/bash"]
 
         # Without the CA the look-up fails, and the failure is judged (Deny by default).
-        assert main(args[:6] + [f"--registry-config={config}"]) == 1
+        assert main([*args[:6], f"--registry-config={config}"]) == 1
         out = capsys.readouterr().out
         assert "look-up failed" in out and "[MW-IMG-010]" in out

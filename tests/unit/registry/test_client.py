@@ -240,3 +240,73 @@ async def test_a_plain_http_token_realm_is_refused_unless_insecure(fake: FakeReg
                 Repository(fake.host, "app"),
                 frozenset(),
             )
+
+
+async def test_the_platform_manifest_is_chosen_and_referrers_fall_back_to_the_tag(
+    registry: LocalRegistry,
+) -> None:
+    """A multi-platform index: linux/amd64 is judged, another platform is named in the error;
+    the registry has no referrers API, so the ``sha256-<hex>`` tag index is read instead."""
+    pusher = registry.client(USER)
+    amd = build_image("amd", [Layer()], ImageConfig(user="1"))
+    arm = build_image("arm", [Layer()], ImageConfig(user="2"))
+    amd.push(pusher, "serving/multi", "amd")
+    arm.push(pusher, "serving/multi", "arm")
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": arm.digest,
+                    "size": len(arm.manifest),
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                },
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": amd.digest,
+                    "size": len(amd.manifest),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+            ],
+        }
+    ).encode()
+    index_digest = pusher.push_manifest(
+        "serving/multi", "v1", index, "application/vnd.oci.image.index.v1+json"
+    )
+    artifact = {
+        "mediaType": OCI_MANIFEST,
+        "digest": arm.digest,
+        "size": len(arm.manifest),
+        "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
+    fallback = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [artifact],
+        }
+    ).encode()
+    pusher.push_manifest(
+        "serving/multi",
+        "sha256-" + amd.digest.split(":")[1],
+        fallback,
+        "application/vnd.oci.image.index.v1+json",
+    )
+    credentials = Credentials(USER.username, USER.password)
+    repo = Repository(registry.host, "serving/multi", credentials)
+    ca = (str(registry.ca_path),)
+    async with RegistryClient(settings=RegistrySettings(ca_bundles=ca)) as client:
+        top, chosen = await client.platform_manifest(repo, "v1")
+        assert top.digest == index_digest and chosen.digest == amd.digest
+        found = await client.referrers(repo, amd.digest)
+        assert [d.digest for d in found] == [arm.digest]
+        typed = await client.referrers(repo, amd.digest, artifact_type="other/type")
+        assert typed == ()
+        assert await client.referrers(repo, arm.digest) == ()  # no fallback tag: none
+        assert await client.tag_manifest(repo, "sha256-" + "0" * 64 + ".sig") is None
+    settings = RegistrySettings(ca_bundles=ca, platform="linux/s390x")
+    async with RegistryClient(settings=settings) as client:
+        with pytest.raises(RegistryError, match=r"no linux/s390x manifest.*linux/arm64"):
+            await client.platform_manifest(repo, "v1")

@@ -211,7 +211,7 @@ def check_images(
                 "use a versioned tag, and pin it by digest",
                 container=where,
             )
-        if cfg.needs_lookups and images is not None:
+        if cfg.reads_images and images is not None:
             yield from _looked_up(where, reference, cfg, facts, images.now)
 
 

@@ -158,3 +158,20 @@ def test_image_volumes_are_judged_and_pinned_at_their_own_path() -> None:
     assert ids(decision) == ["MW-IMG-001", "MW-IMG-004"]
     pin = next(f for f in decision.findings if f.violation.rule_id == "MW-IMG-001")
     assert pin.violation.remedies[0].path == ("volumes", 0, "image", "reference")
+
+
+def test_pinning_alone_looks_up_only_tags_and_a_failure_adds_no_finding() -> None:
+    """Patch mode with requireDigest only: a pinned image needs no registry, and a tag whose
+    look-up failed is denied by MW-IMG-001 (no fix), as before look-ups existed."""
+    from modelward.registry.lookups import requests_for
+
+    pin_only = policy({"images": {"requireDigest": True}}, mode="Patch")
+    assert [r.reference for r in requests_for([PINNED, TAGGED], [pin_only])] == [TAGGED]
+    assert requests_for([PINNED], [policy({"images": {}})]) == ()
+    reads = policy({"images": {"requireNonRootUser": True}})
+    assert [r.reference for r in requests_for([PINNED, TAGGED], [reads])] == [PINNED, TAGGED]
+
+    pinned_unknown = judge(PINNED, None, {"requireDigest": True}, mode="Patch")
+    assert ids(pinned_unknown) == []
+    failed = judge(TAGGED, ImageFacts(TAGGED, error="down"), {"requireDigest": True}, "Patch")
+    assert ids(failed) == ["MW-IMG-001"] and failed.denials
