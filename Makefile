@@ -30,9 +30,11 @@ bench-quick: venv binaries
 bench-soak: venv
 	$(PY) -m bench.soak
 
-## bench-images: registry look-ups: warm admission vs none, cold look-ups (vs oras-py), layer listing, outages
+## bench-images: registry look-ups: warm admission vs none, cold look-ups (vs oras-py), layer listing, outages;
+##               and the cold cost of signatures + referrers (needs cosign: make binaries)
 bench-images: venv
 	$(PY) -m bench.images
+	PYTHONPATH=operator:hack:. $(PY) -m bench.images.trust_bench
 
 ## bench-integrity: verify vs model_signing and the SHA-256 limit; scan vs picklescan/modelscan
 bench-integrity: venv
