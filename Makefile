@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak image image-verifier lock sbom
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak bench-images image image-verifier lock sbom
 
 ## demo: a small real cluster (node included), modelward installed by helm from its own image;
 ##       what it denies and patches, a signed model served, a tampered one held in Init
@@ -29,6 +29,12 @@ bench-quick: venv binaries
 ## bench-soak: mixed legitimate and hostile traffic against the webhook port for 3 minutes
 bench-soak: venv
 	$(PY) -m bench.soak
+
+## bench-images: registry look-ups: warm admission vs none, cold look-ups (vs oras-py), layer listing, outages;
+##               and the cold cost of signatures + referrers (needs cosign: make binaries)
+bench-images: venv
+	$(PY) -m bench.images
+	PYTHONPATH=operator:hack:. $(PY) -m bench.images.trust_bench
 
 ## bench-integrity: verify vs model_signing and the SHA-256 limit; scan vs picklescan/modelscan
 bench-integrity: venv
@@ -57,10 +63,12 @@ $(VENV)/.installed: pyproject.toml operator/requirements.lock
 	touch $@
 
 ## binaries: build kube-apiserver, etcd, kubectl, helm, and the test node's kubelet,
-## kube-scheduler, kube-controller-manager and containerd from the Go module proxy (cached)
+## kube-scheduler, kube-controller-manager and containerd from the Go module proxy (cached),
+## and cosign for the image-signature tests
 binaries:
 	hack/build-control-plane.sh
 	hack/build-node.sh
+	hack/build-cosign.sh
 
 ## image: modelward's image built from files (no Docker engine), reproducibly, as an OCI layout
 ## in $(IMAGE_DIR); `make image PUSH=host:port/repo:tag` also pushes it (INSECURE=1: plain HTTP;

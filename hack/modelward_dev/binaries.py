@@ -25,6 +25,7 @@ from typing import IO
 
 __all__ = [
     "CONTAINERD_VERSION",
+    "COSIGN_VERSION",
     "ETCD_VERSION",
     "HELM_VERSION",
     "K8S_VERSION",
@@ -33,9 +34,12 @@ __all__ = [
     "NodeBinaries",
     "build_script_path",
     "cache_dir",
+    "cosign_build_script_path",
     "expected_binaries",
+    "expected_cosign",
     "expected_node_binaries",
     "find_binaries",
+    "find_cosign",
     "find_node_binaries",
     "missing_binaries",
     "node_build_script_path",
@@ -329,3 +333,45 @@ def find_node_binaries(
             _missing_message(still) + f"{script} finished without producing them."
         )
     return binaries
+
+
+# --- cosign, for the image-signature tests --------------------------------------------------------
+
+#: cosign built from the Go module proxy (v3: the v2 line needs an older Go than this one).
+#: Must match the default of ``hack/build-cosign.sh``.
+COSIGN_VERSION = "3.1.3"
+
+
+def cosign_build_script_path() -> Path:
+    """``hack/build-cosign.sh`` in this checkout."""
+    return Path(__file__).resolve().parents[1] / "build-cosign.sh"
+
+
+def expected_cosign(*, environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``hack/build-cosign.sh`` puts cosign: ``<cache>/bin/cosign-v<version>/cosign``."""
+    return cache_dir(environ=environ) / "bin" / f"cosign-v{COSIGN_VERSION}" / "cosign"
+
+
+def find_cosign(*, build: bool = True, environ: Mapping[str, str] | None = None) -> Path:
+    """The cosign binary, built first with ``hack/build-cosign.sh`` if it is missing.
+
+    Raises:
+        BinariesUnavailableError: it is missing and cannot be built (the message says how).
+    """
+    env = dict(os.environ if environ is None else environ)
+    cosign = expected_cosign(environ=env)
+    if _is_executable(cosign):
+        return cosign
+    script = cosign_build_script_path()
+    missing = {"cosign": cosign}
+    if not build:
+        raise BinariesUnavailableError(
+            _missing_message(missing) + f"Build it with {script} (~5-15 min when cold)."
+        )
+    env.update(COSIGN_VERSION=COSIGN_VERSION)
+    _run_build(script, env=env, missing=missing)
+    if not _is_executable(cosign):
+        raise BinariesUnavailableError(
+            _missing_message(missing) + f"{script} finished without producing it."
+        )
+    return cosign

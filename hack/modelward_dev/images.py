@@ -275,8 +275,16 @@ class BuiltImage:
         return client.push_manifest(repository, tag, self.manifest, MANIFEST_MEDIA_TYPE)
 
 
-def build_image(name: str, layers: Sequence[Layer], config: ImageConfig) -> BuiltImage:
-    """Assemble layers and config into an OCI image (linux/amd64)."""
+def build_image(
+    name: str,
+    layers: Sequence[Layer],
+    config: ImageConfig,
+    *,
+    created: int | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> BuiltImage:
+    """Assemble layers and config into an OCI image (linux/amd64); ``created`` (POSIX seconds,
+    default ``SOURCE_DATE_EPOCH``) and manifest ``annotations`` let tests age or label it."""
     blobs: dict[str, bytes] = {}
     descriptors: list[dict[str, object]] = []
     diff_ids: list[str] = []
@@ -286,7 +294,7 @@ def build_image(name: str, layers: Sequence[Layer], config: ImageConfig) -> Buil
         blobs[digest] = data
         diff_ids.append(diff_id)
         descriptors.append({"mediaType": LAYER_MEDIA_TYPE, "digest": digest, "size": len(data)})
-    created = _iso(_epoch())
+    created = _iso(_epoch() if created is None else created)
     config_bytes = manifest_json(
         {
             "architecture": "amd64",
@@ -312,6 +320,7 @@ def build_image(name: str, layers: Sequence[Layer], config: ImageConfig) -> Buil
                 "size": len(config_bytes),
             },
             "layers": descriptors,
+            **({"annotations": dict(annotations)} if annotations else {}),
         }
     )
     return BuiltImage(name=name, manifest=manifest, config=config_bytes, blobs=blobs)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -47,6 +47,9 @@ from modelward.engine.exceptions import (
 from modelward.engine.rules import RULES
 from modelward.engine.workloads import CONTAINER_LISTS, TEMPLATE_POINTERS
 from modelward.errors import ManifestError, ModelwardError
+
+if TYPE_CHECKING:
+    from modelward.check_images import CheckLookups
 
 SUFFIXES = (".yaml", ".yml", ".json")
 #: ``-f -``: standard input, named so in messages and findings.
@@ -485,10 +488,13 @@ def check_objects(
     namespace: str | None = None,
     now: dt.datetime | None = None,
     exception_paths: Sequence[str] = (),
+    lookups: CheckLookups | None = None,
 ) -> CheckOutcome:
     """Findings for every workload and exposure (Ingress, Service, route) in ``manifests``,
     and the objects judged. ModelPolicyExceptions in ``manifests`` or ``exception_paths``
-    (the policy files) apply as in the cluster, judged at ``now`` (default: the clock)."""
+    (the policy files) apply as in the cluster, judged at ``now`` (default: the clock).
+    With ``lookups`` (``--registry-lookups``), the images are looked up in their registries
+    first and the image rules that need it run too."""
     objects = load_objects(manifests, namespace=namespace)
     extra = load_objects(exception_paths, namespace=namespace) if exception_paths else []
     moment = now or dt.datetime.now(dt.UTC)
@@ -497,9 +503,16 @@ def check_objects(
     for located in objects:
         with _cannot_judge(located):
             facts.add_object(located.obj)
+    if lookups is not None:
+        workloads = []
+        for position, located in enumerate(objects):
+            with _cannot_judge(located), contextlib.suppress(UnsupportedKind):
+                if not is_exposure(located.obj):
+                    workloads.append((position, workload_from_object(located.obj)))
+        lookups.gather(workloads, policies, facts)
     results: list[CheckResult] = []
     judged: list[Located] = []
-    for located in objects:
+    for position, located in enumerate(objects):
         obj = located.obj
         meta = obj.get("metadata") or {}
         resource = resource_of(obj)
@@ -517,7 +530,13 @@ def check_objects(
                     workload = workload_from_object(obj)
                 except UnsupportedKind:
                     continue
-                decision = evaluate_workload(workload, facts, policies, exceptions=exceptions)
+                decision = evaluate_workload(
+                    workload,
+                    facts,
+                    policies,
+                    exceptions=exceptions,
+                    images=lookups.for_workload(position) if lookups is not None else None,
+                )
         judged.append(located)
         results.extend(CheckResult(resource, located.source, f) for f in decision.findings)
     return CheckOutcome(tuple(results), tuple(judged))
@@ -529,9 +548,12 @@ def check(
     *,
     now: dt.datetime | None = None,
     exception_paths: Sequence[str] = (),
+    lookups: CheckLookups | None = None,
 ) -> tuple[list[CheckResult], int]:
     """Findings for every workload and exposure in ``manifests``; also how many were judged."""
-    outcome = check_objects(manifests, policies, now=now, exception_paths=exception_paths)
+    outcome = check_objects(
+        manifests, policies, now=now, exception_paths=exception_paths, lookups=lookups
+    )
     return list(outcome.results), len(outcome.judged)
 
 

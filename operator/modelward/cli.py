@@ -97,6 +97,36 @@ exit codes: 0 printed, 2 unknown shell
 """
 
 
+def add_registry_arguments(parser: argparse.ArgumentParser, *, deadline: float = 1.5) -> None:
+    """Options for registry look-ups, shared by ``run`` and ``check`` (docs/images.md)."""
+    parser.add_argument(
+        "--registry-lookup-deadline",
+        type=float,
+        default=deadline,
+        metavar="SECONDS",
+        help="time for all registry look-ups of one review (below --deadline); past it the "
+        "image is judged by onLookupFailure",
+    )
+    parser.add_argument(
+        "--registry-platform",
+        default="linux/amd64",
+        help="os/arch[/variant] chosen from multi-platform images",
+    )
+    parser.add_argument(
+        "--registry-ca-bundle",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="extra CA bundle trusted for registries (repeatable)",
+    )
+    parser.add_argument(
+        "--registry-config",
+        default=None,
+        metavar="DOCKERCONFIGJSON",
+        help="registry credentials (docker config.json format), used after pull secrets",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     import os
 
@@ -142,6 +172,11 @@ def _run(args: argparse.Namespace) -> int:
         certificate_retire_delay=args.certificate_retire_delay,
         state_resync_interval=args.state_resync_interval,
         exception_max_lifetime=args.exception_max_lifetime,
+        registry_lookup_deadline=args.registry_lookup_deadline,
+        registry_platform=args.registry_platform,
+        registry_ca_bundles=tuple(Path(p) for p in args.registry_ca_bundle),
+        registry_config=Path(args.registry_config) if args.registry_config else None,
+        registry_pull_secrets=args.registry_pull_secrets,
     ).validate()
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     asyncio.run(serve(settings))
@@ -165,18 +200,35 @@ def _check(args: argparse.Namespace) -> int:
     except ExceptionError as exc:
         raise ManifestError(str(exc), fix="pass --now as 2026-01-31T00:00:00Z") from exc
     policies = load_policies(args.policy, namespace=args.namespace)
+    lookups = None
+    if args.registry_lookups:
+        from modelward.check_images import CheckLookups, LookupOptions
+
+        lookups = CheckLookups(
+            LookupOptions(
+                deadline=args.registry_lookup_deadline,
+                platform=args.registry_platform,
+                ca_bundles=tuple(args.registry_ca_bundle),
+                registry_config=Path(args.registry_config) if args.registry_config else None,
+            )
+        )
     outcome = check_objects(
         manifests,
         policies,
         namespace=args.namespace,
         now=now,
         exception_paths=[p for p in args.policy if p != STDIN],
+        lookups=lookups,
     )
     results, judged = list(outcome.results), len(outcome.judged)
     if args.output == "text":
-        emit(render_text(results, judged))
+        lines = lookups.render_text() if lookups is not None else []
+        emit("\n".join([*lines, render_text(results, judged)]))
     elif args.output in STRUCTURED:
-        emit(render_structured(report_document(results, judged), args.output))
+        document = report_document(results, judged)
+        if lookups is not None:
+            document["images"] = lookups.as_json()
+        emit(render_structured(document, args.output))
     else:
         from modelward.check_reports import render
 
@@ -351,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="require a client certificate signed by this CA on the webhook port (the API "
         "server's, configured in its AdmissionConfiguration); see docs/security.md",
     )
+    add_registry_arguments(run)
+    run.add_argument(
+        "--registry-pull-secrets",
+        action="store_true",
+        help="read the pod's and its ServiceAccount's imagePullSecrets for registry look-ups "
+        "(needs RBAC get on Secrets; the chart's registryLookups.pullSecrets)",
+    )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
     run.add_argument(
         "--leader-lease",
@@ -494,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="judge ModelPolicyExceptions at this RFC 3339 time (default: now), for "
         "reproducible CI runs",
     )
+    chk.add_argument(
+        "--registry-lookups",
+        action="store_true",
+        help="look images up in their registries for the rules that need it (MW-IMG-001 "
+        "pinning, 004-010); off by default, so CI needs no registry unless asked",
+    )
+    add_registry_arguments(chk, deadline=30.0)
     chk.set_defaults(handler=_check)
 
     inventory = sub.add_parser(

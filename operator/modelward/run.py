@@ -22,6 +22,7 @@ from aiohttp import web
 
 from modelward.admission.connections import ConnectionGuard, GuardedTLSSite
 from modelward.admission.evaluation import DeferredRecorder, Evaluator
+from modelward.admission.images import ReviewImageLookups
 from modelward.admission.intake import ReviewLimits
 from modelward.admission.server import ReloadingTLS, make_admission_app, make_health_app
 from modelward.admission.service import AdmissionService
@@ -178,6 +179,9 @@ async def serve(settings: Settings) -> None:
             limits=ReviewLimits(
                 max_object_bytes=settings.max_object_bytes,
                 max_containers=settings.max_containers,
+            ),
+            lookups=ReviewImageLookups.from_settings(
+                settings, state=state, secrets=kube, inventory=kube
             ),
         ),
         access_log=None,

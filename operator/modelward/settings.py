@@ -70,6 +70,14 @@ class Settings:
     #: The longest a ModelPolicyException applies, from its creation (the chart's
     #: exceptions.maxLifetimeDays); the CRD caps it at 365 days whatever this says.
     exception_max_lifetime: float = 90 * 86400.0
+    #: Registry look-ups (docs/images.md): the whole look-up of a review, below --deadline.
+    registry_lookup_deadline: float = 1.5
+    registry_platform: str = "linux/amd64"
+    registry_ca_bundles: tuple[Path, ...] = ()
+    #: A dockerconfigjson with the operator's own registry credentials (used last).
+    registry_config: Path | None = None
+    #: Read the pod's and its ServiceAccount's imagePullSecrets (needs RBAC get on Secrets).
+    registry_pull_secrets: bool = False
 
     def validate(self) -> Settings:
         """Fail at start-up with a message naming the setting, never later on a request."""
@@ -119,6 +127,17 @@ class Settings:
             raise ConfigurationError(
                 f"deadline {self.deadline_seconds}s is out of range",
                 fix="use 0.1-29 seconds, below the webhook timeoutSeconds",
+            )
+        if not 0.05 <= self.registry_lookup_deadline < self.deadline_seconds:
+            raise ConfigurationError(
+                f"registry look-up deadline {self.registry_lookup_deadline}s is not below the "
+                f"review deadline {self.deadline_seconds}s",
+                fix="use --registry-lookup-deadline below --deadline (leave time to evaluate)",
+            )
+        if self.registry_platform.count("/") not in (1, 2):
+            raise ConfigurationError(
+                f"registry platform {self.registry_platform!r} is not os/arch[/variant]",
+                fix="use e.g. --registry-platform linux/amd64",
             )
         for name, low, high in (
             ("review_workers", 1, 64),

@@ -35,6 +35,7 @@ from typing import Any
 
 from modelward.engine import NamespaceFacts, Policy, PolicyException
 from modelward.engine.facts import ClaimFacts, StorageClassFacts, pick_default
+from modelward.engine.image_trust import VulnerabilityReport
 from modelward.engine.rbac import BindingFacts, RbacSnapshot, RoleFacts
 from modelward.engine.selectors import LabelSelector
 from modelward.errors import PolicyError
@@ -63,6 +64,8 @@ RBAC_FACT_KIND = {
 #: StorageClass parameters and default flag; each claim's storageClassName (storage rules).
 STORAGE_CLASSES = "storageclasses"
 CLAIMS = "persistentvolumeclaims"
+#: Trivy Operator VulnerabilityReports, kept compactly: (digest, parsed findings) per report.
+VULNERABILITY_REPORTS = "vulnerabilityreports"
 FACT_KINDS = (
     POLICIES,
     NAMESPACES,
@@ -72,6 +75,7 @@ FACT_KINDS = (
     *RBAC_FACT_KINDS,
     STORAGE_CLASSES,
     CLAIMS,
+    VULNERABILITY_REPORTS,
 )
 
 
@@ -182,6 +186,7 @@ class ClusterState:
         self._open_ingress: dict[str, tuple[tuple[str, LabelSelector], ...]] = {}
         self._rbac: RbacSnapshot | None = None
         self._default_class: StorageClassFacts | None = None
+        self._reports_by_digest: dict[str, tuple[VulnerabilityReport, ...]] = {}
         #: True once every kind was listed in full; before, "no default-deny" is unknown.
         self.ready = False
 
@@ -264,6 +269,12 @@ class ClusterState:
             self._rbac = None  # rebuilt on the next read
         elif kind == STORAGE_CLASSES:
             self._default_class = pick_default(items.values())
+        elif kind == VULNERABILITY_REPORTS:
+            by_digest: dict[str, list[VulnerabilityReport]] = {}
+            for entry in items.values():
+                if entry is not None:
+                    by_digest.setdefault(entry[0], []).append(entry[1])
+            self._reports_by_digest = {d: tuple(r) for d, r in by_digest.items()}
         elif kind == POLICIES:
             self._active = tuple(e.policy for e in items.values() if e.policy is not None)
         elif kind == EXCEPTIONS:
@@ -490,6 +501,30 @@ class ClusterState:
         with self._lock:
             found: ClaimFacts | None = self._stores[CLAIMS].items.get((namespace, name))
             return found
+
+    # -- vulnerability reports ------------------------------------------------------------------
+
+    def put_vulnerability_report(
+        self,
+        namespace: str,
+        name: str,
+        entry: tuple[str, VulnerabilityReport] | None,
+        resource_version: str | None = None,
+    ) -> None:
+        """Store a report as (image digest, findings); None deletes it."""
+        if entry is None:
+            self._delete(VULNERABILITY_REPORTS, (namespace, name), resource_version)
+        else:
+            self._put(VULNERABILITY_REPORTS, (namespace, name), entry, resource_version)
+
+    def vulnerability_reports(self, digest: str) -> tuple[VulnerabilityReport, ...]:
+        """The Trivy Operator's reports about the image ``digest``, in any namespace.
+
+        Any namespace: the same image scanned for another workload says the same about it,
+        and only the Trivy Operator (not a tenant with ``edit``) can write these objects.
+        """
+        with self._lock:
+            return self._reports_by_digest.get(digest, ())
 
     # -- ClusterFacts ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ internal error denies that one request with a message instead of crashing or han
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -23,6 +24,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelward.admission.evaluation import Evaluator, HeldRecord, Judge
+from modelward.admission.images import ReviewImageLookups
 from modelward.admission.intake import ReviewLimits, check_review
 from modelward.admission.review import ReviewRequest, parse_review, review_response
 from modelward.admission.service import Outcome
@@ -80,6 +82,7 @@ def make_admission_app(
     deadline_seconds: float,
     evaluator: Evaluator | None = None,
     limits: ReviewLimits | None = None,
+    lookups: ReviewImageLookups | None = None,
 ) -> web.Application:
     """``/validate`` and ``/mutate``; everything else is a 404, never an ``allowed: true``.
 
@@ -128,11 +131,22 @@ def make_admission_app(
                 label = refusal.label
             else:
                 try:
+                    judged: Judge = judge
+                    images = await lookups.for_review(request) if lookups is not None else None
+                    if images is not None:
+                        judged = functools.partial(judge, images=images)  # type: ignore[call-arg]
                     evaluated = await evaluator.evaluate(
-                        judge, request, deadline=deadline, budget=deadline_seconds
+                        judged, request, deadline=deadline, budget=deadline_seconds
                     )
                     review, label = evaluated.outcome.review, evaluated.outcome.label
                     records = evaluated.records
+                    if (
+                        webhook == "validate"
+                        and lookups is not None
+                        and lookups.models is not None
+                        and review["response"]["allowed"]
+                    ):
+                        lookups.models.admitted(request, images)
                     decision = evaluated.outcome.decision
                     if decision is not None:
                         namespace = namespace_label(request.namespace, namespaces)

@@ -42,6 +42,7 @@ from modelward.engine import (
     workload_from_object,
 )
 from modelward.engine.exceptions import DEFAULT_MAX_LIFETIME, EXCEPTION_KIND, Exceptions
+from modelward.engine.facts import ImageLookups
 from modelward.engine.patches import remedies_to_json_patch
 from modelward.engine.rbac import RbacParseError, parse_binding, parse_role
 from modelward.engine.rules import RULES
@@ -154,8 +155,11 @@ class AdmissionService:
             )
         return None
 
-    def _decide(self, request: ReviewRequest) -> Decision | None:
-        """The decision for a request, or None when there is nothing to judge."""
+    def _decide(
+        self, request: ReviewRequest, images: ImageLookups | None = None
+    ) -> Decision | None:
+        """The decision for a request, or None when there is nothing to judge; ``images``
+        are the registry facts gathered before (``admission/images.py``)."""
         if request.operation not in ("CREATE", "UPDATE") or request.obj is None:
             return None
         policies = self.state.active_policies
@@ -186,14 +190,25 @@ class AdmissionService:
                     # be fixed in place, so nothing is offered as a fix.
                     return _without_fixes(
                         evaluate_workload(
-                            workload, self.state, policies, exceptions=self._exceptions()
+                            workload,
+                            self.state,
+                            policies,
+                            exceptions=self._exceptions(),
+                            images=images,
                         )
                     )
                 old = workload_from_object(request.old_obj, namespace=request.namespace)
                 return evaluate_pod_update(
-                    old, workload, self.state, policies, exceptions=self._exceptions()
+                    old,
+                    workload,
+                    self.state,
+                    policies,
+                    exceptions=self._exceptions(),
+                    images=images,
                 )
-        return evaluate_workload(workload, self.state, policies, exceptions=self._exceptions())
+        return evaluate_workload(
+            workload, self.state, policies, exceptions=self._exceptions(), images=images
+        )
 
     def _decide_exposure(
         self, request: ReviewRequest, obj: Mapping[str, Any], policies: tuple[Policy, ...]
@@ -263,13 +278,13 @@ class AdmissionService:
         )
         return Outcome(review, "allowed" if review["response"]["allowed"] else "denied")
 
-    def validate(self, request: ReviewRequest) -> Outcome:
+    def validate(self, request: ReviewRequest, *, images: ImageLookups | None = None) -> Outcome:
         probe = self._probe(request)
         if probe is not None:
             return Outcome(probe, "denied")
         if request.kind == EXCEPTION_KIND:
             return self._validate_exception(request)
-        judged = self._decide(request)
+        judged = self._decide(request, images)
         if judged is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         # Waived findings are told (a warning naming the exception), never counted or denied.
@@ -297,11 +312,11 @@ class AdmissionService:
             decision,
         )
 
-    def mutate(self, request: ReviewRequest) -> Outcome:
+    def mutate(self, request: ReviewRequest, *, images: ImageLookups | None = None) -> Outcome:
         if request.kind == EXCEPTION_KIND:
             review = mutate_exception(request)
             return Outcome(review, "patched" if "patch" in review["response"] else "allowed")
-        decision = self._decide(request)
+        decision = self._decide(request, images)
         if decision is None or not decision.fixes or request.obj is None:
             return Outcome(review_response(request.uid, allowed=True), "allowed")
         if decision.denials:

@@ -224,8 +224,165 @@ def _images() -> Schema:
                 "'latest' (MW-IMG-003).",
                 default=["latest"],
             ),
+            **_image_lookup_fields(),
         },
     )
+
+
+def _signer_list(description: str, *, namespaced: bool) -> Schema:
+    return {
+        "type": "array",
+        "description": description,
+        "items": _signer(namespaced=namespaced),
+        "maxItems": 16,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+    }
+
+
+def _with_image_trust(images: Schema, *, namespaced: bool) -> Schema:
+    """The images section, plus what makes an image trusted: its signature, its
+    vulnerability reports, and (for OCI models) its model signature (docs/images.md)."""
+    signatures = _object(
+        "Images must carry a cosign signature over their digest from one of these signers "
+        "(MW-IMG-020; registry look-up of the .sig tag and the OCI referrers). Key-based "
+        "signatures and certificates chaining to a listed CA are accepted; keyless "
+        "(Fulcio + Rekor) signatures are not.",
+        {
+            "trustedSigners": _signer_list(
+                "Signers whose image signatures are accepted (any one suffices). Keys are "
+                "inline, or (ClusterModelPolicy) referenced in modelward's namespace.",
+                namespaced=namespaced,
+            ),
+        },
+        required=["trustedSigners"],
+    )
+    vulnerabilities = _object(
+        "Vulnerability gate (MW-IMG-021, MW-IMG-022): reports from cosign vulnerability "
+        "attestations signed by a trusted signer, and from Trivy Operator "
+        "VulnerabilityReports of the same image digest.",
+        {
+            "maxSeverity": _string(
+                "The most severe finding an image may carry (not ignored).",
+                enum=["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"],
+                default="HIGH",
+            ),
+            "ignore": {
+                "type": "array",
+                "description": "Findings to disregard, each until its expiry.",
+                "maxItems": 256,
+                "items": _object(
+                    "One ignored vulnerability.",
+                    {
+                        "id": _string("Vulnerability ID, e.g. CVE-2024-3094.", maxLength=128),
+                        "expires": _string(
+                            "When the exception ends (RFC 3339); after it the finding counts "
+                            "again. Required: exceptions that never end are forgotten.",
+                            format="date-time",
+                        ),
+                        "reason": _string("Why it is ignored, for the audit trail."),
+                    },
+                    required=["id", "expires"],
+                ),
+            },
+            "onMissingReport": _string(
+                "When no usable report exists for the image: Deny, Warn (admit with a "
+                "warning) or Allow.",
+                enum=["Deny", "Warn", "Allow"],
+                default="Deny",
+            ),
+            "sources": _strings(
+                "Where reports are read from.",
+                default=["CosignAttestation", "TrivyOperator"],
+                items={"type": "string", "enum": ["CosignAttestation", "TrivyOperator"]},
+            ),
+            "attestors": _signer_list(
+                "Signers whose vulnerability attestations are believed; default: "
+                "signatures.trustedSigners.",
+                namespaced=namespaced,
+            ),
+        },
+    )
+    models = _object(
+        "OCI models (image volumes and modelcar images, by digest) are verified at admission "
+        "against their OpenSSF Model Signing signature attached as an OCI referrer "
+        "(MW-IMG-023). Default signers: integrity.trustedSigners.",
+        {
+            "verifyAtAdmission": _boolean("Verify OCI models at admission.", True),
+            "trustedSigners": _signer_list(
+                "Signers of model signatures; default: integrity.trustedSigners.",
+                namespaced=namespaced,
+            ),
+            "modelcarContainers": _strings(
+                "Names of containers whose image is a model (KServe's modelcar).",
+                default=["modelcar"],
+                maxItems=16,
+            ),
+        },
+    )
+    properties = {
+        **images["properties"],
+        "signatures": signatures,
+        "vulnerabilities": vulnerabilities,
+        "models": models,
+    }
+    return {**images, "properties": properties}
+
+
+def _image_lookup_fields() -> dict[str, Schema]:
+    """The images rules that read the image itself from its registry (docs/images.md)."""
+    return {
+        "requireNonRootUser": _boolean(
+            "The image config's User must be a non-root user (MW-IMG-004; registry look-up).",
+            False,
+        ),
+        "maxSizeMiB": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Largest compressed image size in MiB, all layers and the config "
+            "(MW-IMG-005; registry look-up).",
+        },
+        "maxLayers": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000,
+            "description": "Most layers an image may have (MW-IMG-006; registry look-up).",
+        },
+        "allowedBaseImages": _strings(
+            "If set, the image must declare its base image (OCI annotation or label "
+            "org.opencontainers.image.base.name) and it must match one of these globs, e.g. "
+            "'gcr.io/distroless/*' (MW-IMG-007; registry look-up).",
+            maxItems=64,
+        ),
+        "forbiddenContents": _object(
+            "Paths that may not exist in the image's final filesystem, found by listing its "
+            "layers (MW-IMG-008; registry look-up of every layer).",
+            {
+                "shells": _boolean("No shell (sh, bash, dash, ash, zsh, ksh, busybox).", False),
+                "packageManagers": _boolean(
+                    "No package manager (apt, apt-get, dpkg, apk, dnf, yum, rpm, pip...).", False
+                ),
+                "paths": _strings(
+                    "More absolute paths that may not exist, e.g. /usr/bin/curl.", maxItems=64
+                ),
+            },
+        ),
+        "maxAgeDays": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "The image config's 'created' may be at most this many days old "
+            "(MW-IMG-009; registry look-up).",
+        },
+        "onLookupFailure": _string(
+            "What a failed registry look-up means for the rules that need it (MW-IMG-010): Deny "
+            "(default under Enforce and Patch) or Warn.",
+            enum=["Deny", "Warn"],
+        ),
+        "insecureRegistries": _strings(
+            "Registries (host[:port]) that may be read over plain HTTP, for look-ups only.",
+            maxItems=32,
+        ),
+    }
 
 
 def _transport() -> Schema:
@@ -451,8 +608,9 @@ def _pem(description: str, label: str, *, several: bool) -> Schema:
     )
 
 
-def _integrity(*, namespaced: bool) -> Schema:
-    signer = _object(
+def _signer(*, namespaced: bool) -> Schema:
+    """One trusted signer: the type the integrity and image sections share."""
+    return _object(
         "A trusted signer: one public key or CA certificate (PEM), inline or by reference.",
         {
             "name": _string(
@@ -491,6 +649,10 @@ def _integrity(*, namespaced: bool) -> Schema:
             ]
         },
     )
+
+
+def _integrity(*, namespaced: bool) -> Schema:
+    signer = _signer(namespaced=namespaced)
     return _object(
         "Model integrity (rules MW-INT-*): pods declare their model with annotations "
         "(modelward.io/model-volume, modelward.io/model-path, modelward.io/model-signature); "
@@ -620,7 +782,7 @@ def policy_spec(*, namespaced: bool) -> Schema:
             "match": match,
             "exclude": exclude,
             "isolation": _isolation(),
-            "images": _images(),
+            "images": _with_image_trust(_images(), namespaced=namespaced),
             "transport": _transport(),
             "secrets": _secrets(),
             "integrity": _integrity(namespaced=namespaced),

@@ -37,6 +37,10 @@ WATCHED: tuple[tuple[str, str, str, str], ...] = (
     ("ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
     ("StorageClass", "storage.k8s.io", "v1", "storageclasses"),
     ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
+    # The Trivy Operator's reports (MW-IMG-021/022). Optional: without its CRD, kopf logs that
+    # the resource is unknown and the gate reads cosign attestations only. Not re-listed at
+    # start-up (readiness must not wait for an optional CRD); kopf's own list fills it.
+    ("VulnerabilityReport", "aquasecurity.github.io", "v1alpha1", "vulnerabilityreports"),
 )
 
 

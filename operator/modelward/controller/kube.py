@@ -241,6 +241,10 @@ class KubeApi:
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._json_or_none(self.core.read_namespaced_secret, name, namespace)
 
+    def read_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """For its imagePullSecrets (registry look-ups, admission/images.py)."""
+        return self._json_or_none(self.core.read_namespaced_service_account, name, namespace)
+
     def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._json(self.core.create_namespaced_secret, namespace, dict(body))
 

@@ -15,6 +15,12 @@ from modelward.engine.facts import (
     is_default_deny,
     storage_class_facts,
 )
+from modelward.engine.image_trust import (
+    ReportFormatError,
+    VulnerabilityReport,
+    report_from_trivy_operator,
+    trivy_operator_digest,
+)
 from modelward.engine.rbac import parse_binding, parse_role
 from modelward.engine.rules import enabled_rule_ids
 from modelward.errors import PolicyError
@@ -30,6 +36,7 @@ from modelward.state import (
     ROLES,
     SERVICES,
     STORAGE_CLASSES,
+    VULNERABILITY_REPORTS,
     ClusterState,
     ExceptionEntry,
     NetworkPolicyFacts,
@@ -52,6 +59,7 @@ FACT_KIND = {
     "ClusterRoleBinding": CLUSTER_ROLE_BINDINGS,
     "StorageClass": STORAGE_CLASSES,
     "PersistentVolumeClaim": CLAIMS,
+    "VulnerabilityReport": VULNERABILITY_REPORTS,
 }
 #: Kinds stored through ``ClusterState.put_fact`` as ``fact`` makes them.
 GENERIC_KINDS = (
@@ -120,6 +128,8 @@ def fact(kind: str, obj: Mapping[str, Any]) -> tuple[Any, Any]:
         return name, storage_class_facts(obj)
     if kind == "PersistentVolumeClaim":
         return (namespace, name), claim_facts(obj)
+    if kind == "VulnerabilityReport":
+        return (namespace, name), _vulnerability_report(obj)
     raise ValueError(f"{kind} is not a kind the cluster state holds")
 
 
@@ -198,7 +208,22 @@ def observe_object(
             state.delete_exception(namespace, name, version)
         else:
             state.put_exception(namespace, name, value, version)
+    elif kind == "VulnerabilityReport":
+        namespace, name = fact_key
+        state.put_vulnerability_report(namespace, name, None if deleted else value, version)
     return None
+
+
+def _vulnerability_report(obj: Mapping[str, Any]) -> tuple[str, VulnerabilityReport] | None:
+    """(digest, findings) of a Trivy Operator report; None for one without a digest or that
+    cannot be read (it then counts as no report: never as a clean one)."""
+    digest = trivy_operator_digest(obj)
+    if digest is None:
+        return None
+    try:
+        return digest, report_from_trivy_operator(obj)
+    except ReportFormatError:
+        return None
 
 
 def resync_kind(

@@ -41,6 +41,8 @@ class Violation:
     fix: str
     container: str | None = None
     remedies: tuple[Remedy, ...] = ()
+    #: Reported as a warning whatever the section's mode (e.g. onLookupFailure: Warn).
+    advisory: bool = False
 
     @property
     def patchable(self) -> bool:

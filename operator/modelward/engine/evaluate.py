@@ -7,13 +7,15 @@ namespaced policy can add requirements but never remove a cluster policy's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from modelward.engine.decision import Decision, Finding, Mode, Remedy, Violation
 from modelward.engine.exceptions import Exceptions, object_target, workload_target
-from modelward.engine.facts import ClusterFacts, NamespaceFacts
+from modelward.engine.facts import ClusterFacts, ImageLookups, NamespaceFacts
 from modelward.engine.policy import Policy
+from modelward.engine.rules.image_trust import check_image_trust
 from modelward.engine.rules.images import check_images
 from modelward.engine.rules.integrity import check_integrity, check_integrity_update
 from modelward.engine.rules.isolation import check_isolation
@@ -34,28 +36,47 @@ FAMILIES: tuple[tuple[str, Checker], ...] = (
 )
 
 
+def _finding(v: Violation, policy: Policy, mode: Mode) -> Finding:
+    return Finding(v, policy.ref, Mode.AUDIT if v.advisory else mode)
+
+
 def evaluate_workload(
     workload: Workload,
     facts: ClusterFacts,
     policies: Iterable[Policy],
     *,
     exceptions: Exceptions | None = None,
+    images: ImageLookups | None = None,
 ) -> Decision:
     """The decision for a pod or pod-creating workload under every policy that selects it;
-    findings a matching, unexpired ``exceptions`` entry covers are marked waived."""
+    findings a matching, unexpired ``exceptions`` entry covers are marked waived.
+
+    ``images`` holds what registry look-ups learned about the workload's images (gathered
+    before evaluation, ``modelward.registry.lookups``); without it, the image rules that need
+    a look-up are not evaluated, and the image trust rules (MW-IMG-020..023) report
+    every image they cover as unverifiable.
+    """
     policies = tuple(policies)
     namespace = facts.namespace(workload.namespace)
+    families = FAMILIES
+    if images is not None:
+        with_images = functools.partial(check_images, images=images)
+        families = tuple((a, with_images if a == "images" else c) for a, c in FAMILIES)
     findings: list[Finding] = []
     for policy in policies:
         if not policy.applies_to(namespace, workload.labels):
             continue
-        for attribute, check in FAMILIES:
+        for attribute, check in families:
             config = getattr(policy, attribute)
             if config is None:
                 continue
             mode: Mode = config.mode
+            findings.extend(_finding(v, policy, mode) for v in check(workload, namespace, config))
+        section = policy.images
+        if section is not None:
             findings.extend(
-                Finding(v, policy.ref, mode) for v in check(workload, namespace, config)
+                _finding(v, policy, section.mode)
+                for v in check_image_trust(workload, section, images)
             )
         if policy.storage is not None:
             # Storage reads cluster-wide facts (claims, StorageClasses), not the namespace's.
@@ -99,6 +120,7 @@ def evaluate_pod_update(
     policies: Iterable[Policy],
     *,
     exceptions: Exceptions | None = None,
+    images: ImageLookups | None = None,
 ) -> Decision:
     """The decision for a Pod UPDATE (pods, pods/ephemeralcontainers), judged on what it adds.
 
@@ -109,8 +131,8 @@ def evaluate_pod_update(
     declaration, keys and verifier to what was admitted (MW-INT-006).
     """
     policies = tuple(policies)
-    introduced = evaluate_workload(new, facts, policies).only_new(
-        evaluate_workload(old, facts, policies)
+    introduced = evaluate_workload(new, facts, policies, images=images).only_new(
+        evaluate_workload(old, facts, policies, images=images)
     )
     added = _added_ephemeral_containers(old, new)
     findings: list[Finding] = []

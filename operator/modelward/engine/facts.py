@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from modelward.engine.image_trust import ImageTrust
 from modelward.engine.selectors import LabelSelector, SelectorError
 
 
@@ -229,3 +230,56 @@ class StaticFacts:
 
     def claim(self, namespace: str, name: str) -> ClaimFacts | None:
         return self.claims.get((namespace, name))
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a registry look-up learned about one image, as the image rules read it.
+
+    Gathered before evaluation (``modelward.registry.lookups``), so the engine never calls a
+    registry. ``error`` is set when the look-up failed (and then nothing else may be known);
+    a rule that needs a fact that is ``None`` treats it as unknown, never as compliant.
+    ``digest`` is what the reference resolves to in the registry (an index's digest for a
+    multi-platform tag: the value to pin), ``manifest_digest`` the chosen platform's manifest.
+    ``forbidden_paths`` is ``None`` when the layers were not listed (no policy asked), else
+    the paths from the policies' forbidden contents present in the final filesystem.
+    ``trust`` holds the signature, vulnerability-report and model-signature evidence when a
+    policy asked for it (``modelward.registry.trust``), else ``None``.
+    """
+
+    reference: str
+    digest: str | None = None
+    manifest_digest: str | None = None
+    error: str | None = None
+    user: str | None = None
+    #: config ``created`` as POSIX seconds, None when absent or unreadable.
+    created: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    compressed_size: int | None = None
+    layer_count: int | None = None
+    base_name: str | None = None
+    base_digest: str | None = None
+    forbidden_paths: tuple[str, ...] | None = None
+    #: why the layers could not be listed (too large, too slow, unreadable), else None.
+    contents_error: str | None = None
+    trust: ImageTrust | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ImageLookups:
+    """The looked-up images of the workload under review, keyed by the reference as written.
+
+    ``now`` (POSIX seconds) is when the facts were gathered: the freshness rule ages images
+    against it, so evaluation itself never reads a clock.
+    """
+
+    images: Mapping[str, ImageFacts] = field(default_factory=dict)
+    now: float = 0.0
+
+    def get(self, reference: str) -> ImageFacts | None:
+        return self.images.get(reference)

@@ -9,6 +9,7 @@ the cluster accepted but that cannot be applied gets a precise ``PolicyError`` f
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from modelward.api.schema import (
 )
 from modelward.engine.decision import Mode, PolicyRef
 from modelward.engine.facts import NamespaceFacts
+from modelward.engine.image_trust import SOURCES, signer_id
 from modelward.engine.rbac import PERMISSIONS, RbacSubject
 from modelward.engine.selectors import LabelSelector, SelectorError, matches_any_glob
 from modelward.errors import PolicyError
@@ -104,6 +106,146 @@ class ImagesConfig:
     require_digest: bool
     allowed_registries: tuple[str, ...]
     forbidden_tags: tuple[str, ...]
+    #: Image trust (docs/images.md): signatures, vulnerability gate, OCI models at admission.
+    signatures: ImageSignaturesConfig | None = None
+    vulnerabilities: VulnerabilitiesConfig | None = None
+    models: OciModelsConfig | None = None
+    #: Rules that read the image from its registry (docs/images.md); unset means off.
+    require_non_root_user: bool = False
+    max_size_mib: int | None = None
+    max_layers: int | None = None
+    allowed_base_images: tuple[str, ...] = ()
+    #: Absolute paths and bin-directory name globs that may not exist in the image.
+    forbidden_contents: ForbiddenContents | None = None
+    max_age_days: int | None = None
+    #: "Deny" or "Warn": what a failed look-up does (MW-IMG-010).
+    on_lookup_failure: str = "Deny"
+    insecure_registries: tuple[str, ...] = ()
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether a rule of this section reads the image itself (MW-IMG-004..009, and the
+        trust rules MW-IMG-020..023: signatures, reports, model signatures), so every
+        image needs a look-up and a failed one is MW-IMG-010."""
+        return bool(
+            self.require_non_root_user
+            or self.max_size_mib is not None
+            or self.max_layers is not None
+            or self.allowed_base_images
+            or self.forbidden_contents is not None
+            or self.max_age_days is not None
+            or self.needs_trust_lookups
+        )
+
+    @property
+    def pins_tags(self) -> bool:
+        """Whether MW-IMG-001 may pin a tag to its digest (Patch mode): unpinned images need a
+        look-up, and one that fails leaves MW-IMG-001 without a fix (denied, as before)."""
+        return self.require_digest and self.mode is Mode.PATCH
+
+    @property
+    def needs_lookups(self) -> bool:
+        return self.reads_images or self.pins_tags
+
+    @property
+    def needs_trust_lookups(self) -> bool:
+        """Whether a rule of this section reads signatures, attestations or model referrers."""
+        return (
+            self.signatures is not None
+            or self.vulnerabilities is not None
+            or (self.models is not None and self.models.verify_at_admission)
+        )
+
+
+def _signer_ids(signers: tuple[TrustedSigner, ...]) -> frozenset[str]:
+    return frozenset(signer_id(s.kind, s.pem or "") for s in signers if s.pem)
+
+
+@dataclass(frozen=True)
+class ImageSignaturesConfig:
+    """MW-IMG-020: a cosign signature over the image digest by one of ``signers``."""
+
+    signers: tuple[TrustedSigner, ...]
+
+    @property
+    def signer_ids(self) -> frozenset[str]:
+        return _signer_ids(self.signers)
+
+
+@dataclass(frozen=True)
+class IgnoredVulnerability:
+    id: str
+    #: POSIX seconds; the exception ends then.
+    expires: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class VulnerabilitiesConfig:
+    """MW-IMG-021 (severity gate) and MW-IMG-022 (a report must exist)."""
+
+    max_severity: str
+    ignore: tuple[IgnoredVulnerability, ...]
+    on_missing_report: str  # "Deny" | "Warn" | "Allow"
+    sources: tuple[str, ...]
+    attestors: tuple[TrustedSigner, ...]
+
+    @property
+    def attestor_ids(self) -> frozenset[str]:
+        return _signer_ids(self.attestors)
+
+
+@dataclass(frozen=True)
+class OciModelsConfig:
+    """MW-IMG-023: OCI models verified at admission against their model signature."""
+
+    verify_at_admission: bool
+    signers: tuple[TrustedSigner, ...]
+    modelcar_containers: tuple[str, ...] = ("modelcar",)
+
+    @property
+    def signer_ids(self) -> frozenset[str]:
+        return _signer_ids(self.signers)
+
+
+#: Directories a shell or package manager is run from (merged /usr or not).
+BIN_DIRECTORIES = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin")
+SHELL_NAMES = ("sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox")
+PACKAGE_MANAGER_NAMES = (
+    "apt",
+    "apt-get",
+    "dpkg",
+    "apk",
+    "dnf",
+    "microdnf",
+    "yum",
+    "rpm",
+    "zypper",
+    "pacman",
+    "pip",
+    "pip3",
+    "pip3.*",
+    "pip2*",
+)
+
+
+@dataclass(frozen=True)
+class ForbiddenContents:
+    """What MW-IMG-008 looks for: names in the bin directories (globs), and exact paths.
+
+    Paths are relative to the root, without a leading '/', as they appear in layer tars.
+    """
+
+    names: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> ForbiddenContents | None:
+        names = (SHELL_NAMES if raw.get("shells") else ()) + (
+            PACKAGE_MANAGER_NAMES if raw.get("packageManagers") else ()
+        )
+        paths = tuple(sorted({str(p).strip("/") for p in raw.get("paths") or () if p}))
+        return cls(names, paths) if names or paths else None
 
 
 @dataclass(frozen=True)
@@ -416,7 +558,162 @@ def _images(raw: Mapping[str, Any], mode: Mode) -> ImagesConfig:
         require_digest=bool(raw.get("requireDigest", True)),
         allowed_registries=tuple(raw.get("allowedRegistries") or ()),
         forbidden_tags=tuple(raw.get("forbiddenTags", ["latest"])),
+        require_non_root_user=bool(raw.get("requireNonRootUser", False)),
+        max_size_mib=_optional_int(raw.get("maxSizeMiB")),
+        max_layers=_optional_int(raw.get("maxLayers")),
+        allowed_base_images=tuple(raw.get("allowedBaseImages") or ()),
+        forbidden_contents=ForbiddenContents.parse(raw.get("forbiddenContents") or {}),
+        max_age_days=_optional_int(raw.get("maxAgeDays")),
+        on_lookup_failure=str(raw.get("onLookupFailure") or "Deny"),
+        insecure_registries=tuple(str(r).lower() for r in raw.get("insecureRegistries") or ()),
     )
+
+
+def _image_signers(
+    items: Any, *, where: str, label: str, ref: PolicyRef, keys: KeySource | None
+) -> tuple[TrustedSigner, ...]:
+    """Signers the operator itself verifies with, so their PEM must be known to it: inline,
+    or (ClusterModelPolicy) referenced in modelward's namespace. A ModelPolicy's references
+    live in the tenant's namespace, whose Secrets modelward does not read."""
+    signers = []
+    for index, item in enumerate(items or []):
+        field_path = f"{where}.{index}"
+        sources = [k for k in SIGNER_SOURCES if k in item]
+        if len(sources) != 1:
+            raise PolicyError(
+                "a trusted signer needs exactly one of publicKey, caCertificate, "
+                "configMapKeyRef, secretKeyRef",
+                policy=label,
+                field=field_path,
+                fix="give each signer one source of its PEM",
+            )
+        signer = _signer(item, where=field_path, label=label, ref=ref, keys=keys)
+        if not signer.pem:
+            raise PolicyError(
+                f"signer {signer.name!r} is referenced in the policy's namespace, which "
+                "modelward does not read: image signatures are verified by the operator",
+                policy=label,
+                field=field_path,
+                fix="give the PEM inline (publicKey or caCertificate)",
+                reason="UntrustedKeySource",
+            )
+        signers.append(signer)
+    return tuple(signers)
+
+
+def _expiry(value: Any, *, field_path: str, label: str) -> float:
+    import datetime
+
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PolicyError(
+            f"expires {value!r} is not an RFC 3339 time",
+            policy=label,
+            field=field_path,
+            fix="write it like 2027-01-31T00:00:00Z",
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def _with_image_trust(
+    images: ImagesConfig,
+    spec: Mapping[str, Any],
+    *,
+    label: str,
+    ref: PolicyRef,
+    keys: KeySource | None,
+) -> ImagesConfig:
+    """The images section's trust parts (signatures, vulnerabilities, models)."""
+    raw = spec["images"]
+    where = "spec.images"
+    signatures = None
+    if "signatures" in raw:
+        signers = _image_signers(
+            raw["signatures"].get("trustedSigners"),
+            where=f"{where}.signatures.trustedSigners",
+            label=label,
+            ref=ref,
+            keys=keys,
+        )
+        if not signers:
+            raise PolicyError(
+                "signatures needs at least one trusted signer",
+                policy=label,
+                field=f"{where}.signatures.trustedSigners",
+                fix="list the public keys or CAs whose image signatures you accept",
+            )
+        signatures = ImageSignaturesConfig(signers)
+    vulnerabilities = None
+    if "vulnerabilities" in raw:
+        vraw = raw["vulnerabilities"]
+        attestors = _image_signers(
+            vraw.get("attestors"),
+            where=f"{where}.vulnerabilities.attestors",
+            label=label,
+            ref=ref,
+            keys=keys,
+        ) or (signatures.signers if signatures else ())
+        sources = tuple(vraw.get("sources") or SOURCES)
+        vulnerabilities = VulnerabilitiesConfig(
+            max_severity=str(vraw.get("maxSeverity", "HIGH")),
+            ignore=tuple(
+                IgnoredVulnerability(
+                    id=str(item["id"]),
+                    expires=_expiry(
+                        item.get("expires"),
+                        field_path=f"{where}.vulnerabilities.ignore.{i}.expires",
+                        label=label,
+                    ),
+                    reason=str(item.get("reason", "")),
+                )
+                for i, item in enumerate(vraw.get("ignore") or [])
+            ),
+            on_missing_report=str(vraw.get("onMissingReport", "Deny")),
+            sources=sources,
+            attestors=attestors,
+        )
+    models = None
+    if "models" in raw:
+        mraw = raw["models"]
+        signers = _image_signers(
+            mraw.get("trustedSigners"),
+            where=f"{where}.models.trustedSigners",
+            label=label,
+            ref=ref,
+            keys=keys,
+        )
+        if not signers:
+            integrity = spec.get("integrity") or {}
+            signers = _image_signers(
+                integrity.get("trustedSigners"),
+                where="spec.integrity.trustedSigners",
+                label=label,
+                ref=ref,
+                keys=keys,
+            )
+        verify = bool(mraw.get("verifyAtAdmission", True))
+        if verify and not signers:
+            raise PolicyError(
+                "models.verifyAtAdmission needs trusted signers",
+                policy=label,
+                field=f"{where}.models",
+                fix="list models.trustedSigners, or integrity.trustedSigners with inline keys",
+            )
+        models = OciModelsConfig(
+            verify_at_admission=verify,
+            signers=signers,
+            modelcar_containers=tuple(mraw.get("modelcarContainers") or ("modelcar",)),
+        )
+    return dataclasses.replace(
+        images, signatures=signatures, vulnerabilities=vulnerabilities, models=models
+    )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 DEFAULT_RATE_LIMIT_ANNOTATIONS = (
@@ -805,7 +1102,11 @@ def parse_policy(obj: Mapping[str, Any], *, keys: KeySource | None = None) -> Po
         generation=int(meta.get("generation") or 0),
         description=str(spec.get("description", "")),
         isolation=isolation,
-        images=_images(spec["images"], mode) if "images" in spec else None,
+        images=(
+            _with_image_trust(_images(spec["images"], mode), spec, label=label, ref=ref, keys=keys)
+            if "images" in spec
+            else None
+        ),
         transport=_transport(spec["transport"], mode) if "transport" in spec else None,
         secrets=_secrets(spec["secrets"], mode) if "secrets" in spec else None,
         integrity=(

@@ -53,9 +53,22 @@ RULES: dict[str, RuleInfo] = {
             "MW-ISO-015", "isolation", "Baseline hardening: AppArmor, SELinux, procMount, sysctls"
         ),
         RuleInfo("MW-ISO-016", "isolation", "Only Pod Security 'restricted' volume types"),
-        RuleInfo("MW-IMG-001", "images", "Images pinned by digest"),
+        RuleInfo("MW-IMG-001", "images", "Images pinned by digest", True),
         RuleInfo("MW-IMG-002", "images", "Images from allowed registries"),
         RuleInfo("MW-IMG-003", "images", "No forbidden tags (latest, none)"),
+        RuleInfo("MW-IMG-004", "images", "The image's configured user is not root"),
+        RuleInfo("MW-IMG-005", "images", "Compressed image size within maxSizeMiB"),
+        RuleInfo("MW-IMG-006", "images", "Layer count within maxLayers"),
+        RuleInfo("MW-IMG-007", "images", "Built on an allowed base image"),
+        RuleInfo("MW-IMG-008", "images", "No shell, package manager or forbidden path inside"),
+        RuleInfo("MW-IMG-009", "images", "Image built within maxAgeDays"),
+        RuleInfo("MW-IMG-010", "images", "The registry look-up the image rules need succeeded"),
+        RuleInfo("MW-IMG-020", "images", "Images carry a cosign signature by a trusted signer"),
+        RuleInfo("MW-IMG-021", "images", "No vulnerabilities above maxSeverity (unless ignored)"),
+        RuleInfo("MW-IMG-022", "images", "Images have a vulnerability report"),
+        RuleInfo(
+            "MW-IMG-023", "images", "OCI models are verified against their signature at admission"
+        ),
         RuleInfo(
             "MW-TLS-001", "transport", "TLS on every endpoint: mesh mTLS or a mounted certificate"
         ),

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from modelward.engine.decision import Violation
-from modelward.engine.facts import NamespaceFacts
+from modelward.engine.decision import Remedy, Violation
+from modelward.engine.facts import ImageFacts, ImageLookups, NamespaceFacts
 from modelward.engine.policy import ImagesConfig
 from modelward.engine.workloads import Workload
 
@@ -143,30 +143,49 @@ def registry_patterns(patterns: tuple[str, ...]) -> tuple[RegistryPattern, ...]:
     return tuple(RegistryPattern.parse(p) for p in patterns)
 
 
-def _images(w: Workload) -> Iterator[tuple[str, str]]:
-    """(where, reference) for every container and image volume."""
+def _images(w: Workload) -> Iterator[tuple[str, str, tuple[str | int, ...]]]:
+    """(where, reference, path of the reference in the pod spec) for every container and
+    image volume."""
     for c in w.containers():
-        yield c.describe, str(c.spec.get("image") or "")
-    for volume in w.pod_spec.get("volumes") or []:
+        yield c.describe, str(c.spec.get("image") or ""), (*c.path, "image")
+    for index, volume in enumerate(w.pod_spec.get("volumes") or []):
         if isinstance(volume, Mapping) and isinstance(volume.get("image"), Mapping):
             yield (
                 f'image volume "{volume.get("name")}"',
                 str(volume["image"].get("reference") or ""),
+                ("volumes", index, "image", "reference"),
             )
 
 
-def check_images(w: Workload, ns: NamespaceFacts, cfg: ImagesConfig) -> Iterator[Violation]:
-    for where, reference in _images(w):
+def image_references(w: Workload) -> tuple[str, ...]:
+    """Every image a workload names (containers and image volumes), for look-ups."""
+    return tuple(dict.fromkeys(reference for _, reference, _ in _images(w) if reference))
+
+
+def check_images(
+    w: Workload,
+    ns: NamespaceFacts,
+    cfg: ImagesConfig,
+    *,
+    images: ImageLookups | None = None,
+) -> Iterator[Violation]:
+    for where, reference, path in _images(w):
         if not reference:
             continue  # the API server itself requires an image on containers
         ref = ImageReference.parse(reference)
         pinned = ref.digest is not None and DIGEST.match(ref.digest) is not None
+        facts = images.get(reference) if images is not None and cfg.needs_lookups else None
         if cfg.require_digest and not pinned:
+            resolved = facts.digest if facts is not None and ref.well_formed else None
             yield Violation(
                 "MW-IMG-001",
-                f"image {reference} is not pinned by digest",
-                f"use {ref.name}@sha256:<digest> (e.g. from `crane digest` or your registry)",
+                f"image {reference} is not pinned by digest"
+                + (f" (the registry resolves it to {resolved})" if resolved else ""),
+                f"use {ref.name}@sha256:<digest> (e.g. from `crane digest` or your registry)"
+                if resolved is None
+                else f"pin it: {reference}@{resolved}",
                 container=where,
+                remedies=(Remedy(path, f"{reference}@{resolved}"),) if resolved else (),
             )
         if cfg.allowed_registries and not ref.well_formed:
             yield Violation(
@@ -192,6 +211,124 @@ def check_images(w: Workload, ns: NamespaceFacts, cfg: ImagesConfig) -> Iterator
                 "use a versioned tag, and pin it by digest",
                 container=where,
             )
+        if cfg.reads_images and images is not None:
+            yield from _looked_up(where, reference, cfg, facts, images.now)
+
+
+def _looked_up(
+    where: str, reference: str, cfg: ImagesConfig, facts: ImageFacts | None, now: float
+) -> Iterator[Violation]:
+    """The rules that read the image itself (MW-IMG-004..010), from facts gathered before."""
+    if facts is None or facts.error is not None:
+        yield _lookup_failed(
+            where,
+            reference,
+            cfg,
+            facts.error if facts is not None and facts.error else "it was not looked up",
+        )
+        return
+    if cfg.require_non_root_user and not _non_root(facts.user):
+        yield Violation(
+            "MW-IMG-004",
+            f"image {reference} runs as {facts.user or 'root (no USER set)'} by default",
+            "set a non-root numeric USER in the image (e.g. USER 65532:65532) and rebuild it",
+            container=where,
+        )
+    if cfg.max_size_mib is not None and facts.compressed_size is not None:
+        limit = cfg.max_size_mib << 20
+        if facts.compressed_size > limit:
+            yield Violation(
+                "MW-IMG-005",
+                f"image {reference} is {facts.compressed_size / (1 << 20):.1f} MiB compressed, "
+                f"over the {cfg.max_size_mib} MiB allowed",
+                "slim the image (multi-stage build, distroless base), or raise maxSizeMiB",
+                container=where,
+            )
+    layers = facts.layer_count
+    if cfg.max_layers is not None and layers is not None and layers > cfg.max_layers:
+        yield Violation(
+            "MW-IMG-006",
+            f"image {reference} has {layers} layers, over the {cfg.max_layers} allowed",
+            "squash the build into fewer layers, or raise maxLayers",
+            container=where,
+        )
+    if cfg.allowed_base_images and not _base_allowed(facts.base_name, cfg.allowed_base_images):
+        yield Violation(
+            "MW-IMG-007",
+            f"image {reference} "
+            + (
+                f"is built on {facts.base_name}, not an allowed base image"
+                if facts.base_name
+                else "does not declare its base image (org.opencontainers.image.base.name)"
+            ),
+            f"build it FROM one of {', '.join(cfg.allowed_base_images)} and record it in the "
+            "annotation or label org.opencontainers.image.base.name",
+            container=where,
+        )
+    if cfg.forbidden_contents is not None:
+        if facts.forbidden_paths is None:
+            yield _lookup_failed(
+                where,
+                reference,
+                cfg,
+                facts.contents_error or "its layers were not listed",
+            )
+        elif facts.forbidden_paths:
+            shown = ", ".join("/" + p for p in facts.forbidden_paths[:5])
+            more = len(facts.forbidden_paths) - 5
+            yield Violation(
+                "MW-IMG-008",
+                f"image {reference} contains {shown}" + (f" and {more} more" if more > 0 else ""),
+                "build a minimal image without a shell or package manager (distroless, or "
+                "a scratch-based final stage)",
+                container=where,
+            )
+    if cfg.max_age_days is not None:
+        if facts.created is None:
+            yield Violation(
+                "MW-IMG-009",
+                f"image {reference} does not say when it was built (no config 'created')",
+                "build it with a tool that records 'created', and rebuild it regularly",
+                container=where,
+            )
+        elif now - facts.created > cfg.max_age_days * 86400:
+            days = int((now - facts.created) // 86400)
+            yield Violation(
+                "MW-IMG-009",
+                f"image {reference} was built {days} days ago, over the "
+                f"{cfg.max_age_days} days allowed",
+                "rebuild it on a patched base image and deploy the new digest",
+                container=where,
+            )
+
+
+def _lookup_failed(where: str, reference: str, cfg: ImagesConfig, error: str) -> Violation:
+    return Violation(
+        "MW-IMG-010",
+        f"image {reference} could not be judged: {error}",
+        "make the registry reachable to modelward (address, pull secret, CA bundle) and retry"
+        + ("" if cfg.on_lookup_failure == "Warn" else ", or set onLookupFailure: Warn"),
+        container=where,
+        advisory=cfg.on_lookup_failure == "Warn",
+    )
+
+
+def _non_root(user: str | None) -> bool:
+    """A USER that is not root by name or number (``uid``, ``uid:gid``, ``name:group``)."""
+    if not user:
+        return False
+    name = user.partition(":")[0]
+    return name not in ("", "root", "0") and not (name.isdigit() and int(name) == 0)
+
+
+def _base_allowed(base: str | None, patterns: tuple[str, ...]) -> bool:
+    if not base:
+        return False
+    name = base.partition("@")[0]
+    return any(
+        fnmatch.fnmatchcase(base, pattern) or fnmatch.fnmatchcase(name, pattern)
+        for pattern in patterns
+    )
 
 
 #: Names longer than this are judged afresh, so the memory below stays small.
