@@ -35,6 +35,9 @@ helm.sh/chart: {{ include "modelward.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: modelward
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "modelward.serviceAccountName" -}}
@@ -45,12 +48,31 @@ app.kubernetes.io/part-of: modelward
 {{- end -}}
 {{- end -}}
 
+{{/*
+The image repository, with its registry host replaced by global.imageRegistry when that is set
+(an air-gapped mirror). The host is the first path component when it looks like one (a dot, a
+colon or "localhost", Docker's rule); otherwise the repository has none and gets the mirror's.
+*/}}
+{{- define "modelward.repository" -}}
+{{- $repository := .Values.image.repository -}}
+{{- $registry := dig "imageRegistry" "" (.Values.global | default dict) -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repository = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" $registry $repository -}}
+{{- end -}}
+{{- $repository -}}
+{{- end -}}
+
 {{/* The image reference: by digest when one is given (a tag can move), else by tag. */}}
 {{- define "modelward.image" -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- printf "%s@%s" (include "modelward.repository" .) .Values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" (include "modelward.repository" .) (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
 
