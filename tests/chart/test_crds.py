@@ -19,7 +19,14 @@ from tests.chart.conftest import CHART_DIR, REPO_ROOT, HelmChart
 POLICY_REPORTS = "policyreports.wgpolicyk8s.io"
 
 
-CHART_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "helm.sh/chart")
+CHART_LABELS = (
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+)
 
 
 def _without_chart_metadata(crd: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +35,8 @@ def _without_chart_metadata(crd: dict[str, Any]) -> dict[str, Any]:
     metadata = copy["metadata"]
     for label in CHART_LABELS:
         metadata.get("labels", {}).pop(label, None)
-    metadata.get("annotations", {}).pop("helm.sh/resource-policy", None)
+    for annotation in ("helm.sh/resource-policy", "helm.sh/hook", "helm.sh/hook-weight"):
+        metadata.get("annotations", {}).pop(annotation, None)
     for key in ("labels", "annotations"):
         if key in metadata and not metadata[key]:
             del metadata[key]
@@ -43,7 +51,9 @@ def test_chart_crd_files_equal_the_generated_manifests() -> None:
     }
     assert set(chart) == set(generated), "run `make generate` (modelward crds --write)"
     for name, text in generated.items():
-        assert chart[name] == text, f"charts/modelward/files/crds/{name} is stale: run `make generate`"
+        assert chart[name] == text, (
+            f"charts/modelward/files/crds/{name} is stale: run `make generate`"
+        )
         assert manifests[name] == text, f"manifests/crds/{name} is stale: run `make generate`"
 
 
@@ -62,6 +72,18 @@ def test_every_schema_crd_is_rendered_unchanged_with_keep(chart: HelmChart) -> N
         # it every policy, report and inventory object.
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         assert crd["metadata"]["labels"]["app.kubernetes.io/part-of"] == "modelward"
+
+
+def test_only_the_shared_policy_report_crd_is_a_hook(chart: HelmChart) -> None:
+    """modelward never owns the PolicyReport CRD Kyverno also ships: a hook creates it (hooks
+    are not part of the release, so no upgrade or uninstall deletes it); its own CRDs are
+    release objects, upgraded by every `helm upgrade`."""
+    for crd in chart.template().all("CustomResourceDefinition"):
+        hook = crd["metadata"]["annotations"].get("helm.sh/hook")
+        if crd["metadata"]["name"] == POLICY_REPORTS:
+            assert hook == "pre-install,pre-upgrade"
+        else:
+            assert hook is None, crd["metadata"]["name"]
 
 
 def test_crds_install_false_renders_none(chart: HelmChart) -> None:

@@ -77,9 +77,10 @@ def test_ports_and_host_network(chart: HelmChart) -> None:
 
 def test_tls_min_version(chart: HelmChart) -> None:
     assert "--tls-min-version=1.2" in container(chart.template())["args"]
-    assert "--tls-min-version=1.3" in container(
-        chart.template({"operator": {"tlsMinVersion": "1.3"}})
-    )["args"]
+    assert (
+        "--tls-min-version=1.3"
+        in container(chart.template({"operator": {"tlsMinVersion": "1.3"}}))["args"]
+    )
     refused = chart.attempt({"operator": {"tlsMinVersion": "1.1"}})
     assert refused.returncode != 0 and "tlsMinVersion" in refused.stderr
 
