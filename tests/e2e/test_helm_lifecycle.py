@@ -16,9 +16,12 @@ are only called for labelled namespaces, which these tests never create.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +62,8 @@ def clean(plane: LocalControlPlane) -> Iterator[LocalControlPlane]:
 def _reset(plane: LocalControlPlane) -> None:
     listed = plane.helm("list", "-A", "-o", "json", check=True)
     for release in json.loads(listed.stdout or "[]"):
-        plane.helm("uninstall", release["name"], "-n", release["namespace"], "--wait")
+        # --no-hooks: a post-delete Job would wait for a kubelet this plane does not have
+        plane.helm("uninstall", release["name"], "-n", release["namespace"], "--no-hooks")
     for name in (POLICY_REPORTS, MODEL_POLICIES, *_other_modelward_crds()):
         plane.api_request("DELETE", f"{CRD_API}/{name}")
     deadline = time.monotonic() + 60
@@ -350,3 +354,151 @@ def test_gitops_rendered_webhooks_show_no_drift_after_the_operator_writes_the_ca
             assert {h["clientConfig"].get("caBundle") for h in live["webhooks"]} == {bundle}
     finally:
         plane.kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered)
+
+
+def _service_account_kubeconfig(
+    plane: LocalControlPlane, name: str, namespace: str, path: Path
+) -> Path:
+    token = plane.kubectl(
+        "create", "token", name, "-n", namespace, "--duration=1h", check=True
+    ).stdout.strip()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": plane.server_url,
+                    "certificate-authority-data": base64.b64encode(plane.ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "hook", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "hook"}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def _exists(plane: LocalControlPlane, *args: str) -> bool:
+    return plane.kubectl("get", *args, "-o", "name").returncode == 0
+
+
+def test_post_delete_cleanup_removes_what_uninstall_leaves_and_nothing_else(
+    clean: LocalControlPlane, tmp_path: Path
+) -> None:
+    """The opt-in post-delete hook's command, run with the hook's own ServiceAccount and RBAC
+    (rendered by the chart) and the Job's own arguments: it deletes the certificate Secret,
+    the leader Lease, modelward's PolicyReports and the DeployedModels, and nothing else,
+    twice in a row. (No kubelet here: the Job's pod itself runs in tests/e2e/node.)"""
+    plane = clean
+    values = ("--set", "cleanup.onUninstall=true", *INERT)
+    installed = _helm(plane, "install", "mw", str(CHART), "-n", "mw", "--create-namespace", *values)
+    assert installed.returncode == 0, installed.stderr
+    plane.kubectl(
+        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
+    )
+    plane.kubectl("create", "namespace", "apps", check=True)
+    left_behind = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mw-modelward-tls", "namespace": "mw"},
+        },
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "mw-modelward-leader", "namespace": "mw"},
+        },
+        {
+            "apiVersion": "wgpolicyk8s.io/v1alpha2",
+            "kind": "PolicyReport",
+            "metadata": {"name": "modelward", "namespace": "apps"},
+        },
+        {
+            "apiVersion": "modelward.io/v1alpha1",
+            "kind": "DeployedModel",
+            "metadata": {"name": "m1", "namespace": "apps"},
+            "spec": {"digest": "sha256:" + "0" * 64},
+        },
+    ]
+    others = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "someone-elses", "namespace": "mw"},
+        },
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "other-leader", "namespace": "mw"},
+        },
+        {
+            "apiVersion": "wgpolicyk8s.io/v1alpha2",
+            "kind": "PolicyReport",
+            "metadata": {"name": "kyverno-polr", "namespace": "apps"},
+        },
+    ]
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(left_behind + others), check=True)
+
+    hook = [
+        o
+        for o in yaml.safe_load_all(
+            plane.helm(
+                "template",
+                "mw",
+                str(CHART),
+                "-n",
+                "mw",
+                *values,
+                "--show-only",
+                "templates/cleanup-hook.yaml",
+                check=True,
+            ).stdout
+        )
+        if o
+    ]
+    job = next(o for o in hook if o["kind"] == "Job")
+    rbac = [o for o in hook if o["kind"] != "Job"]
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac), check=True)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "modelward.chart_hooks"]
+    kubeconfig = _service_account_kubeconfig(
+        plane,
+        job["spec"]["template"]["spec"]["serviceAccountName"],
+        "mw",
+        tmp_path / "hook.kubeconfig",
+    )
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    command = [sys.executable, "-m", "modelward.chart_hooks", *container["args"]]
+    first = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert first.returncode == 0, first.stderr
+    assert "1 PolicyReport(s), 1 DeployedModel(s)" in first.stdout
+    for obj in left_behind:
+        meta = obj["metadata"]
+        assert not _exists(plane, obj["kind"].lower(), meta["name"], "-n", meta["namespace"]), meta
+    for obj in others:
+        meta = obj["metadata"]
+        assert _exists(plane, obj["kind"].lower(), meta["name"], "-n", meta["namespace"]), meta
+    again = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    assert "Secret absent, leader Lease absent, 0 PolicyReport(s)" in again.stdout
+    # The hook's account can delete only those: not someone else's Secret.
+    can = plane.kubectl(
+        "auth",
+        "can-i",
+        "delete",
+        "secret/someone-elses",
+        "-n",
+        "mw",
+        f"--as=system:serviceaccount:mw:{job['spec']['template']['spec']['serviceAccountName']}",
+    )
+    assert can.stdout.strip() == "no"

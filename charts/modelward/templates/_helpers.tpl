@@ -199,3 +199,37 @@ names the values to change.
 {{- fail "certificates.mode=files needs certificates.files.caBundle: base64 of the PEM CA that signed tls.crt" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Labels of the hooks' objects: the standard ones minus app.kubernetes.io/name, so that the
+chart's NetworkPolicy (which selects name + instance) never applies to the hook pods and the
+Service never routes to them.
+*/}}
+{{- define "modelward.hookLabels" -}}
+helm.sh/chart: {{ include "modelward.chart" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelward
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The restricted pod spec shared by the hook pods: no token unless asked, read-only. */}}
+{{- define "modelward.hookPodSecurity" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

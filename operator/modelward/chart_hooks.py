@@ -1,0 +1,262 @@
+"""What the Helm chart's hooks run, in modelward's own image: ``python -m modelward.chart_hooks``.
+
+- ``selftest`` (`helm test`): the webhook Service answers over TLS with the CA published in the
+  webhook configuration (so the caBundle matches the certificate served), and a server-side dry
+  run of a pod labelled ``modelward.io/probe=deny`` comes back denied by modelward: the API
+  server calls the webhooks end to end.
+- ``cleanup`` (the opt-in post-delete hook): deletes what ``helm uninstall`` leaves because
+  Helm does not own it: the operator-managed certificate Secret, the leader Lease, and, when
+  asked, modelward's PolicyReports and the DeployedModel inventory. CRDs stay.
+
+Exit codes follow the CLI's contract: 0 done, 1 the check failed, 2 usage or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import ssl
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from modelward.admission.service import PROBE_LABEL
+from modelward.api.schema import GROUP, VERSION
+
+PROBE_MESSAGE = "modelward probe"
+REPORT_GROUP, REPORT_VERSION = "wgpolicyk8s.io", "v1alpha2"
+#: The PolicyReport modelward writes in each audited namespace (controller/audit.py).
+REPORT_NAME = "modelward"
+
+
+class HookFailure(Exception):
+    """The check failed (exit 1); the message names what and where to look."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanupResult:
+    secret: bool | None
+    lease: bool
+    policy_reports: int
+    deployed_models: int
+
+    def summary(self) -> str:
+        return (
+            f"deleted: certificate Secret {_said(self.secret)}, leader Lease "
+            f"{_said(self.lease)}, {self.policy_reports} PolicyReport(s), "
+            f"{self.deployed_models} DeployedModel(s)"
+        )
+
+
+def _said(deleted: bool | None) -> str:
+    return {True: "yes", False: "absent", None: "not modelward's (kept)"}[deleted]
+
+
+def _api_client() -> Any:
+    from modelward.controller.kube import KubeApi
+
+    return KubeApi().api
+
+
+def _deleted(call: Any, *args: Any) -> bool:
+    """True when deleted, False when it was already absent; other errors propagate."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        call(*args, _request_timeout=10)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def cleanup(
+    api_client: Any,
+    *,
+    namespace: str,
+    secret: str | None,
+    lease: str,
+    policy_reports: bool,
+    deployed_models: bool,
+) -> CleanupResult:
+    """Delete what the release leaves behind; absent objects are fine (run twice, same end).
+    ``secret`` is None when the certificate Secret is not the operator's (modes files and
+    certManager): it is then left alone."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    coordination = client.CoordinationV1Api(api_client)
+    custom = client.CustomObjectsApi(api_client)
+    reports = 0
+    if policy_reports:
+        listed: Any = custom.list_cluster_custom_object(
+            REPORT_GROUP,
+            REPORT_VERSION,
+            "policyreports",
+            field_selector=f"metadata.name={REPORT_NAME}",
+            _request_timeout=10,
+        )
+        for item in listed["items"]:
+            meta = item["metadata"]
+            reports += _deleted(
+                custom.delete_namespaced_custom_object,
+                REPORT_GROUP,
+                REPORT_VERSION,
+                meta["namespace"],
+                "policyreports",
+                meta["name"],
+            )
+    models = 0
+    if deployed_models:
+        listed = custom.list_cluster_custom_object(
+            GROUP, VERSION, "deployedmodels", _request_timeout=10
+        )
+        for item in listed["items"]:
+            meta = item["metadata"]
+            models += _deleted(
+                custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                "deployedmodels",
+                meta["name"],
+            )
+    return CleanupResult(
+        secret=None
+        if secret is None
+        else _deleted(core.delete_namespaced_secret, secret, namespace),
+        lease=_deleted(coordination.delete_namespaced_lease, lease, namespace),
+        policy_reports=reports,
+        deployed_models=models,
+    )
+
+
+def _published_ca(api_client: Any, configuration: str) -> bytes:
+    from kubernetes import client
+
+    admission = client.AdmissionregistrationV1Api(api_client)
+    found: Any = admission.read_validating_webhook_configuration(
+        configuration, _preload_content=False, _request_timeout=10
+    )
+    hooks = json.loads(found.data).get("webhooks") or []
+    bundles = {h.get("clientConfig", {}).get("caBundle") for h in hooks}
+    if not hooks or None in bundles or len(bundles) != 1:
+        raise HookFailure(
+            f"ValidatingWebhookConfiguration {configuration} has no single caBundle "
+            f"({len(hooks)} webhooks): the API server cannot verify modelward; see "
+            "docs/runbooks.md (certificates)"
+        )
+    return base64.b64decode(bundles.pop())
+
+
+def check_reachable(*, host: str, port: int, ca_pem: bytes) -> int:
+    """A TLS handshake verified with the published CA, then one HTTP request; its status."""
+    with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:
+        ca_file.write(ca_pem)
+        ca_file.flush()
+        context = ssl.create_default_context(cafile=ca_file.name)
+        connection = http.client.HTTPSConnection(host, port, context=context, timeout=10)
+        try:
+            connection.request("GET", "/validate")
+            return connection.getresponse().status
+        except (OSError, ssl.SSLError) as error:
+            raise HookFailure(
+                f"https://{host}:{port} is not reachable with the published CA: {error}"
+            ) from error
+        finally:
+            connection.close()
+
+
+def check_denial(api_client: Any, *, namespace: str) -> str:
+    """A dry-run probe pod must be denied by modelward; the denial message."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    pod: Any = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "modelward-helm-test-", "labels": {PROBE_LABEL: "deny"}},
+        "spec": {"containers": [{"name": "probe", "image": "modelward-probe"}]},
+    }
+    try:
+        client.CoreV1Api(api_client).create_namespaced_pod(
+            namespace, pod, dry_run="All", _request_timeout=15
+        )
+    except ApiException as error:
+        body = str(error.body or "")
+        if PROBE_MESSAGE in body:
+            return body
+        raise HookFailure(
+            f"the dry-run probe pod in {namespace} was refused, but not by modelward "
+            f"(HTTP {error.status}): {body[:300]}"
+        ) from error
+    raise HookFailure(
+        f"the dry-run probe pod in {namespace} was admitted: the API server did not call "
+        "modelward (is the namespace excluded, or webhook.namespaceSelector too narrow? set "
+        "tests.probeNamespace to an intercepted namespace)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m modelward.chart_hooks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    test = sub.add_parser("selftest", help="`helm test`: webhook reachable, a denial comes back")
+    test.add_argument("--service", required=True, help="the webhook Service's name")
+    test.add_argument("--namespace", required=True, help="the release namespace")
+    test.add_argument("--port", type=int, default=443, help="the Service's webhook port")
+    test.add_argument("--webhook-configuration", required=True)
+    test.add_argument("--probe-namespace", required=True, help="an intercepted namespace")
+    clean = sub.add_parser("cleanup", help="post-delete: remove what helm uninstall leaves")
+    clean.add_argument("--namespace", required=True, help="the release namespace")
+    clean.add_argument("--secret", help="the operator-managed certificate Secret, if any")
+    clean.add_argument("--lease", required=True, help="the leader Lease")
+    clean.add_argument("--policy-reports", action="store_true")
+    clean.add_argument("--deployed-models", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        api_client = _api_client()
+        if args.command == "cleanup":
+            result = cleanup(
+                api_client,
+                namespace=args.namespace,
+                secret=args.secret,
+                lease=args.lease,
+                policy_reports=args.policy_reports,
+                deployed_models=args.deployed_models,
+            )
+            print(result.summary())
+            return 0
+        ca = _published_ca(api_client, args.webhook_configuration)
+        host = f"{args.service}.{args.namespace}.svc"
+        status = check_reachable(host=host, port=args.port, ca_pem=ca)
+        print(f"webhook https://{host}:{args.port} answered HTTP {status} over verified TLS")
+        check_denial(api_client, namespace=args.probe_namespace)
+        print(f"a dry-run probe pod in {args.probe_namespace} was denied by modelward")
+        return 0
+    except HookFailure as failure:
+        print(f"FAILED: {failure}", file=sys.stderr)
+        return 1
+    except (ApiException, HTTPError, OSError) as error:
+        code = getattr(error, "status", None) or ""
+        print(
+            f"error talking to the API server {code}: {error} (check the hook's RBAC and "
+            "that the API server is reachable)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
