@@ -17,6 +17,7 @@ import argparse
 import base64
 import http.client
 import json
+import socket
 import ssl
 import sys
 import tempfile
@@ -154,22 +155,56 @@ def _published_ca(api_client: Any, configuration: str) -> bytes:
     return base64.b64decode(bundles.pop())
 
 
-def check_reachable(*, host: str, port: int, ca_pem: bytes) -> int:
-    """A TLS handshake verified with the published CA, then one HTTP request; its status."""
+def service_endpoints(api_client: Any, *, service: str, namespace: str) -> list[tuple[str, int]]:
+    """The ready (address, webhook port) pairs behind the Service, from its EndpointSlices:
+    where the API server's service resolver sends reviews (no DNS or kube-proxy needed)."""
+    from kubernetes import client
+
+    discovery = client.DiscoveryV1Api(api_client)
+    slices: Any = discovery.list_namespaced_endpoint_slice(
+        namespace,
+        label_selector=f"kubernetes.io/service-name={service}",
+        _preload_content=False,
+        _request_timeout=10,
+    )
+    found: list[tuple[str, int]] = []
+    for item in json.loads(slices.data)["items"]:
+        ports = [p["port"] for p in item.get("ports") or [] if p.get("name") == "https"]
+        for endpoint in item.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            found += [(address, port) for address in endpoint["addresses"] for port in ports]
+    if not found:
+        raise HookFailure(
+            f"Service {namespace}/{service} has no ready endpoint: no modelward replica is "
+            f"Ready (kubectl -n {namespace} get pods; docs/runbooks.md#modelwardwebhookdown)"
+        )
+    return found
+
+
+def check_reachable(*, address: str, port: int, server_name: str, ca_pem: bytes) -> int:
+    """A TLS handshake verified with the published CA for ``server_name`` (the name the API
+    server checks), then one HTTP request; its status."""
     with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:
         ca_file.write(ca_pem)
         ca_file.flush()
         context = ssl.create_default_context(cafile=ca_file.name)
-        connection = http.client.HTTPSConnection(host, port, context=context, timeout=10)
         try:
-            connection.request("GET", "/validate")
-            return connection.getresponse().status
-        except (OSError, ssl.SSLError) as error:
+            with (
+                socket.create_connection((address, port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname=server_name) as tls,
+            ):
+                tls.sendall(
+                    f"GET /validate HTTP/1.1\r\nHost: {server_name}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                )
+                response = http.client.HTTPResponse(tls)
+                response.begin()
+                return response.status
+        except (OSError, ssl.SSLError, http.client.HTTPException) as error:
             raise HookFailure(
-                f"https://{host}:{port} is not reachable with the published CA: {error}"
+                f"{address}:{port} does not serve {server_name} with the published CA: {error}"
             ) from error
-        finally:
-            connection.close()
 
 
 def check_denial(api_client: Any, *, namespace: str) -> str:
@@ -208,7 +243,6 @@ def _parser() -> argparse.ArgumentParser:
     test = sub.add_parser("selftest", help="`helm test`: webhook reachable, a denial comes back")
     test.add_argument("--service", required=True, help="the webhook Service's name")
     test.add_argument("--namespace", required=True, help="the release namespace")
-    test.add_argument("--port", type=int, default=443, help="the Service's webhook port")
     test.add_argument("--webhook-configuration", required=True)
     test.add_argument("--probe-namespace", required=True, help="an intercepted namespace")
     clean = sub.add_parser("cleanup", help="post-delete: remove what helm uninstall leaves")
@@ -239,9 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(result.summary())
             return 0
         ca = _published_ca(api_client, args.webhook_configuration)
-        host = f"{args.service}.{args.namespace}.svc"
-        status = check_reachable(host=host, port=args.port, ca_pem=ca)
-        print(f"webhook https://{host}:{args.port} answered HTTP {status} over verified TLS")
+        server_name = f"{args.service}.{args.namespace}.svc"
+        for address, port in service_endpoints(
+            api_client, service=args.service, namespace=args.namespace
+        ):
+            status = check_reachable(address=address, port=port, server_name=server_name, ca_pem=ca)
+            print(f"{address}:{port} answered HTTP {status} as {server_name} over verified TLS")
         check_denial(api_client, namespace=args.probe_namespace)
         print(f"a dry-run probe pod in {args.probe_namespace} was denied by modelward")
         return 0

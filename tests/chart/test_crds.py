@@ -35,7 +35,12 @@ def _without_chart_metadata(crd: dict[str, Any]) -> dict[str, Any]:
     metadata = copy["metadata"]
     for label in CHART_LABELS:
         metadata.get("labels", {}).pop(label, None)
-    for annotation in ("helm.sh/resource-policy", "helm.sh/hook", "helm.sh/hook-weight"):
+    for annotation in (
+        "helm.sh/resource-policy",
+        "helm.sh/hook",
+        "helm.sh/hook-weight",
+        "helm.sh/hook-delete-policy",
+    ):
         metadata.get("annotations", {}).pop(annotation, None)
     for key in ("labels", "annotations"):
         if key in metadata and not metadata[key]:

@@ -19,7 +19,7 @@ def _pod_spec(r: Rendered) -> dict[str, Any]:
 
 def test_common_labels_on_every_object_and_the_pods(chart: HelmChart) -> None:
     r = chart.template({"commonLabels": {"team": "ml", "cost-center": "42"}})
-    for obj in r.objects:
+    for obj in r.objects + r.hooks:
         labels = obj["metadata"].get("labels", {})
         assert labels.get("team") == "ml", f"{obj['kind']} {obj['metadata']['name']}"
     pod_labels = r.one("Deployment")["spec"]["template"]["metadata"]["labels"]

@@ -76,5 +76,5 @@ def test_unknown_minimum_is_refused_with_the_allowed_values(tmp_path: Path) -> N
         tls_cert_file=tmp_path / "tls.crt",
         tls_key_file=tmp_path / "tls.key",
     )
-    with pytest.raises(ConfigurationError, match="1.2, 1.3"):
+    with pytest.raises(ConfigurationError, match=r"1\.2, 1\.3"):
         settings.validate()
