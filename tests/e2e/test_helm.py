@@ -4,8 +4,8 @@ Against the session's kube-apiserver: ``helm install`` into a fresh namespace (t
 already exist from the ``crds`` fixture, so the release sets ``crds.install=false``),
 every object is accepted and the webhook configurations carry the chart's selectors. The API
 server then calls them for real: a namespace with the enforced label is refused while modelward
-is unreachable (failurePolicy Fail), one without it is not (Ignore). modelward is then run locally *as the
-chart's ServiceAccount* with the chart's own arguments, which proves the RBAC is sufficient
+is unreachable (failurePolicy Fail), one without it is not (Ignore). modelward is then run
+locally *as the chart's ServiceAccount* with the chart's own arguments, which proves the RBAC is sufficient
 (no Forbidden) and lets it create the certificate Secret and write the caBundle; ``kubectl auth
 can-i`` proves it is not more. ``helm upgrade`` keeps the certificate and the caBundle;
 ``helm uninstall`` leaves no webhook configuration behind.
