@@ -168,3 +168,27 @@ def test_the_two_replicas_elect_one_leader_and_the_other_takes_over(
         timeout=130,
     )
     assert rollout.returncode == 0, rollout.stderr
+
+
+def test_helm_test_hook_passes_on_the_node(
+    cluster: LocalCluster, cluster_kubectl: ToolRunner, modelward_release: Release
+) -> None:
+    """`helm test`: the chart's test pod (modelward's image, restricted) reaches every ready
+    replica over TLS verified with the published caBundle, and a dry-run probe pod comes back
+    denied by modelward; the hook's grants are gone afterwards (hook-succeeded)."""
+    result = cluster.control_plane.helm(
+        "test",
+        modelward_release.name,
+        "-n",
+        modelward_release.namespace,
+        "--logs",
+        "--timeout=180s",
+        timeout=240,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "over verified TLS" in result.stdout
+    assert "denied by modelward" in result.stdout
+    left = cluster_kubectl(
+        "get", "roles,rolebindings,serviceaccounts", "-n", modelward_release.namespace, "-o", "name"
+    )
+    assert f"{FULLNAME}-test" not in left.stdout
