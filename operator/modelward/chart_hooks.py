@@ -20,7 +20,6 @@ import json
 import socket
 import ssl
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,26 +184,24 @@ def service_endpoints(api_client: Any, *, service: str, namespace: str) -> list[
 def check_reachable(*, address: str, port: int, server_name: str, ca_pem: bytes) -> int:
     """A TLS handshake verified with the published CA for ``server_name`` (the name the API
     server checks), then one HTTP request; its status."""
-    with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:
-        ca_file.write(ca_pem)
-        ca_file.flush()
-        context = ssl.create_default_context(cafile=ca_file.name)
-        try:
-            with (
-                socket.create_connection((address, port), timeout=10) as raw,
-                context.wrap_socket(raw, server_hostname=server_name) as tls,
-            ):
-                tls.sendall(
-                    f"GET /validate HTTP/1.1\r\nHost: {server_name}\r\n"
-                    "Connection: close\r\n\r\n".encode()
-                )
-                response = http.client.HTTPResponse(tls)
-                response.begin()
-                return response.status
-        except (OSError, ssl.SSLError, http.client.HTTPException) as error:
-            raise HookFailure(
-                f"{address}:{port} does not serve {server_name} with the published CA: {error}"
-            ) from error
+    # cadata, not a file: the hook's root filesystem is read-only and it has no /tmp.
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii", "replace"))
+    try:
+        with (
+            socket.create_connection((address, port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
+            tls.sendall(
+                f"GET /validate HTTP/1.1\r\nHost: {server_name}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            response = http.client.HTTPResponse(tls)
+            response.begin()
+            return response.status
+    except (OSError, ssl.SSLError, http.client.HTTPException) as error:
+        raise HookFailure(
+            f"{address}:{port} does not serve {server_name} with the published CA: {error}"
+        ) from error
 
 
 def check_denial(api_client: Any, *, namespace: str) -> str:
