@@ -48,7 +48,7 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## generate: regenerate manifests/crds and charts/modelward/crds from the schema source
+## generate: regenerate manifests/crds and charts/modelward/files/crds from the schema source
 generate: venv
 	$(VENV)/bin/modelward crds --write
 

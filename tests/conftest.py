@@ -120,13 +120,15 @@ def install_crds(plane: LocalControlPlane) -> list[Path]:
 
 
 @contextlib.contextmanager
-def own_control_plane() -> Iterator[LocalControlPlane]:
-    """A control plane of a test module's own, CRDs installed: for tests that restart the API
-    server or run operators that would disturb the session's."""
+def own_control_plane(*, crds: bool = True) -> Iterator[LocalControlPlane]:
+    """A control plane of a test module's own, CRDs installed unless ``crds`` is false: for
+    tests that restart the API server, run operators that would disturb the session's, or
+    install and upgrade the CRDs themselves (the chart's lifecycle)."""
     plane = LocalControlPlane(binaries=find_binaries(), keep_work_dir=_keep_workdirs())
     plane.start()
     try:
-        install_crds(plane)
+        if crds:
+            install_crds(plane)
         yield plane
     finally:
         plane.stop()

@@ -22,6 +22,8 @@ from modelward_dev.cluster import LocalCluster
 __all__ = ["InstallError", "Release", "install_modelward", "release_state", "uninstall_modelward"]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelward"
+#: Labelled like the release's webhooks require; the readiness probe and `helm test` use it.
+PROBE_NAMESPACE = "modelward-probe"
 
 
 class InstallError(RuntimeError):
@@ -71,6 +73,8 @@ def install_modelward(
         "terminationGracePeriodSeconds": 5,
         "preStopSleepSeconds": 1,
         "grafanaDashboard": {"enabled": False},
+        # `helm test`'s dry-run probe goes where _wait_until_webhook_serves probes.
+        "tests": {"probeNamespace": PROBE_NAMESPACE},
     }
     fullname = f"{release}-modelward"
     with tempfile.TemporaryDirectory(prefix="modelward-helm-") as folder:
@@ -119,7 +123,7 @@ def _wait_until_webhook_serves(
 ) -> None:
     """Once the caBundle is in place and the API server reaches a pod through the Service's
     endpoints, a dry-run probe pod is denied by modelward."""
-    namespace = "modelward-probe"
+    namespace = PROBE_NAMESPACE
     plane = cluster.control_plane
     plane.api_request(
         "POST", "/api/v1/namespaces", body={"metadata": {"name": namespace, "labels": labels}}

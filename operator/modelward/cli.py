@@ -168,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         max_object_bytes=args.max_object_bytes,
         max_containers=args.max_containers,
         client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
+        tls_min_version=args.tls_min_version,
         certificate_switch_delay=args.certificate_switch_delay,
         certificate_retire_delay=args.certificate_retire_delay,
         state_resync_interval=args.state_resync_interval,
@@ -409,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the pod's and its ServiceAccount's imagePullSecrets for registry look-ups "
         "(needs RBAC get on Secrets; the chart's registryLookups.pullSecrets)",
+    )
+    run.add_argument(
+        "--tls-min-version",
+        default="1.2",
+        metavar="VERSION",
+        help="lowest TLS version the webhook port accepts: 1.2 or 1.3 (default: %(default)s)",
     )
     run.add_argument("--no-events", action="store_true", help="do not post Kubernetes Events")
     run.add_argument(

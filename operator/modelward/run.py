@@ -157,6 +157,7 @@ async def serve(settings: Settings) -> None:
         settings.tls_key_file,
         metrics,
         client_ca_file=settings.client_ca_file,
+        minimum_version=settings.tls_min_version,
     )
     if certificates is not None:
         certificates.on_files_written = tls.reload  # new handshakes get it at once

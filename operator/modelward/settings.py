@@ -8,6 +8,9 @@ from pathlib import Path
 
 from modelward.errors import ConfigurationError
 
+#: TLS versions the webhook port may require as its minimum (--tls-min-version).
+TLS_VERSIONS = ("1.2", "1.3")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -39,6 +42,9 @@ class Settings:
     #: server's, from its AdmissionConfiguration); without, anyone who reaches the port can send
     #: reviews (the chart's NetworkPolicy narrows who can).
     client_ca_file: Path | None = None
+    #: Lowest TLS version the webhook port accepts ("1.2" or "1.3"): 1.3 where every API
+    #: server of the cluster speaks it and a compliance baseline asks for it.
+    tls_min_version: str = "1.2"
     events: bool = True
     #: Events per second across the process, and the burst allowed above it.
     event_rate: float = 10.0
@@ -159,6 +165,11 @@ class Settings:
                     fix="use 0.1-300 seconds (a few seconds: connections that send nothing "
                     "are closed after it)",
                 )
+        if self.tls_min_version not in TLS_VERSIONS:
+            raise ConfigurationError(
+                f"tls-min-version {self.tls_min_version!r} is not supported",
+                fix=f"use one of {', '.join(TLS_VERSIONS)}",
+            )
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise ConfigurationError(
                 f"client-ca-file {self.client_ca_file} does not exist",

@@ -24,12 +24,25 @@ CHART_DIR = REPO_ROOT / "charts" / "modelward"
 DOCS_DIR = REPO_ROOT / "docs"
 
 
+#: Hook events whose objects exist only while a hook runs (`helm test`, the post-delete
+#: cleanup): kept apart from the release's objects, so the operator's RBAC and pod checks see
+#: the operator's objects only (tests/chart/test_hooks.py checks the hooks').
+TRANSIENT_HOOKS = ("test", "post-delete")
+
+
+def _transient(obj: dict[str, Any]) -> bool:
+    events = (obj.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook", "")
+    return any(event in TRANSIENT_HOOKS for event in events.split(","))
+
+
 @dataclass(frozen=True)
 class Rendered:
-    """The objects ``helm template`` produced, with look-ups by kind and name."""
+    """The objects ``helm template`` produced, with look-ups by kind and name; ``hooks`` holds
+    the objects of the transient hooks (`helm test`, post-delete)."""
 
     objects: tuple[dict[str, Any], ...]
     notes: str
+    hooks: tuple[dict[str, Any], ...] = ()
 
     def all(self, kind: str) -> list[dict[str, Any]]:
         return [o for o in self.objects if o.get("kind") == kind]
@@ -75,7 +88,9 @@ class HelmChart:
         """Render; a failure raises with helm's message (tests of bad values use ``attempt``)."""
         result = self.attempt(values, release=release, namespace=namespace, show_only=show_only)
         assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
-        objects = tuple(o for o in yaml.safe_load_all(result.stdout) if o)
+        everything = [o for o in yaml.safe_load_all(result.stdout) if o]
+        objects = tuple(o for o in everything if not _transient(o))
+        hooks = tuple(o for o in everything if _transient(o))
         notes = self.run(
             "install",
             release,
@@ -86,7 +101,7 @@ class HelmChart:
             *self._values_file(values),
         )
         return Rendered(
-            objects, notes.stdout.split("NOTES:", 1)[-1] if notes.returncode == 0 else ""
+            objects, notes.stdout.split("NOTES:", 1)[-1] if notes.returncode == 0 else "", hooks
         )
 
     def attempt(

@@ -1,14 +1,14 @@
 """The Helm chart installed for real: install, run with its RBAC, upgrade, uninstall.
 
 Against the session's kube-apiserver: ``helm install`` into a fresh namespace (the CRDs may
-already exist from the ``crds`` fixture: helm skips CRDs that are present), every object is
-accepted and the webhook configurations carry the chart's selectors. The API server then calls
-them for real: a namespace with the enforced label is refused while modelward is unreachable
-(failurePolicy Fail), one without it is not (Ignore). modelward is then run locally *as the
-chart's ServiceAccount* with the chart's own arguments, which proves the RBAC is sufficient
-(no Forbidden) and lets it create the certificate Secret and write the caBundle; ``kubectl auth
-can-i`` proves it is not more. ``helm upgrade`` keeps the certificate and the caBundle;
-``helm uninstall`` leaves no webhook configuration behind.
+already exist from the ``crds`` fixture, so the release sets ``crds.install=false``), every
+object is accepted and the webhook configurations carry the chart's selectors. The API server
+then calls them for real: a namespace with the enforced label is refused while modelward is
+unreachable (failurePolicy Fail), one without it is not (Ignore). modelward is then run locally
+*as the chart's ServiceAccount* with the chart's own arguments, which proves the RBAC is
+sufficient (no Forbidden) and lets it create the certificate Secret and write the caBundle;
+``kubectl auth can-i`` proves it is not more. ``helm upgrade`` keeps the certificate and the
+caBundle; ``helm uninstall`` leaves no webhook configuration behind.
 
 Safety for the rest of the session: no pod of the chart ever runs (no kubelet), so its
 webhooks could only refuse. Every webhook's namespaceSelector requires a label unique to this
@@ -113,6 +113,9 @@ class Release:
             "operator": {"deadlineSeconds": 1},
             "serviceMonitor": {"enabled": True},
             "prometheusRule": {"enabled": True},
+            # The session's CRDs come from manifests/crds (the ``crds`` fixture), unowned: a
+            # second installer of CRDs leaves them alone (test_helm_lifecycle.py owns them).
+            "crds": {"install": False},
         }
 
     def helm(self, *args: str, values: dict[str, Any] | None = None) -> Any:
@@ -285,7 +288,7 @@ def test_install_run_upgrade_uninstall(
     assert len(found.stdout.split()) == len(objects)
     crd_names = [
         yaml.safe_load(path.read_text())["metadata"]["name"]
-        for path in sorted((CHART / "crds").glob("*.yaml"))
+        for path in sorted((CHART / "files" / "crds").glob("*.yaml"))
     ]
     kubectl(
         "wait",

@@ -35,6 +35,9 @@ helm.sh/chart: {{ include "modelward.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: modelward
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{- define "modelward.serviceAccountName" -}}
@@ -45,12 +48,31 @@ app.kubernetes.io/part-of: modelward
 {{- end -}}
 {{- end -}}
 
+{{/*
+The image repository, with its registry host replaced by global.imageRegistry when that is set
+(an air-gapped mirror). The host is the first path component when it looks like one (a dot, a
+colon or "localhost", Docker's rule); otherwise the repository has none and gets the mirror's.
+*/}}
+{{- define "modelward.repository" -}}
+{{- $repository := .Values.image.repository -}}
+{{- $registry := dig "imageRegistry" "" (.Values.global | default dict) -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repository = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" $registry $repository -}}
+{{- end -}}
+{{- $repository -}}
+{{- end -}}
+
 {{/* The image reference: by digest when one is given (a tag can move), else by tag. */}}
 {{- define "modelward.image" -}}
 {{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- printf "%s@%s" (include "modelward.repository" .) .Values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" (include "modelward.repository" .) (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
 
@@ -181,4 +203,38 @@ names the values to change.
 {{- if and (eq .Values.certificates.mode "files") (not .Values.certificates.files.caBundle) -}}
 {{- fail "certificates.mode=files needs certificates.files.caBundle: base64 of the PEM CA that signed tls.crt" -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Labels of the hooks' objects: the standard ones minus app.kubernetes.io/name, so that the
+chart's NetworkPolicy (which selects name + instance) never applies to the hook pods and the
+Service never routes to them.
+*/}}
+{{- define "modelward.hookLabels" -}}
+helm.sh/chart: {{ include "modelward.chart" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelward
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The restricted pod spec shared by the hook pods: no token unless asked, read-only. */}}
+{{- define "modelward.hookPodSecurity" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

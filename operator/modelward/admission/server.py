@@ -232,6 +232,10 @@ def make_health_app(*, state: ClusterState, metrics: Metrics) -> web.Application
     return app
 
 
+#: --tls-min-version's values and the versions they mean.
+TLS_MINIMUM_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 class ReloadingTLS:
     """A server SSL context that picks up renewed certificate files (checked every interval)."""
 
@@ -242,13 +246,15 @@ class ReloadingTLS:
         metrics: Metrics,
         *,
         client_ca_file: Path | None = None,
+        minimum_version: str = "1.2",
     ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.client_ca_file = client_ca_file
         self.metrics = metrics
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # "1.2" or "1.3" (Settings validates it): older versions are refused at the handshake.
+        self.context.minimum_version = TLS_MINIMUM_VERSIONS[minimum_version]
         self._stamp = (0.0, 0.0)
         self._ca_stamp = 0.0
         if client_ca_file is not None:

@@ -1,6 +1,6 @@
 """The one source of truth for modelward's CRDs.
 
-``manifests/crds/`` and ``charts/modelward/crds/`` are generated from this module
+``manifests/crds/`` and ``charts/modelward/files/crds/`` are generated from this module
 (``modelward crds --write``), a test keeps them in sync, and ``modelward check`` validates
 offline policy files against the same OpenAPI schema the API server enforces.
 

@@ -6,6 +6,7 @@ serve is the operator-managed one, and the two replicas elect one leader."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import ssl
 import subprocess
@@ -15,9 +16,12 @@ from cryptography import x509
 
 from modelward_dev.cluster import LocalCluster
 from modelward_dev.controlplane import ToolRunner
+from modelward_dev.install import CHART
 from tests.e2e.node.conftest import FULLNAME, Release, get, wait_until
 
 SELECTOR = "app.kubernetes.io/name=modelward"
+#: A namespaceSelector no namespace matches: a release whose webhooks intercept nothing.
+NOWHERE = {"matchExpressions": [{"key": "modelward-e2e.io/none", "operator": "Exists"}]}
 
 
 def _pods(kubectl: ToolRunner, release: Release) -> list[dict[str, object]]:
@@ -168,3 +172,81 @@ def test_the_two_replicas_elect_one_leader_and_the_other_takes_over(
         timeout=130,
     )
     assert rollout.returncode == 0, rollout.stderr
+
+
+def test_helm_test_hook_passes_on_the_node(
+    cluster: LocalCluster, cluster_kubectl: ToolRunner, modelward_release: Release
+) -> None:
+    """`helm test`: the chart's test pod (modelward's image, restricted) reaches every ready
+    replica over TLS verified with the published caBundle, and a dry-run probe pod comes back
+    denied by modelward; the hook's grants are gone afterwards (hook-succeeded)."""
+    result = cluster.control_plane.helm(
+        "test",
+        modelward_release.name,
+        "-n",
+        modelward_release.namespace,
+        "--logs",
+        "--timeout=180s",
+        timeout=240,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "over verified TLS" in result.stdout
+    assert "denied by modelward" in result.stdout
+    left = cluster_kubectl(
+        "get", "roles,rolebindings,serviceaccounts", "-n", modelward_release.namespace, "-o", "name"
+    )
+    assert f"{FULLNAME}-test" not in left.stdout
+
+
+def test_post_delete_cleanup_job_runs_on_uninstall(
+    cluster: LocalCluster, cluster_kubectl: ToolRunner, modelward_release: Release
+) -> None:
+    """A second, inert release with cleanup.onUninstall: once its replica created the
+    certificate Secret and the leader Lease, `helm uninstall --wait` runs the post-delete Job
+    on the node, which deletes both. (PolicyReports and DeployedModels belong to the session's
+    release here, so this release is told to leave them.)"""
+    repository, digest = modelward_release.image.split("@", 1)
+    namespace, fullname = "mw-cleanup", "mwc-modelward"
+    args = (
+        "--namespace", namespace, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.digest={digest}",
+        "--set", "replicaCount=1", "--set", "crds.install=false", "--set", "tests.enabled=false",
+        "--set", "grafanaDashboard.enabled=false", "--set", "operator.auditIntervalSeconds=0",
+        "--set", "webhook.failOpenElsewhere=false", "--set", "preStopSleepSeconds=1",
+        "--set", "terminationGracePeriodSeconds=5",
+        "--set", "cleanup.onUninstall=true", "--set", "cleanup.policyReports=false",
+        "--set", "cleanup.deployedModels=false",
+        "--set-json", f"webhook.namespaceSelector={json.dumps(NOWHERE)}",
+    )  # fmt: skip
+    plane = cluster.control_plane
+    installed = plane.helm(
+        "install", "mwc", str(CHART), *args, "--wait", "--timeout=240s", timeout=300
+    )
+    try:
+        assert installed.returncode == 0, installed.stderr
+        wait_until(
+            "the certificate Secret and the leader Lease",
+            lambda: (
+                cluster_kubectl(
+                    "get", f"secret/{fullname}-tls", f"lease/{fullname}-leader", "-n", namespace
+                ).returncode
+                == 0
+            ),
+            90,
+        )
+        removed = plane.helm(
+            "uninstall", "mwc", "-n", namespace, "--wait", "--timeout=180s", timeout=240
+        )
+        assert removed.returncode == 0, removed.stderr
+        left = cluster_kubectl("get", "secrets,leases,jobs", "-n", namespace, "-o", "name").stdout
+        assert (
+            f"secret/{fullname}-tls" not in left
+            and f"lease.coordination.k8s.io/{fullname}-leader" not in left
+        ), left
+        assert f"job.batch/{fullname}-cleanup" not in left, "the Job stays only when it failed"
+    finally:
+        plane.helm("uninstall", "mwc", "-n", namespace, "--no-hooks", timeout=120)
+        for resource in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+            plane.api_request(
+                "DELETE", f"/apis/admissionregistration.k8s.io/v1/{resource}/{fullname}"
+            )
