@@ -39,7 +39,7 @@ from modelward_dev.install import Release, install_modelward  # noqa: E402
 
 EXAMPLES = ROOT / "manifests" / "examples"
 MODELS_NAMESPACE = "models-demo"
-STEPS = 8
+STEPS = 9
 BOLD, RED, GREEN, YELLOW, DIM, RESET = (
     ("\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m", "\033[0m")
     if sys.stdout.isatty()
@@ -180,12 +180,47 @@ def model_pod(cluster: LocalCluster, name: str, model: Path) -> list[dict[str, A
     ]
 
 
+def show_evidence(kubectl: Any, env: dict[str, str], folder: Path) -> None:
+    """Apply the example exception (dated from now), render the evidence pack in the three
+    formats into ``folder`` and print its summary."""
+    exception = yaml.safe_load((EXAMPLES / "exceptions" / "ingress-rate-limit.yaml").read_text())
+    now = time.time()
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    exception["spec"]["approvedAt"] = time.strftime(stamp, time.gmtime(now - 3600))
+    exception["spec"]["expiresAt"] = time.strftime(stamp, time.gmtime(now + 30 * 86400))
+    done = kubectl("apply", "-f", "-", input=yaml.safe_dump(exception))
+    assert done.returncode == 0, done.stderr
+    print(indent(kubectl("get", "modelpolicyexceptions", "-A").stdout))
+    folder.mkdir(parents=True, exist_ok=True)
+    for output, suffix in (("markdown", "md"), ("html", "html"), ("json", "json")):
+        done = subprocess.run(
+            [sys.executable, "-m", "modelward", "evidence", "-o", output, "--since", "1d"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        (folder / f"evidence.{suffix}").write_text(done.stdout)
+    markdown = (folder / "evidence.md").read_text().splitlines()
+    start = markdown.index("## Summary")
+    end = markdown.index("## B008 activity: Restrict access by job function")
+    print(indent("\n".join(markdown[start:end]).strip()))
+    print(f"\n    the pack (Markdown, HTML, JSON with its SHA-256): {folder}/evidence.*")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the cluster running until Enter is pressed (KUBECONFIG is printed)",
+    )
+    parser.add_argument(
+        "--evidence-dir",
+        type=Path,
+        default=ROOT / "demo-evidence",
+        help="where step 9 writes the B008 evidence pack (Markdown, HTML, JSON)",
     )
     args = parser.parse_args()
 
@@ -354,6 +389,8 @@ def main() -> int:
             ]
             print(f"    {pod['metadata']['name']} ({ip}):")
             print(indent("\n".join(shown) or "(nothing counted yet)", "      "))
+        step(9, "an approved exception, and the B008 evidence pack (modelward evidence)")
+        show_evidence(kubectl, env, args.evidence_dir)
         print(f"\n{BOLD}demo finished in {time.monotonic() - started:.0f} s{RESET}")
         if args.keep:
             print(f"KUBECONFIG={cluster.control_plane.kubeconfig_path}; press Enter to stop")
