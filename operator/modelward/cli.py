@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         certificate_secret=args.certificate_secret,
         service_name=args.service_name,
         webhook_configurations=tuple(args.webhook_configuration),
+        scope_webhook_configuration=args.scope_webhook_configuration,
         certificate_sans=tuple(args.certificate_san),
         certificate_check_interval=args.certificate_check_interval,
         review_workers=args.review_workers,
@@ -235,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="validating and mutating webhook configuration whose caBundle is kept in sync "
         "(repeatable)",
+    )
+    run.add_argument(
+        "--scope-webhook-configuration",
+        default=None,
+        metavar="NAME",
+        help="narrow the fail-open webhooks of this configuration pair to the namespaces "
+        "policies select, so other namespaces are never sent to modelward",
     )
     run.add_argument(
         "--certificate-san",

@@ -34,6 +34,7 @@ from modelward.controller.kube import KubeApi
 from modelward.controller.leadership import KubeLeaseApi, Leadership
 from modelward.controller.observe import observe_object
 from modelward.controller.resync import StateResync
+from modelward.controller.scope import Scope, WebhookScope
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine import StaticKeySource
@@ -117,6 +118,20 @@ async def serve(settings: Settings) -> None:
         excluded_namespaces=(*ALWAYS_EXCLUDED_NAMESPACES, settings.namespace),
         interval=settings.audit_interval,
     )
+
+    scope = None
+    if settings.scope_webhook_configuration:
+
+        def count_skipped(now: Scope) -> None:
+            for which in ("validate", "mutate"):
+                metrics.scope_skipped.labels(webhook=which).set(len(now.for_webhook(which) or ()))
+
+        scope = WebhookScope(
+            state=state,
+            kube=kube,
+            configuration=settings.scope_webhook_configuration,
+            on_pass=count_skipped,
+        )
 
     runners: list[web.AppRunner] = []
     health = web.AppRunner(
@@ -228,6 +243,7 @@ async def serve(settings: Settings) -> None:
                     verifications=verifications,
                     keys=keys,
                     resync=resync,
+                    scope=scope,
                 ),
                 settings=operator_settings(),
                 standalone=True,
@@ -237,6 +253,9 @@ async def serve(settings: Settings) -> None:
             name="kopf",
         ),
     ]
+    if scope is not None:
+        # Started once the state is loaded: before that it could only keep the chart's scope.
+        tasks.append(asyncio.create_task(scope.run(), name="webhook-scope"))
     if certificates is not None:
         tasks.append(
             asyncio.create_task(

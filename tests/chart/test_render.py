@@ -92,10 +92,15 @@ def check_cert_manager(r: Rendered) -> None:
         "name": "tls",
         "secret": {"secretName": "modelward-tls", "defaultMode": 0o440},
     } in volumes
-    # No certificate Secret access and no webhook patching for the operator in this mode.
+    # No certificate Secret access in this mode; the webhook configurations are patched only
+    # to narrow the fail-open webhooks (webhook.scopeToPolicies), and only this release's.
     assert [role["metadata"]["name"] for role in r.all("Role")] == ["modelward-leader"]
     rules = r.one("ClusterRole")["rules"]
-    assert not any("admissionregistration.k8s.io" in rule["apiGroups"] for rule in rules)
+    webhook_rules = [rule for rule in rules if "admissionregistration.k8s.io" in rule["apiGroups"]]
+    assert [(rule["resourceNames"], rule["verbs"]) for rule in webhook_rules] == [
+        (["modelward"], ["get", "patch"])
+    ]
+    assert "--scope-webhook-configuration=modelward" in args
 
 
 def check_issuer_ref(r: Rendered) -> None:
@@ -138,6 +143,8 @@ def check_ignore(r: Rendered) -> None:
 
 def check_fail_open_off(r: Rendered) -> None:
     assert [h["name"] for h in webhooks(r)] == ["validate.modelward.io", "mutate.modelward.io"]
+    # Nothing to narrow: the operator leaves the webhooks alone.
+    assert not any(a.startswith("--scope-webhook-configuration") for a in container(r)["args"])
 
 
 def check_rules_and_names(r: Rendered) -> None:

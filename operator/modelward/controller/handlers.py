@@ -18,6 +18,7 @@ from modelward.api.schema import GROUP, VERSION
 from modelward.controller.keys import KeyReader
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.resync import StateResync
+from modelward.controller.scope import WebhookScope
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine.rules.integrity import MODEL_VOLUME
@@ -57,6 +58,7 @@ def build_registry(
     verifications: VerificationRecorder,
     keys: KeyReader,
     resync: StateResync | None = None,
+    scope: WebhookScope | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -83,7 +85,12 @@ def build_registry(
                 # kopf (re-)listed this kind: the list never says what was deleted meanwhile.
                 resync.request(kind)
             entry = observe_object(state, kind, obj, deleted=deleted, keys=material)
+            if scope is not None and kind == "Namespace":
+                scope.request()
             if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
+                if scope is not None:
+                    # Ready is reported once the webhooks call modelward wherever it selects.
+                    await scope.settle()
                 await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))
 
         kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(on_event)

@@ -56,6 +56,7 @@ class Metrics:
     connections: Gauge
     connections_refused: Counter
     reviews_in_flight: Gauge
+    scope_skipped: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -149,6 +150,13 @@ class Metrics:
                 "modelward_admission_reviews_in_flight",
                 "Reviews being evaluated or waiting for an evaluation worker (a review past "
                 "its budget counts until its evaluation really ends).",
+                registry=registry,
+            ),
+            scope_skipped=Gauge(
+                "modelward_webhook_scope_skipped_namespaces",
+                "Namespaces the fail-open webhook skips because no policy (validate) or no "
+                "Patch-mode policy (mutate) selects them; 0 while the chart's scope is kept.",
+                ["webhook"],
                 registry=registry,
             ),
             certificate_expiry=Gauge(
