@@ -32,7 +32,35 @@ docs: README.md, docs/policies.md, docs/rules.md
 """
 
 
+#: Optional format checkers ``import jsonschema`` loads when they are installed (a test or
+#: CI environment often has them: ``jsonschema[format]``). modelward validates policies
+#: without a format checker, so the long-running process never calls them; rfc3987_syntax
+#: alone builds a lark grammar at import (seconds of start-up, megabytes held for good).
+UNUSED_FORMAT_CHECKERS = (
+    "rfc3987_syntax",
+    "rfc3987",
+    "webcolors",
+    "uri_template",
+    "isoduration",
+    "fqdn",
+    "rfc3339_validator",
+    "rfc3986_validator",
+)
+
+
+def skip_unused_format_checkers() -> None:
+    """Make ``import jsonschema`` skip the format checkers modelward never uses.
+
+    jsonschema imports each optional checker under ``suppress(ImportError)``; a ``None`` in
+    ``sys.modules`` makes that import fail at once. Called by ``run`` only, before anything
+    imports jsonschema; modules already imported are left alone.
+    """
+    for name in UNUSED_FORMAT_CHECKERS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def _run(args: argparse.Namespace) -> int:
+    skip_unused_format_checkers()
     from modelward.observability.logging import configure_logging
     from modelward.run import serve
     from modelward.settings import Settings
