@@ -21,6 +21,23 @@ TIMEOUT = 10.0
 POLICY_PLURALS = {"ClusterModelPolicy": "clustermodelpolicies", "ModelPolicy": "modelpolicies"}
 
 
+#: Written by ``kubectl apply``: a whole copy of the object, read by nothing in modelward.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def compact(item: dict[str, Any]) -> dict[str, Any]:
+    """A listed object without what no fact is built from: ``managedFields`` and kubectl's
+    last-applied copy, often most of the bytes of a namespace or Service. Keeping them for
+    a whole start-up listing cost ~40 MiB at 4,000 namespaces and Services."""
+    metadata = item.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(LAST_APPLIED, None)
+    return item
+
+
 class KubeApi:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
@@ -95,7 +112,8 @@ class KubeApi:
             data = self._json(method, *args, **kwargs)
             metadata = data.get("metadata") or {}
             version = version or metadata.get("resourceVersion")
-            items.extend(data.get("items") or [])
+            items.extend(compact(item) for item in data.get("items") or [])
+            del data  # one page of whole objects at a time, never the whole list
             token = metadata.get("continue")
             if not token:
                 return items, version
