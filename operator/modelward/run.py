@@ -33,6 +33,7 @@ from modelward.controller.keys import KeyReader
 from modelward.controller.kube import KubeApi
 from modelward.controller.leadership import KubeLeaseApi, Leadership
 from modelward.controller.observe import observe_object
+from modelward.controller.pods import PodWatch
 from modelward.controller.resync import StateResync
 from modelward.controller.scope import Scope, WebhookScope
 from modelward.controller.status import PolicyStatusWriter
@@ -230,6 +231,9 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(leadership.run(), name="leadership"),
         asyncio.create_task(keys.run(recompile), name="trusted-keys"),
         asyncio.create_task(verifications.run(), name="verifications"),
+        asyncio.create_task(
+            PodWatch(source=kube, observe=verifications.observe_pod).run(), name="pod-watch"
+        ),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
             if settings.audit_interval
@@ -240,7 +244,6 @@ async def serve(settings: Settings) -> None:
                 registry=build_registry(
                     state=state,
                     status=status,
-                    verifications=verifications,
                     keys=keys,
                     resync=resync,
                     scope=scope,

@@ -20,8 +20,6 @@ from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.resync import StateResync
 from modelward.controller.scope import WebhookScope
 from modelward.controller.status import PolicyStatusWriter
-from modelward.controller.verifications import VerificationRecorder
-from modelward.engine.rules.integrity import MODEL_VOLUME
 from modelward.state import ClusterState
 
 WATCHED: tuple[tuple[str, str, str, str], ...] = (
@@ -55,7 +53,6 @@ def build_registry(
     *,
     state: ClusterState,
     status: PolicyStatusWriter,
-    verifications: VerificationRecorder,
     keys: KeyReader,
     resync: StateResync | None = None,
     scope: WebhookScope | None = None,
@@ -98,17 +95,8 @@ def build_registry(
     for kind, group, version, plural in WATCHED:
         watch(kind, group, version, plural)
 
-    @kopf.on.event(
-        "",
-        "v1",
-        "pods",
-        id="verifier-results",
-        registry=registry,
-        annotations={MODEL_VOLUME: kopf.PRESENT},
-    )
-    async def on_pod(*, event: kopf.RawEvent, **_: Any) -> None:
-        if event.get("type") != "DELETED":
-            await verifications.observe_pod(event.get("object") or {})
+    # Pods are not watched through kopf: it would keep a memory and a worker per pod in the
+    # cluster. controller/pods.py watches them, keeping nothing per pod.
 
     return registry
 

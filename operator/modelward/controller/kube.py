@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from modelward.api.schema import GROUP, VERSION
 
@@ -117,6 +118,33 @@ class KubeApi:
             token = metadata.get("continue")
             if not token:
                 return items, version
+
+    def list_pods_page(self, *, token: str | None, limit: int) -> dict[str, Any]:
+        """One page of every namespace's pods, as raw JSON (``controller/pods.py``)."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if token:
+            kwargs["_continue"] = token
+        return self._json(self.core.list_pod_for_all_namespaces, **kwargs)
+
+    def watch_pods(
+        self, *, resource_version: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """Pod watch events from ``resource_version``, parsed one line at a time."""
+        response: Any = self.core.list_pod_for_all_namespaces(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _preload_content=False,
+            _request_timeout=(TIMEOUT, timeout_seconds + 30),
+        )
+        try:
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if line:
+                    event: dict[str, Any] = json.loads(line)
+                    yield event
+        finally:
+            response.release_conn()
 
     def iter_pods(self, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Every pod, one page at a time (the audit holds one page in memory, not the cluster)."""
