@@ -253,7 +253,7 @@ def run(shape: Shape, threads: int, log: Any = print) -> dict[str, Any]:
             wait_idle(pid)
             idle = rss_bytes(pid) / MIB
             idle_latency = latencies(api, small, 10.0, 400)
-            log(f"  idle with {len(workloads.policy_objects())} policies: {idle:.1f} MiB")
+            log(f"  idle with the {len(workloads.policy_objects())} bench policies: {idle:.1f} MiB")
             before = reviews(first)
             log(f"  filling: {shape.namespaces} namespaces, {shape.pods} pods")
             timings = fill(api, shape, scope_label, threads)
@@ -281,8 +281,8 @@ def run(shape: Shape, threads: int, log: Any = print) -> dict[str, Any]:
             wait_idle(fresh_pid, timeout=600.0)
             listed = rss_bytes(fresh_pid) / MIB
             after = latencies(api, small, 10.0, 400)
+            ready_seconds = _ready_seconds(fresh.log_path)  # before stop() deletes the log
             fresh.stop()
-        ready_seconds = _ready_seconds(fresh.log_path)
         results["fresh"] = {
             "webhooks_in_use_seconds": round(in_use, 1),
             "ready_seconds_from_log": ready_seconds,
