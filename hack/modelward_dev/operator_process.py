@@ -349,10 +349,12 @@ class OperatorProcess(StartStop):
     def _scope_args(self) -> list[str]:
         """In chart mode, what the chart's Deployment passes: narrow the fail-open webhooks
         (unless the values switch that off)."""
-        off = {"webhook.scopeToPolicies=false", "webhook.failOpenElsewhere=false"}
-        if self._webhooks != "chart" or off & set(self._chart_values):
+        if self._webhooks != "chart" or "webhook.failOpenElsewhere=false" in self._chart_values:
             return []
-        return [f"--scope-webhook-configuration={self.configuration_name}"]
+        args = [f"--scope-webhook-configuration={self.configuration_name}"]
+        if "webhook.scopeToPolicies=false" in self._chart_values:
+            args.append("--no-scope-to-policies")
+        return args
 
     def _chart_webhook_configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The chart's own configurations, each webhook's Service reference replaced by a URL."""

@@ -84,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         service_name=args.service_name,
         webhook_configurations=tuple(args.webhook_configuration),
         scope_webhook_configuration=args.scope_webhook_configuration,
+        scope_to_policies=args.scope_to_policies,
         certificate_sans=tuple(args.certificate_san),
         certificate_check_interval=args.certificate_check_interval,
         review_workers=args.review_workers,
@@ -271,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="narrow the fail-open webhooks of this configuration pair to the namespaces "
         "policies select, so other namespaces are never sent to modelward",
+    )
+    run.add_argument(
+        "--no-scope-to-policies",
+        dest="scope_to_policies",
+        action="store_false",
+        help="restore and keep the chart's scope in --scope-webhook-configuration instead of "
+        "narrowing it (break-glass)",
     )
     run.add_argument(
         "--certificate-san",

@@ -132,6 +132,7 @@ async def serve(settings: Settings) -> None:
             kube=kube,
             configuration=settings.scope_webhook_configuration,
             on_pass=count_skipped,
+            narrow=settings.scope_to_policies,
         )
 
     runners: list[web.AppRunner] = []

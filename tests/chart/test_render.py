@@ -147,6 +147,13 @@ def check_fail_open_off(r: Rendered) -> None:
     assert not any(a.startswith("--scope-webhook-configuration") for a in container(r)["args"])
 
 
+def check_scope_off(r: Rendered) -> None:
+    # The operator still runs the scope, to restore (and keep) the chart's: the break-glass.
+    args = container(r)["args"]
+    assert "--scope-webhook-configuration=modelward" in args
+    assert "--no-scope-to-policies" in args
+
+
 def check_rules_and_names(r: Rendered) -> None:
     rule = r.one("PrometheusRule", "ml-modelward")
     exprs = [x["expr"] for g in rule["spec"]["groups"] for x in g["rules"]]
@@ -232,6 +239,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[Rendered], None], dict[str, str
     ),
     "failure-policy-ignore": ({"webhook": {"failurePolicy": "Ignore"}}, check_ignore, {}),
     "fail-open-off": ({"webhook": {"failOpenElsewhere": False}}, check_fail_open_off, {}),
+    "scope-off": ({"webhook": {"scopeToPolicies": False}}, check_scope_off, {}),
     "alerts-and-release-name": (
         {"prometheusRule": {"enabled": True, "labels": {"release": "prom"}}},
         check_rules_and_names,

@@ -259,7 +259,9 @@ class WebhookScope:
         configuration: str,
         recheck_interval: float = 10.0,
         on_pass: Callable[[Scope], None] | None = None,
+        narrow: bool = True,
     ) -> None:
+        self.narrow = narrow
         self.state = state
         self.kube = kube
         self.configuration = configuration
@@ -273,6 +275,8 @@ class WebhookScope:
 
     def desired(self) -> tuple[Scope, dict[str, NamespaceFacts]]:
         namespaces = self.state.namespaces
+        if not self.narrow:
+            return WIDE, namespaces
         scope = unselected_namespaces(
             self.state.policies, namespaces.values(), ready=self.state.ready
         )

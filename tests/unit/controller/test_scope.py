@@ -293,6 +293,19 @@ def test_a_pass_narrows_both_configurations_and_retries_a_concurrent_change() ->
     assert scope.sync_once() is True and kube.patches == 2  # in step: nothing written
 
 
+def test_the_break_glass_restores_the_charts_scope() -> None:
+    kube = FakeKube()
+    state = loaded_state()
+    WebhookScope(state=state, kube=kube, configuration="mw").sync_once()
+    assert skipped(kube, "ValidatingWebhookConfiguration")
+    WebhookScope(state=state, kube=kube, configuration="mw", narrow=False).sync_once()
+    for kind in kube.objects:
+        assert kube.objects[kind] == {
+            **configuration(kind),
+            "metadata": kube.objects[kind]["metadata"],
+        }
+
+
 def test_a_missing_configuration_is_reported_for_a_quick_retry() -> None:
     scope = WebhookScope(state=loaded_state(), kube=FakeKube(), configuration="absent")
     assert scope.sync_once() is False
