@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from modelward.controller.scope import FAIL_OPEN_SUFFIX, SCOPE_MARKER
+from modelward.controller.scope import FAIL_OPEN_SUFFIX, SCOPE_CONDITION
 from modelward_dev.controlplane import LocalControlPlane, loopback_opener
 from modelward_dev.operator_process import ENFORCED_LABEL, HARNESS_SCOPE_LABEL, OperatorProcess
 from tests.conftest import own_control_plane
@@ -94,11 +94,10 @@ def skipped(plane: LocalControlPlane, kind: str) -> list[str] | None:
     )
     assert response.status == 200, response.message
     hook = next(h for h in response.json()["webhooks"] if h["name"].endswith(FAIL_OPEN_SUFFIX))
-    for expression in hook["namespaceSelector"].get("matchExpressions") or []:
-        values = expression.get("values") or []
-        if values[:1] == [SCOPE_MARKER]:
-            assert expression["operator"] == "NotIn"
-            return list(values[1:])
+    for condition in hook.get("matchConditions") or []:
+        if condition["name"] == SCOPE_CONDITION:
+            inner = condition["expression"].removeprefix("!(request.namespace in [")
+            return [name.strip('"') for name in inner.removesuffix("])").split(", ")]
     return None
 
 

@@ -4,26 +4,26 @@ The chart registers, per configuration, an enforced webhook (``failurePolicy: Fa
 namespaces carrying the enforced label) and a fail-open complement (``Ignore``, every other
 namespace). Left as rendered, the complement makes the API server call modelward for every
 pod created anywhere in the cluster. This module narrows only the complement: it adds to its
-``namespaceSelector`` one requirement,
+``matchConditions`` one condition of its own, named ``modelward.io/policy-scope``,
 
-    kubernetes.io/metadata.name NotIn [modelward.policy-scope, <namespaces no policy selects>]
+    !(request.namespace in ["<namespaces no policy selects>", ...])
 
 so the API server skips the call for namespaces the operator *knows* no policy selects. Why
-this shape (and not "In [the selected names]"):
+this shape:
 
 - **A namespace the operator has not seen yet is called.** A new namespace, or one created
   while the operator is down, is not in the list, so it is reviewed until the operator knows it
   is unselected: the unknown fails toward review.
-- **Excluding fewer names is always safe** (it only costs reviews): the list is capped
+- **Skipping fewer names is always safe** (it only costs reviews): the list is capped
   (``MAX_EXCLUDED``), and anything that makes the operator unsure (state not loaded, a policy
-  whose newest generation failed to compile, a selector it cannot read) removes the requirement
-  altogether, restoring the chart's complement. The enforced webhooks are never touched: the
-  chart's static topology is the floor, and failing closed where enforced is unchanged.
-- **The requirement is self-describing.** The first value, ``modelward.policy-scope``, can never
-  be a namespace name (names are DNS labels, without dots), so the requirement is found again
-  without annotations, ``NotIn`` always has a value, and everything else in the selector (the
-  chart's exclusions, the user's ``webhook.namespaceSelector``) and the webhook's
-  ``matchConditions`` are left as they are.
+  whose newest generation failed to compile) removes the condition altogether, restoring the
+  chart's complement. The enforced webhooks are never touched: the chart's static topology is
+  the floor, and failing closed where enforced is unchanged.
+- **A condition of its own, not the selector.** ``matchConditions`` is a list keyed by name,
+  so under server-side apply (``helm upgrade`` with Helm 4) the chart owns its conditions and
+  the operator its own, with no conflict; a ``namespaceSelector`` is one atomic field, and an
+  operator that rewrote it made every later ``helm upgrade`` fail on the conflict. The
+  selector and the chart's or user's conditions are left as they are.
 
 The mutating complement excludes, in addition, namespaces no Patch-mode section selects:
 mutation only ever patches in Patch mode.
@@ -47,9 +47,10 @@ from modelward.state import ClusterState, PolicyEntry
 
 log = logging.getLogger("modelward.scope")
 
-NAME_LABEL = "kubernetes.io/metadata.name"
-#: First value of the requirement the operator owns; never a namespace name (it has a dot).
-SCOPE_MARKER = "modelward.policy-scope"
+#: Name of the match condition the operator owns on each fail-open webhook.
+SCOPE_CONDITION = "modelward.io/policy-scope"
+#: Most match conditions a webhook may hold (the API server's limit).
+MAX_CONDITIONS = 64
 #: Webhooks the operator narrows: the chart's fail-open complements, and only those.
 FAIL_OPEN_SUFFIX = "-failopen.modelward.io"
 #: Most names excluded per webhook (keeps the configuration far below etcd's object size
@@ -160,52 +161,49 @@ class NamespaceIndex:
         return any(p.may_apply_to_pods_labelled(namespace, {}) for p in self.rest)
 
 
-def _is_scope_requirement(expression: Mapping[str, Any]) -> bool:
-    values = expression.get("values") or []
-    return (
-        expression.get("key") == NAME_LABEL
-        and expression.get("operator") == "NotIn"
-        and bool(values)
-        and values[0] == SCOPE_MARKER
-    )
-
-
-def chart_selector(selector: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The selector as the chart wrote it: the operator's requirement taken out."""
-    base = dict(selector or {})
-    expressions = [e for e in base.get("matchExpressions") or [] if not _is_scope_requirement(e)]
-    if expressions:
-        base["matchExpressions"] = expressions
-    else:
-        base.pop("matchExpressions", None)
-    return base
-
-
-def narrowed_selector(
+def skipped_names(
     selector: Mapping[str, Any] | None,
     skip: frozenset[str] | None,
     namespaces: Mapping[str, NamespaceFacts],
-) -> dict[str, Any]:
-    """``selector`` with the operator's requirement for ``skip`` (None: the chart's own).
-
-    Only names the chart's selector would call are listed (namespaces carrying the enforced
-    label, say, are never called by the complement anyway), sorted, at most ``MAX_EXCLUDED``.
-    A chart selector the operator cannot read is left alone.
-    """
-    base = chart_selector(selector)
+) -> list[str]:
+    """The names to skip: known, called by the chart's selector (namespaces carrying the
+    enforced label, say, never reach the complement anyway), sorted, at most ``MAX_EXCLUDED``.
+    None, or a chart selector the operator cannot read, skips nothing."""
     if skip is None:
-        return base
+        return []
     try:
-        chart = LabelSelector.parse(base)
+        chart = LabelSelector.parse(selector or {})
     except SelectorError:
-        return base
-    names = sorted(
+        return []
+    return sorted(
         name
         for name in skip
         if name in namespaces and chart.matches(namespaces[name].selector_labels())
     )[:MAX_EXCLUDED]
-    requirement = {"key": NAME_LABEL, "operator": "NotIn", "values": [SCOPE_MARKER, *names]}
-    return {**base, "matchExpressions": [*(base.get("matchExpressions") or []), requirement]}
+
+
+def scope_condition(names: list[str]) -> dict[str, str]:
+    """The operator's match condition: call modelward unless the namespace is listed.
+    Namespace names are DNS labels, so they need no escaping in a CEL string."""
+    listed = ", ".join(f'"{name}"' for name in names)
+    return {"name": SCOPE_CONDITION, "expression": f"!(request.namespace in [{listed}])"}
+
+
+def narrowed_conditions(
+    hook: Mapping[str, Any], skip: frozenset[str] | None, namespaces: Mapping[str, NamespaceFacts]
+) -> list[dict[str, Any]]:
+    """The hook's ``matchConditions`` with the operator's for ``skip`` (None: without it).
+
+    Conditions the chart or the user wrote are kept, in their order; the operator's comes
+    last. With no room left (a webhook holds at most 64), nothing is skipped.
+    """
+    others = [
+        dict(c) for c in hook.get("matchConditions") or [] if c.get("name") != SCOPE_CONDITION
+    ]
+    names = skipped_names(hook.get("namespaceSelector"), skip, namespaces)
+    if not names or len(others) >= MAX_CONDITIONS:
+        return others
+    return [*others, scope_condition(names)]
 
 
 def scope_patch(
@@ -222,11 +220,14 @@ def scope_patch(
     for index, hook in enumerate(configuration.get("webhooks") or []):
         if not str(hook.get("name", "")).endswith(FAIL_OPEN_SUFFIX):
             continue
-        wanted = narrowed_selector(hook.get("namespaceSelector"), skip, namespaces)
-        if wanted != (hook.get("namespaceSelector") or {}):
-            ops.append(
-                {"op": "replace", "path": f"/webhooks/{index}/namespaceSelector", "value": wanted}
-            )
+        wanted = narrowed_conditions(hook, skip, namespaces)
+        if wanted == (hook.get("matchConditions") or []):
+            continue
+        path = f"/webhooks/{index}/matchConditions"
+        if wanted:
+            ops.append({"op": "add", "path": path, "value": wanted})  # add replaces a member
+        else:
+            ops.append({"op": "remove", "path": path})
     if not ops:
         return []
     version = (configuration.get("metadata") or {}).get("resourceVersion")

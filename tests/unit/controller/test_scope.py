@@ -12,15 +12,15 @@ from kubernetes.client.exceptions import ApiException
 
 from modelward.controller.scope import (
     FAIL_OPEN_SUFFIX,
+    MAX_CONDITIONS,
     MAX_EXCLUDED,
-    NAME_LABEL,
-    SCOPE_MARKER,
+    SCOPE_CONDITION,
     WIDE,
     Scope,
     WebhookScope,
-    chart_selector,
-    narrowed_selector,
+    narrowed_conditions,
     scope_patch,
+    skipped_names,
     unselected_namespaces,
 )
 from modelward.engine.facts import NamespaceFacts
@@ -30,6 +30,7 @@ from modelward.state import ClusterState, PolicyEntry
 from tests.unit.engine.builders import policy
 
 ISOLATION: dict[str, Any] = {"isolation": {}}
+NAME_LABEL = "kubernetes.io/metadata.name"
 ENFORCED = {"key": "modelward.io/model-serving", "operator": "NotIn", "values": ["true"]}
 CHART_SELECTOR: dict[str, Any] = {
     "matchExpressions": [
@@ -117,7 +118,28 @@ def test_no_policies_skips_every_known_namespace() -> None:
     assert scope.validate == scope.mutate == set(NAMESPACES)
 
 
-def test_the_requirement_keeps_the_charts_selector_and_lists_only_names_it_would_call() -> None:
+def listed(conditions: list[dict[str, Any]]) -> list[str] | None:
+    """The names the operator's condition skips, read back from its CEL; None without it."""
+    ours = [c for c in conditions if c["name"] == SCOPE_CONDITION]
+    if not ours:
+        return None
+    expression = ours[0]["expression"]
+    assert expression.startswith("!(request.namespace in [") and expression.endswith("])")
+    inner = expression[len("!(request.namespace in [") : -2]
+    return [name.strip('"') for name in inner.split(", ")] if inner else []
+
+
+def called(hook: dict[str, Any], namespace: NamespaceFacts) -> bool:
+    """Whether the API server calls ``hook`` for ``namespace`` (selector, then condition)."""
+    selector = LabelSelector.parse(hook.get("namespaceSelector") or {})
+    names = listed(hook.get("matchConditions") or []) or []
+    return selector.matches(namespace.selector_labels()) and namespace.name not in names
+
+
+USER_CONDITION = {"name": "not-leases", "expression": "request.resource.resource != 'leases'"}
+
+
+def test_the_condition_keeps_the_users_and_lists_only_names_the_selector_would_call() -> None:
     selector = {"matchLabels": {"team": "ml"}, **copy.deepcopy(CHART_SELECTOR)}
     namespaces = {
         "a": ns("a", team="ml"),
@@ -125,34 +147,36 @@ def test_the_requirement_keeps_the_charts_selector_and_lists_only_names_it_would
         "kube-system": ns("kube-system", team="ml"),
         "tenant": ns("tenant", team="ml", **{"modelward.io/model-serving": "true"}),
     }
-    narrowed = narrowed_selector(selector, frozenset(namespaces), namespaces)
-    assert narrowed["matchLabels"] == {"team": "ml"}
-    assert narrowed["matchExpressions"][:2] == CHART_SELECTOR["matchExpressions"]
-    assert narrowed["matchExpressions"][2] == {
-        "key": NAME_LABEL,
-        "operator": "NotIn",
-        "values": [SCOPE_MARKER, "a"],
-    }
-    # Narrowing again replaces the requirement; None restores the chart's selector exactly.
-    again = narrowed_selector(narrowed, frozenset({"b"}), namespaces)
-    assert again["matchExpressions"][2]["values"] == [SCOPE_MARKER]
-    assert narrowed_selector(again, None, namespaces) == selector
-    assert chart_selector(narrowed) == selector
+    hook = {"namespaceSelector": selector, "matchConditions": [USER_CONDITION]}
+    conditions = narrowed_conditions(hook, frozenset(namespaces), namespaces)
+    assert conditions[0] == USER_CONDITION and listed(conditions) == ["a"]
+    # Narrowing again replaces the condition; nothing to skip or None removes it.
+    again = narrowed_conditions(
+        {**hook, "matchConditions": conditions}, frozenset({"b"}), namespaces
+    )
+    assert again == [USER_CONDITION]
+    assert narrowed_conditions({**hook, "matchConditions": conditions}, None, namespaces) == [
+        USER_CONDITION
+    ]
+
+
+def test_no_room_for_the_condition_skips_nothing() -> None:
+    full = [{"name": f"c{i}", "expression": "true"} for i in range(MAX_CONDITIONS)]
+    hook = {"namespaceSelector": {}, "matchConditions": full}
+    assert narrowed_conditions(hook, frozenset(NAMESPACES), NAMESPACES) == full
 
 
 def test_an_unknown_namespace_is_always_called() -> None:
     """A namespace created after the last pass (or while the operator was down) is reviewed."""
-    narrowed = narrowed_selector(CHART_SELECTOR, frozenset(NAMESPACES), NAMESPACES)
-    selector = LabelSelector.parse(narrowed)
-    assert selector.matches(ns("brand-new").selector_labels())
-    assert not selector.matches(NAMESPACES["other"].selector_labels())
+    hook = {"namespaceSelector": CHART_SELECTOR}
+    hook["matchConditions"] = narrowed_conditions(hook, frozenset(NAMESPACES), NAMESPACES)
+    assert called(hook, ns("brand-new"))
+    assert not called(hook, NAMESPACES["other"])
 
 
 def test_the_list_is_capped_and_the_rest_stay_called() -> None:
     many = {f"n{i:05d}": ns(f"n{i:05d}") for i in range(MAX_EXCLUDED + 10)}
-    narrowed = narrowed_selector({}, frozenset(many), many)
-    values = narrowed["matchExpressions"][0]["values"]
-    assert len(values) == MAX_EXCLUDED + 1 and values[0] == SCOPE_MARKER
+    assert len(skipped_names({}, frozenset(many), many)) == MAX_EXCLUDED
 
 
 def test_a_namespace_a_policy_may_govern_is_never_skipped() -> None:
@@ -171,8 +195,9 @@ def test_a_namespace_a_policy_may_govern_is_never_skipped() -> None:
         for chosen in itertools.combinations(candidates, size):
             scope = unselected_namespaces(entries(*chosen), NAMESPACES.values(), ready=True)
             for which in ("validate", "mutate"):
-                selector = LabelSelector.parse(
-                    narrowed_selector(CHART_SELECTOR, scope.for_webhook(which), NAMESPACES)
+                hook: dict[str, Any] = {"namespaceSelector": CHART_SELECTOR}
+                hook["matchConditions"] = narrowed_conditions(
+                    hook, scope.for_webhook(which), NAMESPACES
                 )
                 for namespace in NAMESPACES.values():
                     governing = [
@@ -182,7 +207,7 @@ def test_a_namespace_a_policy_may_govern_is_never_skipped() -> None:
                         and (which == "validate" or p.mode.value == "Patch")
                     ]
                     if governing and chart.matches(namespace.selector_labels()):
-                        assert selector.matches(namespace.selector_labels()), (
+                        assert called(hook, namespace), (
                             which,
                             namespace.name,
                             [p.ref.name for p in chosen],
@@ -213,21 +238,37 @@ def apply_ops(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, 
             assert result["metadata"]["resourceVersion"] == op["value"]
             continue
         _, _, index, field = op["path"].split("/")
-        result["webhooks"][int(index)][field] = op["value"]
+        if op["op"] == "remove":
+            del result["webhooks"][int(index)][field]
+        else:
+            result["webhooks"][int(index)][field] = op["value"]
     return result
 
 
-def test_only_the_fail_open_selector_changes_and_match_conditions_stay() -> None:
+def test_only_the_fail_open_conditions_change_and_the_users_stay_first() -> None:
     current = configuration()
     ops = scope_patch(current, frozenset({"other"}), NAMESPACES)
     assert ops[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": "7"}
-    assert [op["path"] for op in ops[1:]] == ["/webhooks/1/namespaceSelector"]
+    assert [op["path"] for op in ops[1:]] == ["/webhooks/1/matchConditions"]
     patched = apply_ops(current, ops)
     assert patched["webhooks"][0] == current["webhooks"][0]
-    assert patched["webhooks"][1]["matchConditions"] == current["webhooks"][1]["matchConditions"]
+    hook = patched["webhooks"][1]
+    assert hook["namespaceSelector"] == current["webhooks"][1]["namespaceSelector"]
+    assert hook["matchConditions"][0] == current["webhooks"][1]["matchConditions"][0]
+    assert listed(hook["matchConditions"]) == ["other"]
     assert scope_patch(patched, frozenset({"other"}), NAMESPACES) == []
     # Widening restores exactly what the chart rendered.
     assert apply_ops(patched, scope_patch(patched, None, NAMESPACES)) == current
+
+
+def test_a_condition_the_operator_added_alone_is_removed_whole() -> None:
+    current = configuration()
+    del current["webhooks"][1]["matchConditions"]
+    patched = apply_ops(current, scope_patch(current, frozenset({"other"}), NAMESPACES))
+    assert listed(patched["webhooks"][1]["matchConditions"]) == ["other"]
+    ops = scope_patch(patched, None, NAMESPACES)
+    assert ops[1] == {"op": "remove", "path": "/webhooks/1/matchConditions"}
+    assert apply_ops(patched, ops) == current
 
 
 class FakeKube:
@@ -271,8 +312,7 @@ def loaded_state(*policies: Any) -> ClusterState:
 
 
 def skipped(kube: FakeKube, kind: str) -> list[str]:
-    hook = kube.objects[kind]["webhooks"][1]
-    return list(hook["namespaceSelector"]["matchExpressions"][-1]["values"][1:])
+    return listed(kube.objects[kind]["webhooks"][1].get("matchConditions") or []) or []
 
 
 def test_a_pass_narrows_both_configurations_and_retries_a_concurrent_change() -> None:
