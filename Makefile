@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak bench-images image image-verifier lock sbom
+.PHONY: demo test test-fast lint generate binaries system-deps venv clean bench bench-quick bench-integrity bench-soak bench-images bench-scale bench-scale-quick image image-verifier lock sbom
 
 ## demo: a small real cluster (node included), modelward installed by helm from its own image;
 ##       what it denies and patches, a signed model served, a tampered one held in Init
@@ -25,6 +25,14 @@ bench: venv binaries
 
 bench-quick: venv binaries
 	$(PY) -m bench.admission --quick
+
+## bench-scale: operator RSS, start-up and admission latency with 10k namespaces+Services+Pods
+##              and with 50k Pods in 2k namespaces (local kube-apiserver, no kubelets)
+bench-scale: venv binaries
+	$(PY) -m bench.scale
+
+bench-scale-quick: venv binaries
+	$(PY) -m bench.scale --quick
 
 ## bench-soak: mixed legitimate and hostile traffic against the webhook port for 3 minutes
 bench-soak: venv

@@ -125,6 +125,9 @@ def _wait_until_webhook_serves(
     endpoints, a dry-run probe pod is denied by modelward."""
     namespace = PROBE_NAMESPACE
     plane = cluster.control_plane
+    # The chart's enforced label too: the operator narrows the fail-open webhooks to what
+    # policies select (webhook.scopeToPolicies), and no policy selects the probe namespace.
+    labels = {**labels, "modelward.io/model-serving": "true"}
     plane.api_request(
         "POST", "/api/v1/namespaces", body={"metadata": {"name": namespace, "labels": labels}}
     )

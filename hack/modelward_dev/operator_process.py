@@ -66,6 +66,8 @@ PROBE_MESSAGE = "modelward probe"
 #: namespaces carrying this label; webhooks rendered from the chart select only namespaces whose
 #: label names their configuration. So each namespace is judged by exactly one operator.
 HARNESS_SCOPE_LABEL = "modelward-dev/webhooks"
+#: The chart's default ``webhook.enforcedNamespaceLabel`` (the enforced, Fail webhooks).
+ENFORCED_LABEL = "modelward.io/model-serving"
 
 _WEBHOOK_API = "/apis/admissionregistration.k8s.io/v1"
 _CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "modelward"
@@ -190,7 +192,11 @@ class OperatorProcess(StartStop):
             cert_file, key_file = self._write_certificates()
             self._ensure_namespace(self.namespace)
             probe_labels = (
-                {HARNESS_SCOPE_LABEL: self.configuration_name} if self._webhooks == "chart" else {}
+                # The enforced label too: the operator narrows the fail-open webhooks to what
+                # policies select, and no policy selects the probe namespace.
+                {HARNESS_SCOPE_LABEL: self.configuration_name, ENFORCED_LABEL: "true"}
+                if self._webhooks == "chart"
+                else {}
             )
             self._ensure_namespace(self.probe_namespace, labels=probe_labels)
             webhook_port, metrics_port = free_ports(2)
@@ -207,6 +213,7 @@ class OperatorProcess(StartStop):
                     "--metrics-host=127.0.0.1",
                     f"--metrics-port={self.metrics_port}",
                     f"--namespace={self.namespace}",
+                    *self._scope_args(),
                     *self._extra_args,
                 ],
                 log_path=self.log_path,
@@ -338,6 +345,16 @@ class OperatorProcess(StartStop):
                     {"key": HARNESS_SCOPE_LABEL, "operator": "DoesNotExist"}
                 )
         return validating, mutating
+
+    def _scope_args(self) -> list[str]:
+        """In chart mode, what the chart's Deployment passes: narrow the fail-open webhooks
+        (unless the values switch that off)."""
+        if self._webhooks != "chart" or "webhook.failOpenElsewhere=false" in self._chart_values:
+            return []
+        args = [f"--scope-webhook-configuration={self.configuration_name}"]
+        if "webhook.scopeToPolicies=false" in self._chart_values:
+            args.append("--no-scope-to-policies")
+        return args
 
     def _chart_webhook_configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The chart's own configurations, each webhook's Service reference replaced by a URL."""

@@ -127,9 +127,37 @@ def add_registry_arguments(parser: argparse.ArgumentParser, *, deadline: float =
     )
 
 
+#: Optional format checkers ``import jsonschema`` loads when they are installed (a test or
+#: CI environment often has them: ``jsonschema[format]``). modelward validates policies
+#: without a format checker, so the long-running process never calls them; rfc3987_syntax
+#: alone builds a lark grammar at import (seconds of start-up, megabytes held for good).
+UNUSED_FORMAT_CHECKERS = (
+    "rfc3987_syntax",
+    "rfc3987",
+    "webcolors",
+    "uri_template",
+    "isoduration",
+    "fqdn",
+    "rfc3339_validator",
+    "rfc3986_validator",
+)
+
+
+def skip_unused_format_checkers() -> None:
+    """Make ``import jsonschema`` skip the format checkers modelward never uses.
+
+    jsonschema imports each optional checker under ``suppress(ImportError)``; a ``None`` in
+    ``sys.modules`` makes that import fail at once. Called by ``run`` only, before anything
+    imports jsonschema; modules already imported are left alone.
+    """
+    for name in UNUSED_FORMAT_CHECKERS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def _run(args: argparse.Namespace) -> int:
     import os
 
+    skip_unused_format_checkers()
     from modelward.observability.logging import configure_logging
     from modelward.run import serve
     from modelward.settings import Settings
@@ -160,6 +188,8 @@ def _run(args: argparse.Namespace) -> int:
         certificate_secret=args.certificate_secret,
         service_name=args.service_name,
         webhook_configurations=tuple(args.webhook_configuration),
+        scope_webhook_configuration=args.scope_webhook_configuration,
+        scope_to_policies=args.scope_to_policies,
         certificate_sans=tuple(args.certificate_san),
         certificate_check_interval=args.certificate_check_interval,
         review_workers=args.review_workers,
@@ -463,6 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="validating and mutating webhook configuration whose caBundle is kept in sync "
         "(repeatable)",
+    )
+    run.add_argument(
+        "--scope-webhook-configuration",
+        default=None,
+        metavar="NAME",
+        help="narrow the fail-open webhooks of this configuration pair to the namespaces "
+        "policies select, so other namespaces are never sent to modelward",
+    )
+    run.add_argument(
+        "--no-scope-to-policies",
+        dest="scope_to_policies",
+        action="store_false",
+        help="restore and keep the chart's scope in --scope-webhook-configuration instead of "
+        "narrowing it (break-glass)",
     )
     run.add_argument(
         "--certificate-san",

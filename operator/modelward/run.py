@@ -36,7 +36,9 @@ from modelward.controller.keys import KeyReader
 from modelward.controller.kube import KubeApi
 from modelward.controller.leadership import KubeLeaseApi, Leadership
 from modelward.controller.observe import observe_object
+from modelward.controller.pods import PodWatch
 from modelward.controller.resync import StateResync
+from modelward.controller.scope import Scope, WebhookScope
 from modelward.controller.status import PolicyStatusWriter
 from modelward.controller.verifications import VerificationRecorder
 from modelward.engine import StaticKeySource
@@ -133,6 +135,21 @@ async def serve(settings: Settings) -> None:
         interval=settings.audit_interval,
         max_exception_lifetime=max_exception_lifetime,
     )
+
+    scope = None
+    if settings.scope_webhook_configuration:
+
+        def count_skipped(now: Scope) -> None:
+            for which in ("validate", "mutate"):
+                metrics.scope_skipped.labels(webhook=which).set(len(now.for_webhook(which) or ()))
+
+        scope = WebhookScope(
+            state=state,
+            kube=kube,
+            configuration=settings.scope_webhook_configuration,
+            on_pass=count_skipped,
+            narrow=settings.scope_to_policies,
+        )
 
     runners: list[web.AppRunner] = []
     health = web.AppRunner(
@@ -238,6 +255,9 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(
             exception_monitor.run(is_leader=lambda: leadership.is_leader), name="exceptions"
         ),
+        asyncio.create_task(
+            PodWatch(source=kube, observe=verifications.observe_pod).run(), name="pod-watch"
+        ),
         *(
             [asyncio.create_task(auditor.run(is_leader=lambda: leadership.is_leader), name="audit")]
             if settings.audit_interval
@@ -248,9 +268,9 @@ async def serve(settings: Settings) -> None:
                 registry=build_registry(
                     state=state,
                     status=status,
-                    verifications=verifications,
                     keys=keys,
                     resync=resync,
+                    scope=scope,
                 ),
                 settings=operator_settings(),
                 standalone=True,
@@ -260,6 +280,9 @@ async def serve(settings: Settings) -> None:
             name="kopf",
         ),
     ]
+    if scope is not None:
+        # Started once the state is loaded: before that it could only keep the chart's scope.
+        tasks.append(asyncio.create_task(scope.run(), name="webhook-scope"))
     if certificates is not None:
         tasks.append(
             asyncio.create_task(

@@ -63,6 +63,11 @@ class Settings:
     certificate_secret: str = "modelward-tls"
     service_name: str = "modelward"
     webhook_configurations: tuple[str, ...] = ()
+    #: Configuration pair whose fail-open webhooks are narrowed to what policies select
+    #: (controller/scope.py); None leaves every webhook as registered.
+    scope_webhook_configuration: str | None = None
+    #: False: keep (restore) the chart's scope in that configuration instead of narrowing it.
+    scope_to_policies: bool = True
     certificate_sans: tuple[str, ...] = ()
     certificate_check_interval: float = 6 * 3600.0
     #: A new CA goes into the caBundle this long before any replica serves a certificate it

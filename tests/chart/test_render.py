@@ -93,10 +93,15 @@ def check_cert_manager(r: Rendered) -> None:
         "name": "tls",
         "secret": {"secretName": "modelward-tls", "defaultMode": 0o440},
     } in volumes
-    # No certificate Secret access and no webhook patching for the operator in this mode.
+    # No certificate Secret access in this mode; the webhook configurations are patched only
+    # to narrow the fail-open webhooks (webhook.scopeToPolicies), and only this release's.
     assert [role["metadata"]["name"] for role in r.all("Role")] == ["modelward-leader"]
     rules = r.one("ClusterRole", "modelward")["rules"]
-    assert not any("admissionregistration.k8s.io" in rule["apiGroups"] for rule in rules)
+    webhook_rules = [rule for rule in rules if "admissionregistration.k8s.io" in rule["apiGroups"]]
+    assert [(rule["resourceNames"], rule["verbs"]) for rule in webhook_rules] == [
+        (["modelward"], ["get", "patch"])
+    ]
+    assert "--scope-webhook-configuration=modelward" in args
 
 
 def check_issuer_ref(r: Rendered) -> None:
@@ -149,6 +154,15 @@ def check_fail_open_off(r: Rendered) -> None:
         "validate-rbac.modelward.io",
         "mutate.modelward.io",
     ]
+    # Nothing to narrow: the operator leaves the webhooks alone.
+    assert not any(a.startswith("--scope-webhook-configuration") for a in container(r)["args"])
+
+
+def check_scope_off(r: Rendered) -> None:
+    # The operator still runs the scope, to restore (and keep) the chart's: the break-glass.
+    args = container(r)["args"]
+    assert "--scope-webhook-configuration=modelward" in args
+    assert "--no-scope-to-policies" in args
 
 
 def check_rules_and_names(r: Rendered) -> None:
@@ -241,6 +255,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[Rendered], None], dict[str, str
     ),
     "failure-policy-ignore": ({"webhook": {"failurePolicy": "Ignore"}}, check_ignore, {}),
     "fail-open-off": ({"webhook": {"failOpenElsewhere": False}}, check_fail_open_off, {}),
+    "scope-off": ({"webhook": {"scopeToPolicies": False}}, check_scope_off, {}),
     "alerts-and-release-name": (
         {"prometheusRule": {"enabled": True, "labels": {"release": "prom"}}},
         check_rules_and_names,

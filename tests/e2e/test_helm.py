@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from modelward.api.webhooks import ALWAYS_EXCLUDED_NAMESPACES
+from modelward.controller.scope import SCOPE_CONDITION
 from modelward_dev.controlplane import (
     LocalControlPlane,
     ManagedProcess,
@@ -388,6 +389,19 @@ def test_install_run_upgrade_uninstall(
             return 'modelward_policies{kind="ClusterModelPolicy",ready="true"}' in text
 
         wait_for("the operator to see the policy through its watch", policy_watched)
+        # The fail-open mutating webhook narrowed (webhook.scopeToPolicies) with the chart's
+        # RBAC: the Audit policy patches nothing, so the open namespace is skipped there, by a
+        # match condition of the operator's own, which the helm upgrade below (server-side
+        # apply) must not conflict with.
+        wait_for(
+            "the operator's scope condition on the fail-open mutating webhook",
+            lambda: any(
+                c["name"] == SCOPE_CONDITION and open_ in c["expression"]
+                for hook in release.configuration(WEBHOOK_RESOURCES[1])["webhooks"]
+                if "failopen" in hook["name"]
+                for c in hook.get("matchConditions") or []
+            ),
+        )
         wait_for(
             "the audit's PolicyReport",
             lambda: (

@@ -18,9 +18,8 @@ from modelward.api.schema import GROUP, VERSION
 from modelward.controller.keys import KeyReader
 from modelward.controller.observe import observe_object, policy_key
 from modelward.controller.resync import StateResync
+from modelward.controller.scope import WebhookScope
 from modelward.controller.status import PolicyStatusWriter
-from modelward.controller.verifications import VerificationRecorder
-from modelward.engine.rules.integrity import MODEL_VOLUME
 from modelward.state import ClusterState
 
 WATCHED: tuple[tuple[str, str, str, str], ...] = (
@@ -65,9 +64,9 @@ def build_registry(
     *,
     state: ClusterState,
     status: PolicyStatusWriter,
-    verifications: VerificationRecorder,
     keys: KeyReader,
     resync: StateResync | None = None,
+    scope: WebhookScope | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -94,7 +93,12 @@ def build_registry(
                 # kopf (re-)listed this kind: the list never says what was deleted meanwhile.
                 resync.request(kind)
             entry = observe_object(state, kind, obj, deleted=deleted, keys=material)
+            if scope is not None and kind == "Namespace":
+                scope.request()
             if kind in ("ClusterModelPolicy", "ModelPolicy") and (entry is not None or deleted):
+                if scope is not None:
+                    # Ready is reported once the webhooks call modelward wherever it selects.
+                    await scope.settle()
                 await status.sync(policy_key(kind, obj), None if deleted else obj.get("status"))
 
         kopf.on.event(group, version, plural, id=f"watch-{plural}", registry=registry)(on_event)
@@ -102,17 +106,8 @@ def build_registry(
     for kind, group, version, plural in WATCHED:
         watch(kind, group, version, plural)
 
-    @kopf.on.event(
-        "",
-        "v1",
-        "pods",
-        id="verifier-results",
-        registry=registry,
-        annotations={MODEL_VOLUME: kopf.PRESENT},
-    )
-    async def on_pod(*, event: kopf.RawEvent, **_: Any) -> None:
-        if event.get("type") != "DELETED":
-            await verifications.observe_pod(event.get("object") or {})
+    # Pods are not watched through kopf: it would keep a memory and a worker per pod in the
+    # cluster. controller/pods.py watches them, keeping nothing per pod.
 
     return registry
 

@@ -59,6 +59,7 @@ class Metrics:
     reviews_in_flight: Gauge
     exceptions: Gauge
     exceptions_expired: Counter
+    scope_skipped: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -152,6 +153,13 @@ class Metrics:
                 "modelward_admission_reviews_in_flight",
                 "Reviews being evaluated or waiting for an evaluation worker (a review past "
                 "its budget counts until its evaluation really ends).",
+                registry=registry,
+            ),
+            scope_skipped=Gauge(
+                "modelward_webhook_scope_skipped_namespaces",
+                "Namespaces the fail-open webhook skips because no policy (validate) or no "
+                "Patch-mode policy (mutate) selects them; 0 while the chart's scope is kept.",
+                ["webhook"],
                 registry=registry,
             ),
             certificate_expiry=Gauge(
