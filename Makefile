@@ -80,19 +80,19 @@ binaries:
 
 ## image: modelward's image built from files (no Docker engine), reproducibly, as an OCI layout
 ## in $(IMAGE_DIR); `make image PUSH=host:port/repo:tag` also pushes it (INSECURE=1: plain HTTP;
-## REGISTRY_USER/REGISTRY_PASSWORD: basic auth)
+## CA_CERT=ca.pem: the CA of the registry's certificate; REGISTRY_USER/REGISTRY_PASSWORD: basic auth)
 IMAGE_DIR ?= dist/image
 image: venv
 	rm -rf $(IMAGE_DIR)
 	PYTHONPATH=hack $(PY) -m modelward_dev.images modelward --output $(IMAGE_DIR) \
-		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure)
+		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure) $(if $(CA_CERT),--ca-cert $(CA_CERT))
 
 ## image-verifier: the slim verifier image (modelward + cryptography + blake3), as an OCI layout
 VERIFIER_IMAGE_DIR ?= dist/verifier-image
 image-verifier: venv
 	rm -rf $(VERIFIER_IMAGE_DIR)
 	PYTHONPATH=hack $(PY) -m modelward_dev.images verifier --output $(VERIFIER_IMAGE_DIR) \
-		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure)
+		$(if $(PUSH),--push $(PUSH)) $(if $(INSECURE),--insecure) $(if $(CA_CERT),--ca-cert $(CA_CERT))
 
 ## lock: pin the runtime dependencies with hashes (operator/requirements.lock, used by the
 ##       Dockerfile and the image builder; the verifier's subset in operator/verifier.lock)
