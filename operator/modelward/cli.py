@@ -97,15 +97,18 @@ exit codes: 0 printed, 2 unknown shell
 """
 
 
-def add_registry_arguments(parser: argparse.ArgumentParser, *, deadline: float = 1.5) -> None:
-    """Options for registry look-ups, shared by ``run`` and ``check`` (docs/images.md)."""
+def add_registry_arguments(
+    parser: argparse.ArgumentParser, *, deadline: float | None = None
+) -> None:
+    """Options for registry look-ups, shared by ``run`` and ``check`` (docs/images.md);
+    ``deadline`` None: 60% of ``--deadline`` (``run``)."""
     parser.add_argument(
         "--registry-lookup-deadline",
         type=float,
         default=deadline,
         metavar="SECONDS",
-        help="time for all registry look-ups of one review (below --deadline); past it the "
-        "image is judged by onLookupFailure",
+        help="time for all registry look-ups of one review, below --deadline (default for run: "
+        "60%% of --deadline); past it the image is judged by onLookupFailure",
     )
     parser.add_argument(
         "--registry-platform",
@@ -203,7 +206,11 @@ def _run(args: argparse.Namespace) -> int:
         certificate_retire_delay=args.certificate_retire_delay,
         state_resync_interval=args.state_resync_interval,
         exception_max_lifetime=args.exception_max_lifetime,
-        registry_lookup_deadline=args.registry_lookup_deadline,
+        registry_lookup_deadline=(
+            args.registry_lookup_deadline
+            if args.registry_lookup_deadline is not None
+            else round(args.deadline * 0.6, 3)
+        ),
         registry_platform=args.registry_platform,
         registry_ca_bundles=tuple(Path(p) for p in args.registry_ca_bundle),
         registry_config=Path(args.registry_config) if args.registry_config else None,

@@ -180,3 +180,21 @@ def test_artifact_hub_metadata() -> None:
     }
     assert crds and crds <= ours, "artifacthub.io/crds names a CRD the schema does not have"
     assert (CHART_DIR / "README.md").is_file()
+
+
+def test_registry_lookup_deadline_follows_the_review_deadline(chart: HelmChart) -> None:
+    """Unset, the look-ups get 60% of the review's deadline, so a shorter webhook timeout never
+    leaves the operator with settings it refuses at start-up; set, it must stay below."""
+    args = container(chart.template())["args"]
+    assert "--registry-lookup-deadline=1.50" in args and "--deadline=2.5" in args
+    args = container(
+        chart.template({"webhook": {"timeoutSeconds": 2}, "operator": {"deadlineSeconds": 1}})
+    )["args"]
+    assert "--registry-lookup-deadline=0.60" in args
+    args = container(chart.template({"registryLookups": {"deadlineSeconds": 2}}))["args"]
+    assert "--registry-lookup-deadline=2" in args
+    refused = chart.attempt({"registryLookups": {"deadlineSeconds": 3}})
+    assert refused.returncode != 0
+    assert "registryLookups.deadlineSeconds (3) must be below operator.deadlineSeconds" in (
+        refused.stderr
+    )

@@ -57,9 +57,29 @@ def populated(operator: OperatorProcess, kubectl: ToolRunner, namespace: str) ->
         namespace,
         {"isolation": {"requireDefaultDenyNetworkPolicy": False}, "images": {}},
     )
-    audit = cluster_policy(f"ev-{namespace}-secrets", namespace, {"secrets": {}}, mode="Audit")
+    audit = cluster_policy(
+        f"ev-{namespace}-secrets",
+        namespace,
+        {
+            "secrets": {},
+            "access": {
+                "jobFunctions": [{"name": "sre", "groups": ["sre"], "permissions": ["pods/exec"]}]
+            },
+        },
+        mode="Audit",
+    )
     apply_policy(kubectl, enforce)
     apply_policy(kubectl, audit)
+    # mallory may exec into the namespace's pods: no job function allows it (Audit: admitted)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "debug-mallory", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}],
+    }
+    bound = apply(kubectl, binding)
+    assert bound.returncode == 0, bound.stderr
     rooted = pod("rooted", namespace)
     rooted["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] = False
     assert apply(kubectl, rooted).returncode != 0
@@ -133,7 +153,16 @@ def test_the_json_pack_shows_what_the_cluster_holds(
     mine = {p["name"]: p for p in pack["policies"]}
     assert mine[populated["enforce"]]["ready"]
     assert mine[populated["enforce"]]["sections"] == {"isolation": "Enforce", "images": "Enforce"}
-    assert mine[populated["audit"]]["sections"] == {"secrets": "Audit"}
+    assert mine[populated["audit"]]["sections"] == {"secrets": "Audit", "access": "Audit"}
+    access = pack["accessReview"]
+    assert access["available"] and access["violations"] >= 1
+    mallory = [
+        r for r in access["rows"] if r["namespace"] == namespace and r["subject"] == "User mallory"
+    ]
+    assert mallory and not any(r["allowed"] for r in mallory), mallory
+    assert all("debug-mallory" in r["via"] for r in mallory)
+    restrict = next(a for a in pack["activities"] if a["id"] == "restrict-access")
+    assert populated["audit"] in {u["name"] for u in restrict["policies"]}
     hosting = next(a for a in pack["activities"] if a["id"] == "hosting-environment")
     assert hosting["status"] == "enforced"
     assert populated["enforce"] in {u["name"] for u in hosting["policies"]}

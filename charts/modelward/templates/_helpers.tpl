@@ -191,6 +191,11 @@ Cross-field checks values.schema.json cannot express; they fail the render with 
 names the values to change.
 */}}
 {{- define "modelward.validate" -}}
+{{- with .Values.registryLookups.deadlineSeconds -}}
+{{- if ge (float64 .) (float64 $.Values.operator.deadlineSeconds) -}}
+{{- fail (printf "registryLookups.deadlineSeconds (%v) must be below operator.deadlineSeconds (%v): the review must still be judged after its look-ups" . $.Values.operator.deadlineSeconds) -}}
+{{- end -}}
+{{- end -}}
 {{- if ge (float64 .Values.operator.deadlineSeconds) (float64 .Values.webhook.timeoutSeconds) -}}
 {{- fail (printf "operator.deadlineSeconds (%v) must be below webhook.timeoutSeconds (%v): modelward must answer before the API server gives up" .Values.operator.deadlineSeconds .Values.webhook.timeoutSeconds) -}}
 {{- end -}}
@@ -237,4 +242,16 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The registry look-ups' share of the review deadline: registryLookups.deadlineSeconds, or 60% of
+operator.deadlineSeconds when unset (time is left to evaluate after the look-ups).
+*/}}
+{{- define "modelward.registryLookupDeadline" -}}
+{{- if .Values.registryLookups.deadlineSeconds -}}
+{{- .Values.registryLookups.deadlineSeconds -}}
+{{- else -}}
+{{- mulf (float64 .Values.operator.deadlineSeconds) 0.6 | printf "%.2f" -}}
+{{- end -}}
 {{- end -}}

@@ -100,12 +100,18 @@ def _evidence(args: argparse.Namespace) -> int:
     def prometheus(end: dt.datetime, period: dt.timedelta) -> Any:
         return counts(url, end, period)
 
+    def access_review() -> Any:
+        from modelward.access import review_api
+        from modelward.evidence.access import access_section
+
+        return access_section(review_api(cluster))
+
     with api_errors(cluster, resource="the objects the pack reads (docs/governance.md)"):
         pack = collect(
             reader,
             now=dt.datetime.now(dt.UTC),
             since=since,
-            access_review=None,  # TODO(merge): the access review of gov-access
+            access_review=access_review,
             prometheus=prometheus if url else None,
             auth_config=auth_config,
         )

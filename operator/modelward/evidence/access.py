@@ -1,0 +1,45 @@
+"""The access review as the evidence pack shows it (computed by ``modelward.access``)."""
+
+from __future__ import annotations
+
+from modelward.access import AccessReview
+from modelward.engine.rules.access import AccessRow as ReviewRow
+from modelward.evidence.model import AccessRow, AccessSection
+
+
+def _subject(row: ReviewRow) -> str:
+    if row.subject_kind == "ServiceAccount":
+        return f"ServiceAccount {row.subject_namespace}/{row.subject}"
+    return f"{row.subject_kind} {row.subject}"
+
+
+def access_section(review: AccessReview) -> AccessSection:
+    """The review's rows, one per subject, permission and binding; ``allowed`` is False for a
+    row that breaks a policy's access section (built-in control-plane identities count as
+    allowed, and say so)."""
+    rows = [
+        AccessRow(
+            namespace=row.namespace,
+            subject=_subject(row),
+            permission=f"{row.permission} ({', '.join(row.verbs)})"
+            + (f" on {', '.join(row.resource_names)}" if row.resource_names else ""),
+            via=f"{row.binding} -> {row.role}"
+            + (
+                " (built-in)"
+                if row.built_in
+                else f" (job function {row.job_function})"
+                if row.job_function
+                else ""
+            ),
+            allowed=not row.violates,
+        )
+        for row in review.rows
+    ]
+    if not review.policies:
+        return AccessSection(
+            available=False,
+            reason="no policy has an access section (docs/governance.md, Access by job function)",
+            rows=rows,
+            violations=0,
+        )
+    return AccessSection(available=True, reason="", rows=rows, violations=len(review.violations))
