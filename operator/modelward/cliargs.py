@@ -85,7 +85,7 @@ def add_output_argument(
 
 
 def add_cluster_arguments(
-    parser: argparse.ArgumentParser, *, namespace_help: str = "namespace"
+    parser: argparse.ArgumentParser, *, namespace_help: str | None = "namespace"
 ) -> None:
     """``--kubeconfig``, ``--context`` and ``-n/--namespace``, read by
     ``modelward.controller.kubeconfig.load_api_client``."""
@@ -103,7 +103,8 @@ def add_cluster_arguments(
         metavar="NAME",
         help="kubeconfig context to use (default: its current-context)",
     )
-    group.add_argument("-n", "--namespace", default=None, metavar="NAME", help=namespace_help)
+    if namespace_help is not None:  # None: the command reads every namespace
+        group.add_argument("-n", "--namespace", default=None, metavar="NAME", help=namespace_help)
 
 
 def render_structured(data: Any, output: str) -> str:

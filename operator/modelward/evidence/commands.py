@@ -123,7 +123,7 @@ def _evidence(args: argparse.Namespace) -> int:
 
 
 def register_commands(sub: Any) -> None:
-    from modelward.cliargs import add_output_argument
+    from modelward.cliargs import add_cluster_arguments, add_output_argument
 
     parser = sub.add_parser(
         "evidence",
@@ -157,17 +157,7 @@ def register_commands(sub: Any) -> None:
         metavar="FILE",
         help="the kube-apiserver's AuthenticationConfiguration, to show whether MFA is required",
     )
-    group = parser.add_argument_group("cluster (as kubectl)")
-    group.add_argument(
-        "--kubeconfig",
-        default=None,
-        metavar="PATH",
-        help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config; the in-cluster "
-        "service account when run in a pod)",
-    )
-    group.add_argument(
-        "--context", default=None, metavar="NAME", help="kubeconfig context (default: current)"
-    )
+    add_cluster_arguments(parser, namespace_help=None)
     parser.add_argument(
         "--check",
         default=None,
