@@ -1,8 +1,9 @@
 """The Helm chart installed for real: install, run with its RBAC, upgrade, uninstall.
 
-Against the session's kube-apiserver: ``helm install`` into a fresh namespace (the CRDs may
-already exist from the ``crds`` fixture, so the release sets ``crds.install=false``), every
-object is accepted and the webhook configurations carry the chart's selectors. The API server
+Against a kube-apiserver of the module's own (the chart's operator judges every policy of its
+cluster, so other tests' leftovers must not decide what it does): ``helm install`` into a fresh
+namespace (the CRDs are already installed from manifests/crds, so the release sets
+``crds.install=false``), every object is accepted and the webhook configurations carry the chart's selectors. The API server
 then calls them for real: a namespace with the enforced label is refused while modelward is
 unreachable (failurePolicy Fail), one without it is not (Ignore). modelward is then run locally
 *as the chart's ServiceAccount* with the chart's own arguments, which proves the RBAC is
@@ -43,9 +44,8 @@ from modelward_dev.controlplane import (
     register_cleanup,
     unregister_cleanup,
 )
+from tests.conftest import own_control_plane
 from tests.e2e.helpers import get_json, wait_for
-
-pytestmark = pytest.mark.usefixtures("crds")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modelward"
@@ -114,7 +114,7 @@ class Release:
             "operator": {"deadlineSeconds": 1},
             "serviceMonitor": {"enabled": True},
             "prometheusRule": {"enabled": True},
-            # The session's CRDs come from manifests/crds (the ``crds`` fixture), unowned: a
+            # The CRDs come from manifests/crds (own_control_plane), unowned: a
             # second installer of CRDs leaves them alone (test_helm_lifecycle.py owns them).
             "crds": {"install": False},
         }
@@ -146,6 +146,21 @@ class Release:
             for resource in WEBHOOK_RESOURCES
             for hook in self.configuration(resource)["webhooks"]
         }
+
+
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[LocalControlPlane]:
+    """A control plane of this module's own, CRDs installed: the chart's operator judges every
+    policy of its cluster (its webhook scope falls back to the chart's while any policy fails
+    to compile), so policies other tests leave in the session's cluster, some broken on
+    purpose, must not decide what this test sees."""
+    with own_control_plane() as plane:
+        yield plane
+
+
+@pytest.fixture(scope="module")
+def kubectl(control_plane: LocalControlPlane) -> ToolRunner:
+    return control_plane.kubectl
 
 
 @pytest.fixture
