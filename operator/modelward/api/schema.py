@@ -1125,7 +1125,7 @@ def policy_exception_crd() -> Schema:
                         {"name": "Policy", "type": "string", "jsonPath": ".spec.policy.name"},
                         {"name": "Rules", "type": "string", "jsonPath": ".spec.rules"},
                         {"name": "Approved By", "type": "string", "jsonPath": ".spec.approvedBy"},
-                        {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt"},
+                        {"name": "Expires", "type": "string", "jsonPath": ".spec.expiresAt"},
                         {"name": "State", "type": "string", "jsonPath": ".status.state"},
                     ],
                     "schema": {

@@ -14,9 +14,9 @@ def _subject(row: ReviewRow) -> str:
 
 
 def access_section(review: AccessReview) -> AccessSection:
-    """The review's rows, one per subject, permission and binding; ``allowed`` is False for a
-    row that breaks a policy's access section (built-in control-plane identities count as
-    allowed, and say so)."""
+    """The review's rows, one per subject, permission and binding, violations first;
+    ``allowed`` is False for a row that breaks a policy's access section (built-in
+    control-plane identities count as allowed, and say so)."""
     rows = [
         AccessRow(
             namespace=row.namespace,
@@ -35,6 +35,9 @@ def access_section(review: AccessReview) -> AccessSection:
         )
         for row in review.rows
     ]
+    # What an auditor looks for first: violations, then what job functions allow, then the
+    # control plane's own identities.
+    rows.sort(key=lambda r: (r["allowed"], r["via"].endswith("(built-in)")))
     if not review.policies:
         return AccessSection(
             available=False,
