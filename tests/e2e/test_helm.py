@@ -3,9 +3,10 @@
 Against a kube-apiserver of the module's own (the chart's operator judges every policy of its
 cluster, so other tests' leftovers must not decide what it does): ``helm install`` into a fresh
 namespace (the CRDs are already installed from manifests/crds, so the release sets
-``crds.install=false``), every object is accepted and the webhook configurations carry the chart's selectors. The API server
-then calls them for real: a namespace with the enforced label is refused while modelward is
-unreachable (failurePolicy Fail), one without it is not (Ignore). modelward is then run locally
+``crds.install=false``), every object is accepted and the webhook configurations carry the
+chart's selectors. The API server then calls them for real: a namespace with the enforced
+label is refused while modelward is unreachable (failurePolicy Fail), one without it is not
+(Ignore). modelward is then run locally
 *as the chart's ServiceAccount* with the chart's own arguments, which proves the RBAC is
 sufficient (no Forbidden) and lets it create the certificate Secret and write the caBundle;
 ``kubectl auth can-i`` proves it is not more. ``helm upgrade`` keeps the certificate and the
