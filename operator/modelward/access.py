@@ -139,7 +139,8 @@ def review_api(cluster: Any, *, namespace: str | None = None) -> AccessReview:
 # -- rendering -----------------------------------------------------------------------------------
 
 
-def _subject(row: AccessRow) -> str:
+def subject_label(row: AccessRow) -> str:
+    """How a row's subject is shown (the table, the evidence pack)."""
     if row.subject_kind == "ServiceAccount":
         return f"ServiceAccount {row.subject_namespace}/{row.subject}"
     return f"{row.subject_kind} {row.subject}"
@@ -165,7 +166,7 @@ def render_table(review: AccessReview) -> str:
             (
                 row.namespace,
                 row.permission,
-                _subject(row),
+                subject_label(row),
                 ",".join(row.verbs),
                 _scope(row),
                 f"{row.binding} -> {row.role}",

@@ -369,7 +369,7 @@ class ClusterState:
         key = (namespace.name, frozenset(namespace.labels.items()))
         found = index.get(key)
         if found is None:
-            found = tuple(p for p in active if p.may_apply_to_pods_labelled(namespace, {}))
+            found = tuple(p for p in active if p.governs_namespace(namespace))
             if len(index) >= MAX_NAMESPACE_INDEX:
                 index.clear()
             index[key] = found

@@ -106,8 +106,11 @@ class ReviewImageLookups:
         except UnsupportedKind:
             return None
         namespace = self.state.namespace(workload.namespace)
+        # On the event loop for every review: only the policies indexed for the namespace.
         policies = [
-            p for p in self.state.active_policies if p.applies_to(namespace, workload.labels)
+            p
+            for p in self.state.policies_for(namespace)
+            if p.applies_to(namespace, workload.labels)
         ]
         requests = requests_for(image_references(workload), policies)
         if not requests:

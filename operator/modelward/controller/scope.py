@@ -158,7 +158,7 @@ class NamespaceIndex:
             labels = namespace.selector_labels()
             if any(selector.matches(labels) for selector in self.selectors):
                 return True
-        return any(p.may_apply_to_pods_labelled(namespace, {}) for p in self.rest)
+        return any(p.governs_namespace(namespace) for p in self.rest)
 
 
 def skipped_names(

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from modelward.access import AccessReview
-from modelward.engine.rules.access import AccessRow as ReviewRow
+from modelward.access import AccessReview, subject_label
 from modelward.evidence.model import AccessRow, AccessSection
-
-
-def _subject(row: ReviewRow) -> str:
-    if row.subject_kind == "ServiceAccount":
-        return f"ServiceAccount {row.subject_namespace}/{row.subject}"
-    return f"{row.subject_kind} {row.subject}"
 
 
 def access_section(review: AccessReview) -> AccessSection:
@@ -20,7 +13,7 @@ def access_section(review: AccessReview) -> AccessSection:
     rows = [
         AccessRow(
             namespace=row.namespace,
-            subject=_subject(row),
+            subject=subject_label(row),
             permission=f"{row.permission} ({', '.join(row.verbs)})"
             + (f" on {', '.join(row.resource_names)}" if row.resource_names else ""),
             via=f"{row.binding} -> {row.role}"
